@@ -1,0 +1,311 @@
+//! Constant storage shared by reference.
+//!
+//! A [`Module`](crate::Module) keeps its weights in a pool of `Arc<Constant>`, so cloning a module
+//! (which the pass manager does to compare before and after a pass) never copies weight bytes.
+//! Storage is either dense bytes in the dtype's own encoding, or a *seeded* description
+//! (`seed` + distribution) that is materialized on first use — built-in models and benchmark
+//! graphs stay small in text form, and a 24-layer graph need not allocate its weights at all
+//! unless it is executed.
+
+use crate::dtype::DType;
+use crate::error::IrError;
+use crate::tensor::{decode_values, encode_values, Tensor};
+use crate::types::TensorType;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
+
+/// How seeded values are drawn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Init {
+    /// Normal distribution (Box–Muller over ChaCha8).
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Uniform on `[low, high)`.
+    Uniform {
+        /// Lower bound.
+        low: f64,
+        /// Upper bound.
+        high: f64,
+    },
+    /// Every element the same value.
+    Full {
+        /// The value.
+        value: f64,
+    },
+}
+
+/// Where a constant's values come from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Storage {
+    /// Little-endian bytes in the dtype's encoding (hex in text and JSON).
+    Dense {
+        /// The bytes.
+        #[serde(with = "hex_bytes")]
+        bytes: Arc<[u8]>,
+    },
+    /// Values drawn from a seeded generator, materialized on first use.
+    Seeded {
+        /// Generator seed.
+        seed: u64,
+        /// Distribution.
+        #[serde(flatten)]
+        init: Init,
+    },
+}
+
+impl PartialEq for Storage {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Storage::Dense { bytes: a }, Storage::Dense { bytes: b }) => {
+                Arc::ptr_eq(a, b) || a[..] == b[..]
+            }
+            (Storage::Seeded { seed: a, init: i }, Storage::Seeded { seed: b, init: j }) => {
+                a == b && i == j
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A constant tensor: its type, its storage, and a cache of its materialized values.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Constant {
+    /// Type (all dims fixed).
+    pub ty: TensorType,
+    /// Values.
+    pub storage: Storage,
+    #[serde(skip)]
+    cache: OnceLock<Arc<Tensor>>,
+}
+
+impl Clone for Constant {
+    fn clone(&self) -> Self {
+        Constant {
+            ty: self.ty.clone(),
+            storage: self.storage.clone(),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl PartialEq for Constant {
+    fn eq(&self, other: &Self) -> bool {
+        self.ty == other.ty && self.storage == other.storage
+    }
+}
+
+impl Constant {
+    /// A dense constant from a tensor.
+    pub fn from_tensor(t: &Tensor) -> Self {
+        let ty = TensorType::fixed(t.dtype(), t.shape());
+        Constant {
+            ty,
+            storage: Storage::Dense {
+                bytes: encode_values(t.dtype(), t.data()).into(),
+            },
+            cache: OnceLock::new(),
+        }
+    }
+
+    /// A seeded constant.
+    pub fn seeded(ty: TensorType, seed: u64, init: Init) -> Self {
+        Constant {
+            ty,
+            storage: Storage::Seeded { seed, init },
+            cache: OnceLock::new(),
+        }
+    }
+
+    /// A constant with given type and storage (checked by [`Constant::check`]).
+    pub fn new(ty: TensorType, storage: Storage) -> Self {
+        Constant {
+            ty,
+            storage,
+            cache: OnceLock::new(),
+        }
+    }
+
+    /// Bytes this constant occupies in its dtype's encoding.
+    pub fn storage_bytes(&self) -> u64 {
+        let n = self.ty.num_elements().unwrap_or(0);
+        (n * self.ty.dtype.bits() as u64).div_ceil(8)
+    }
+
+    /// Whether the values are already materialized (or stored densely).
+    pub fn is_materialized(&self) -> bool {
+        matches!(self.storage, Storage::Dense { .. }) || self.cache.get().is_some()
+    }
+
+    /// Check that the storage fits the type.
+    pub fn check(&self, name: &str) -> Result<(), IrError> {
+        let err = |message: String| IrError::Constant {
+            name: name.to_string(),
+            message,
+        };
+        let n = self
+            .ty
+            .num_elements()
+            .ok_or_else(|| err(format!("type {} must have fixed dims that fit u64", self.ty)))?;
+        if let Storage::Dense { bytes } = &self.storage {
+            let need = (n as u128 * self.ty.dtype.bits() as u128).div_ceil(8);
+            if bytes.len() as u128 != need {
+                return Err(err(format!(
+                    "{} needs {need} bytes, storage has {}",
+                    self.ty,
+                    bytes.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The values, materialized once and cached.
+    pub fn value(&self, name: &str) -> Result<Arc<Tensor>, IrError> {
+        if let Some(t) = self.cache.get() {
+            return Ok(t.clone());
+        }
+        self.check(name)?;
+        let shape = self
+            .ty
+            .fixed_shape()
+            .ok_or_else(|| IrError::Constant {
+                name: name.to_string(),
+                message: "symbolic dims in a constant".into(),
+            })?;
+        let n: usize = shape.iter().product();
+        let dtype = self.ty.dtype;
+        let t = match &self.storage {
+            Storage::Dense { bytes } => {
+                let data = decode_values(dtype, n, bytes)?;
+                Tensor::new(dtype, shape, data)?
+            }
+            Storage::Seeded { seed, init } => Tensor::new(dtype, shape, seeded_values(*seed, init, n))?,
+        };
+        let t = Arc::new(t);
+        let _ = self.cache.set(t.clone());
+        Ok(self.cache.get().cloned().unwrap_or(t))
+    }
+}
+
+/// Draw `n` values deterministically.
+pub fn seeded_values(seed: u64, init: &Init, n: usize) -> Vec<f64> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    match *init {
+        Init::Full { value } => vec![value; n],
+        Init::Uniform { low, high } => (0..n)
+            .map(|_| low + (high - low) * rng.gen::<f64>())
+            .collect(),
+        Init::Normal { mean, std } => {
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                // Box–Muller; u1 in (0, 1] so ln is finite.
+                let u1 = 1.0 - rng.gen::<f64>();
+                let u2 = rng.gen::<f64>();
+                let r = (-2.0 * u1.ln()).sqrt();
+                let th = 2.0 * std::f64::consts::PI * u2;
+                out.push(mean + std * r * th.cos());
+                if out.len() < n {
+                    out.push(mean + std * r * th.sin());
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Convenience: the dtype of a constant.
+impl Constant {
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.ty.dtype
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(b: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&to_hex(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        let s = String::deserialize(d)?;
+        from_hex(&s).map(Into::into).map_err(serde::de::Error::custom)
+    }
+
+    pub fn to_hex(b: &[u8]) -> String {
+        const H: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(b.len() * 2);
+        for &x in b {
+            s.push(H[(x >> 4) as usize] as char);
+            s.push(H[(x & 15) as usize] as char);
+        }
+        s
+    }
+
+    pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
+        if s.len() % 2 != 0 {
+            return Err(format!("hex string has odd length {}", s.len()));
+        }
+        let v = |c: u8| -> Result<u8, String> {
+            match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'a'..=b'f' => Ok(c - b'a' + 10),
+                b'A'..=b'F' => Ok(c - b'A' + 10),
+                _ => Err(format!("bad hex digit `{}`", c as char)),
+            }
+        };
+        s.as_bytes()
+            .chunks(2)
+            .map(|p| Ok(v(p[0])? << 4 | v(p[1])?))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_is_deterministic_and_lazy() {
+        let ty = TensorType::fixed(DType::F32, &[4, 5]);
+        let c = Constant::seeded(ty.clone(), 7, Init::Normal { mean: 0.0, std: 1.0 });
+        assert!(!c.is_materialized());
+        let a = c.value("w").unwrap();
+        assert!(c.is_materialized());
+        let d = Constant::seeded(ty, 7, Init::Normal { mean: 0.0, std: 1.0 });
+        assert_eq!(*a, *d.value("w").unwrap());
+        let mean = a.data().iter().sum::<f64>() / 20.0;
+        assert!(mean.abs() < 1.0);
+    }
+
+    #[test]
+    fn dense_checks_size() {
+        let c = Constant::new(
+            TensorType::fixed(DType::F32, &[3]),
+            Storage::Dense {
+                bytes: vec![0u8; 11].into(),
+            },
+        );
+        let e = c.value("w").unwrap_err().to_string();
+        assert!(e.contains("needs 12 bytes"), "{e}");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let t = Tensor::new(DType::F16, vec![3], vec![1.0, -2.5, 0.1]).unwrap();
+        let c = Constant::from_tensor(&t);
+        let j = serde_json::to_string(&c).unwrap();
+        let back: Constant = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(*back.value("c").unwrap(), t);
+    }
+}

@@ -1,0 +1,218 @@
+//! The reference interpreter: runs any [`Module`] in `f64`, rounding every value exactly to its
+//! dtype. It is the oracle of every test and of the pass manager's numeric check, so it is kept
+//! plain and obviously correct; it frees each value after its last use so that large models fit.
+
+use crate::error::IrError;
+use crate::graph::{Graph, NodeId};
+use crate::module::Module;
+use crate::ops::{EvalCx, Op};
+use crate::tensor::Tensor;
+use crate::types::{Dim, TensorType};
+use std::collections::HashMap;
+
+/// Something that can run a function of a module on concrete inputs.
+///
+/// Passes that need to run a model (calibration, numeric checks) take `&dyn Executor`: the
+/// reference interpreter by default, a lowered program when one is handed in for speed.
+pub trait Executor {
+    /// A short name for reports (`reference`, `cpu`, …).
+    fn name(&self) -> &str;
+
+    /// Run `function` of `module` on `inputs` (in parameter order); outputs in output order.
+    fn run(&self, module: &Module, function: &str, inputs: &[Tensor])
+        -> Result<Vec<Tensor>, IrError>;
+}
+
+/// The f64 reference interpreter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reference;
+
+impl Executor for Reference {
+    fn name(&self) -> &str {
+        "reference"
+    }
+
+    fn run(
+        &self,
+        module: &Module,
+        function: &str,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, IrError> {
+        run_function(module, function, inputs, &mut |_, _, _| {})
+    }
+}
+
+/// Bind symbolic dims of a function's input types from concrete input tensors.
+pub fn bind_inputs(
+    function: &str,
+    graph: &Graph,
+    inputs: &[Tensor],
+) -> Result<HashMap<String, u64>, IrError> {
+    let tys = graph.input_types();
+    let names = graph.input_names();
+    let err = |message: String| IrError::Inputs {
+        function: function.to_string(),
+        message,
+    };
+    if tys.len() != inputs.len() {
+        return Err(err(format!(
+            "expected {} inputs ({}), found {}",
+            tys.len(),
+            names.join(", "),
+            inputs.len()
+        )));
+    }
+    let mut b: HashMap<String, u64> = HashMap::new();
+    for ((ty, t), name) in tys.iter().zip(inputs).zip(&names) {
+        if ty.dtype != t.dtype() {
+            return Err(err(format!(
+                "input `{name}` expects {ty}, found dtype {}",
+                t.dtype()
+            )));
+        }
+        if ty.rank() != t.rank() {
+            return Err(err(format!(
+                "input `{name}` expects {ty}, found shape {:?}",
+                t.shape()
+            )));
+        }
+        for (d, &n) in ty.shape.iter().zip(t.shape()) {
+            match d {
+                Dim::Fixed(f) if *f as usize != n => {
+                    return Err(err(format!(
+                        "input `{name}` expects {ty}, found shape {:?}",
+                        t.shape()
+                    )))
+                }
+                Dim::Sym(s) => {
+                    if let Some(&prev) = b.get(s) {
+                        if prev as usize != n {
+                            return Err(err(format!(
+                                "input `{name}` binds {s} = {n}, but an earlier input bound {s} = {prev}"
+                            )));
+                        }
+                    } else {
+                        b.insert(s.clone(), n as u64);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(b)
+}
+
+/// Check that a tensor matches a declared type under bindings.
+fn check_result(t: &Tensor, ty: &TensorType, b: &HashMap<String, u64>) -> Result<(), String> {
+    if t.dtype() != ty.dtype {
+        return Err(format!("produced dtype {}, declared {ty}", t.dtype()));
+    }
+    match ty.resolve(b) {
+        Some(shape) if shape == t.shape() => Ok(()),
+        Some(shape) => Err(format!(
+            "produced shape {:?}, declared {ty} = {shape:?}",
+            t.shape()
+        )),
+        // A symbol not bound by the inputs: accept any size (it is checked by later uses).
+        None => {
+            if ty.rank() == t.rank() {
+                Ok(())
+            } else {
+                Err(format!("produced rank {}, declared {ty}", t.rank()))
+            }
+        }
+    }
+}
+
+/// Run a function, calling `observe(node, node_ref, results)` after every node (used for tracing
+/// and for locating the first diverging node in the numeric check).
+pub fn run_function(
+    module: &Module,
+    function: &str,
+    inputs: &[Tensor],
+    observe: &mut dyn FnMut(NodeId, &crate::graph::Node, &[Tensor]),
+) -> Result<Vec<Tensor>, IrError> {
+    let graph = module.functions.get(function).ok_or_else(|| IrError::Inputs {
+        function: function.to_string(),
+        message: format!(
+            "no such function (module has: {})",
+            module.functions.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    })?;
+    let bindings = bind_inputs(function, graph, inputs)?;
+    let order = graph.topo_order().map_err(|id| IrError::Verify {
+        function: function.to_string(),
+        node: graph.describe(id),
+        message: "graph has a cycle or a missing operand".into(),
+    })?;
+    let mut remaining = graph.use_counts();
+    let mut values: HashMap<NodeId, Vec<Option<Tensor>>> = HashMap::new();
+    let input_pos: HashMap<NodeId, usize> =
+        graph.inputs.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    for id in order {
+        let node = graph.node(id).expect("topo order yields live nodes");
+        let eval_err = |message: String| IrError::Eval {
+            function: function.to_string(),
+            node: graph.describe(id),
+            op: node.op.name().to_string(),
+            message,
+        };
+        let results = if let Op::Input(_) = node.op {
+            let i = *input_pos
+                .get(&id)
+                .ok_or_else(|| eval_err("input node is not a parameter of the function".into()))?;
+            vec![inputs[i].clone()]
+        } else {
+            let mut args: Vec<Tensor> = Vec::with_capacity(node.operands.len());
+            for o in &node.operands {
+                let slot = values
+                    .get_mut(&o.node)
+                    .and_then(|v| v.get_mut(o.slot as usize))
+                    .ok_or_else(|| eval_err(format!("operand {o} is not available")))?;
+                let left = remaining.get_mut(o).expect("counted use");
+                *left -= 1;
+                let t = if *left == 0 {
+                    slot.take()
+                } else {
+                    slot.clone()
+                };
+                args.push(t.ok_or_else(|| eval_err(format!("operand {o} was already freed")))?);
+            }
+            let refs: Vec<&Tensor> = args.iter().collect();
+            let cx = EvalCx {
+                module,
+                bindings: &bindings,
+                result_types: &node.results,
+            };
+            let out = node.op.eval(&cx, &refs).map_err(|e| eval_err(e.0))?;
+            if out.len() != node.results.len() {
+                return Err(eval_err(format!(
+                    "produced {} results, declared {}",
+                    out.len(),
+                    node.results.len()
+                )));
+            }
+            for (k, (t, ty)) in out.iter().zip(&node.results).enumerate() {
+                check_result(t, ty, &bindings).map_err(|m| eval_err(format!("result {k}: {m}")))?;
+            }
+            out
+        };
+        observe(id, node, &results);
+        values.insert(id, results.into_iter().map(Some).collect());
+    }
+    let mut outs = Vec::with_capacity(graph.outputs.len());
+    for o in &graph.outputs {
+        let t = values
+            .get(&o.value.node)
+            .and_then(|v| v.get(o.value.slot as usize))
+            .and_then(|t| t.clone())
+            .ok_or_else(|| IrError::Eval {
+                function: function.to_string(),
+                node: graph.describe(o.value.node),
+                op: "return".into(),
+                message: format!("output `{}` ({}) was not computed", o.name, o.value),
+            })?;
+        outs.push(t);
+    }
+    Ok(outs)
+}

@@ -1,0 +1,159 @@
+//! Ops: one file per op, one line per op in the [`ops!`] list below.
+//!
+//! Each op is a struct (its attributes, serde-serializable with unknown fields rejected) that
+//! implements [`OpSpec`]: a name, type inference with clear errors, and reference semantics in
+//! `f64` that round exactly to the result dtype. The `ops!` list generates the [`Op`] enum and
+//! its dispatch, so adding an op is one file plus one line, and matches over `Op` stay exhaustive.
+
+use crate::error::{IrError, OpError};
+use crate::module::Module;
+use crate::tensor::Tensor;
+use crate::types::TensorType;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+pub mod testing;
+pub mod util;
+
+/// What type inference may look at besides operand types: the module (constants, functions).
+pub struct InferCx<'a> {
+    /// The module the node belongs to.
+    pub module: &'a Module,
+}
+
+/// What reference evaluation may look at besides operand values.
+pub struct EvalCx<'a> {
+    /// The module the node belongs to.
+    pub module: &'a Module,
+    /// Symbol bindings of the running function (`B` → 2, …).
+    pub bindings: &'a HashMap<String, u64>,
+    /// The node's declared result types.
+    pub result_types: &'a [TensorType],
+}
+
+impl EvalCx<'_> {
+    /// Concrete shape of result `i` under the current bindings.
+    pub fn result_shape(&self, i: usize) -> Result<Vec<usize>, OpError> {
+        let ty = self
+            .result_types
+            .get(i)
+            .ok_or_else(|| OpError::new(format!("node has no result {i}")))?;
+        ty.resolve(self.bindings)
+            .ok_or_else(|| OpError::new(format!("result type {ty} has unbound symbols")))
+    }
+}
+
+/// The contract every op implements.
+pub trait OpSpec: Clone + Debug + PartialEq + Serialize + DeserializeOwned {
+    /// The op's name in text form, JSON and the registry.
+    const NAME: &'static str;
+
+    /// Result types from operand types, or an error saying what was expected and found.
+    fn infer(&self, cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError>;
+
+    /// Reference semantics: computed in `f64`, rounded exactly to each result's dtype.
+    fn eval(&self, cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError>;
+}
+
+macro_rules! ops {
+    ($($variant:ident => $module:ident :: $ty:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// Every op, with its attributes.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Op {
+            $(
+                #[doc = concat!("See [`", stringify!($module), "::", stringify!($ty), "`].")]
+                $variant($module::$ty),
+            )*
+        }
+
+        /// Names of all ops, in list order.
+        pub const OP_NAMES: &[&str] = &[$(<$module::$ty as OpSpec>::NAME),*];
+
+        impl Op {
+            /// The op's name.
+            pub fn name(&self) -> &'static str {
+                match self { $(Op::$variant(_) => <$module::$ty as OpSpec>::NAME),* }
+            }
+
+            /// Type inference.
+            pub fn infer(&self, cx: &InferCx, inputs: &[TensorType])
+                -> Result<Vec<TensorType>, OpError> {
+                match self { $(Op::$variant(o) => o.infer(cx, inputs)),* }
+            }
+
+            /// Reference evaluation.
+            pub fn eval(&self, cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+                match self { $(Op::$variant(o) => o.eval(cx, inputs)),* }
+            }
+
+            /// Attributes as a JSON object (`{}` when the op has none).
+            pub fn attrs(&self) -> serde_json::Value {
+                let v = match self { $(Op::$variant(o) => serde_json::to_value(o)),* };
+                match v {
+                    Ok(serde_json::Value::Null) | Err(_) => serde_json::json!({}),
+                    Ok(v) => v,
+                }
+            }
+
+            /// Build an op from its name and attributes, rejecting unknown names and fields.
+            pub fn from_attrs(name: &str, attrs: serde_json::Value) -> Result<Op, IrError> {
+                match name {
+                    $(<$module::$ty as OpSpec>::NAME => serde_json::from_value(attrs)
+                        .map(Op::$variant)
+                        .map_err(|e| IrError::Attributes { op: name.to_string(), message: e.to_string() }),)*
+                    _ => Err(IrError::UnknownOp {
+                        name: name.to_string(),
+                        allowed: OP_NAMES.join(", "),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+ops! {
+    Input => input::Input,
+    Constant => constant::Constant,
+    Add => add::Add,
+    MatMul => matmul::MatMul,
+}
+
+impl Op {
+    /// A key that is equal for ops with equal name and attributes (for CSE and hashing).
+    pub fn key(&self) -> String {
+        format!("{}{}", self.name(), self.attrs())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct OpRepr {
+    op: String,
+    #[serde(default)]
+    attrs: serde_json::Value,
+}
+
+impl Serialize for Op {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        OpRepr {
+            op: self.name().to_string(),
+            attrs: self.attrs(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Op {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = OpRepr::deserialize(d)?;
+        let attrs = if r.attrs.is_null() {
+            serde_json::json!({})
+        } else {
+            r.attrs
+        };
+        Op::from_attrs(&r.op, attrs).map_err(serde::de::Error::custom)
+    }
+}

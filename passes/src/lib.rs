@@ -1,0 +1,1 @@
+//! Pass manager (placeholder until the passes land).
