@@ -120,6 +120,12 @@ ops! {
     Constant => constant::Constant,
     Add => add::Add,
     MatMul => matmul::MatMul,
+    Sub => sub::Sub,
+    Mul => mul::Mul,
+    Div => div::Div,
+    Maximum => maximum::Maximum,
+    Minimum => minimum::Minimum,
+    Pow => pow::Pow,
 }
 
 impl Op {
