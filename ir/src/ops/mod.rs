@@ -126,6 +126,20 @@ ops! {
     Maximum => maximum::Maximum,
     Minimum => minimum::Minimum,
     Pow => pow::Pow,
+    Neg => neg::Neg,
+    Abs => abs::Abs,
+    Exp => exp::Exp,
+    Log => log::Log,
+    Sqrt => sqrt::Sqrt,
+    Rsqrt => rsqrt::Rsqrt,
+    Tanh => tanh::Tanh,
+    Erf => erf::Erf,
+    Sin => sin::Sin,
+    Cos => cos::Cos,
+    Relu => relu::Relu,
+    Sigmoid => sigmoid::Sigmoid,
+    Silu => silu::Silu,
+    Gelu => gelu::Gelu,
 }
 
 impl Op {
