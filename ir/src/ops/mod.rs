@@ -140,6 +140,13 @@ ops! {
     Sigmoid => sigmoid::Sigmoid,
     Silu => silu::Silu,
     Gelu => gelu::Gelu,
+    Clamp => clamp::Clamp,
+    Compare => compare::Compare,
+    Logical => logical::Logical,
+    Not => not::Not,
+    Where => where_::Where,
+    Cast => cast::Cast,
+    Iota => iota::Iota,
 }
 
 impl Op {
