@@ -147,6 +147,8 @@ ops! {
     Where => where_::Where,
     Cast => cast::Cast,
     Iota => iota::Iota,
+    Softmax => softmax::Softmax,
+    Reduce => reduce::Reduce,
 }
 
 impl Op {
