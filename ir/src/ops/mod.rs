@@ -149,6 +149,8 @@ ops! {
     Iota => iota::Iota,
     Softmax => softmax::Softmax,
     Reduce => reduce::Reduce,
+    ArgMax => argmax::ArgMax,
+    TopK => top_k::TopK,
 }
 
 impl Op {
