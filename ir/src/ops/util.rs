@@ -79,8 +79,16 @@ pub fn broadcast_dims(op: &str, a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, OpErro
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { Some(&a[i + a.len() - n]) } else { None };
-        let db = if i + b.len() >= n { Some(&b[i + b.len() - n]) } else { None };
+        let da = if i + a.len() >= n {
+            Some(&a[i + a.len() - n])
+        } else {
+            None
+        };
+        let db = if i + b.len() >= n {
+            Some(&b[i + b.len() - n])
+        } else {
+            None
+        };
         let d = match (da, db) {
             (Some(x), None) | (None, Some(x)) => x.clone(),
             (Some(x), Some(y)) if x == y => x.clone(),
@@ -103,8 +111,16 @@ pub fn broadcast_shapes(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -117,7 +133,10 @@ pub fn broadcast_shapes(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>
 
 /// Comma-joined dims for messages.
 pub fn join(d: &[Dim]) -> String {
-    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    d.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Strides to read `shape` as if broadcast to `out` (0 on broadcast axes).
@@ -200,8 +219,12 @@ pub fn ternary_map(
 
 /// Element-wise unary op; the result is rounded to `out`.
 pub fn unary_map(a: &Tensor, out: DType, f: impl Fn(f64) -> f64) -> Result<Tensor, OpError> {
-    Tensor::new(out, a.shape().to_vec(), a.data().iter().map(|&x| f(x)).collect())
-        .map_err(|e| OpError::new(e.to_string()))
+    Tensor::new(
+        out,
+        a.shape().to_vec(),
+        a.data().iter().map(|&x| f(x)).collect(),
+    )
+    .map_err(|e| OpError::new(e.to_string()))
 }
 
 /// Type inference shared by same-dtype broadcasting binary ops.
@@ -211,10 +234,72 @@ pub fn infer_binary(op: &str, inputs: &[TensorType], numeric: bool) -> Result<Te
     if numeric {
         expect_numeric(op, "operand", &inputs[0])?;
     }
-    Ok(TensorType::new(d, broadcast_dims(op, &inputs[0].shape, &inputs[1].shape)?))
+    Ok(TensorType::new(
+        d,
+        broadcast_dims(op, &inputs[0].shape, &inputs[1].shape)?,
+    ))
 }
 
 /// Wrap an IR error from tensor construction into an op error.
 pub fn op_err(e: crate::error::IrError) -> OpError {
     OpError::new(e.to_string())
+}
+
+/// Type inference of element-wise unary ops: one operand, result of the same type. With
+/// `float_only` the operand must be a float type, otherwise any numeric type.
+pub fn infer_unary(
+    op: &str,
+    inputs: &[TensorType],
+    float_only: bool,
+) -> Result<TensorType, OpError> {
+    expect_arity(op, inputs, 1)?;
+    if float_only {
+        expect_float(op, "operand", &inputs[0])?;
+    } else {
+        expect_numeric(op, "operand", &inputs[0])?;
+    }
+    Ok(inputs[0].clone())
+}
+
+/// Evaluation of element-wise unary ops: `f` applied in f64, rounded once to the operand dtype.
+pub fn eval_unary(
+    op: &str,
+    inputs: &[&Tensor],
+    f: impl Fn(f64) -> f64,
+) -> Result<Vec<Tensor>, OpError> {
+    expect_arity(op, inputs, 1)?;
+    Ok(vec![unary_map(inputs[0], inputs[0].dtype(), f)?])
+}
+
+/// Evaluation of same-dtype broadcasting binary ops: `f` in f64, rounded once to the dtype.
+pub fn eval_binary(
+    op: &str,
+    inputs: &[&Tensor],
+    f: impl Fn(f64, f64) -> f64,
+) -> Result<Vec<Tensor>, OpError> {
+    expect_arity(op, inputs, 2)?;
+    let (a, b) = (inputs[0], inputs[1]);
+    Ok(vec![binary_map(op, a, b, a.dtype(), f)?])
+}
+
+/// Split a concrete shape around `axis` into `(outer, len, inner)` element counts, so that
+/// element `(o, i, n)` lives at `(o * len + i) * inner + n`.
+pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}
+
+/// Normalize a list of axes against a rank, rejecting duplicates; sorted ascending.
+pub fn normalize_axes(op: &str, axes: &[i64], rank: usize) -> Result<Vec<usize>, OpError> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let n = normalize_axis(op, a, rank)?;
+        if out.contains(&n) {
+            crate::bail!("{op}: axis {a} is listed twice in {axes:?} (rank {rank})");
+        }
+        out.push(n);
+    }
+    out.sort_unstable();
+    Ok(out)
 }
