@@ -120,6 +120,15 @@ ops! {
     Constant => constant::Constant,
     Add => add::Add,
     MatMul => matmul::MatMul,
+    Transpose => transpose::Transpose,
+    Reshape => reshape::Reshape,
+    BroadcastTo => broadcast_to::BroadcastTo,
+    Concat => concat::Concat,
+    Slice => slice::Slice,
+    Split => split::Split,
+    Gather => gather::Gather,
+    Call => call::Call,
+    For => for_loop::For,
 }
 
 impl Op {
