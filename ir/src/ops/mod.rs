@@ -129,6 +129,9 @@ ops! {
     Gather => gather::Gather,
     Call => call::Call,
     For => for_loop::For,
+    Rope => rope::Rope,
+    Attention => attention::Attention,
+    MmcaAttention => mmca_attention::MmcaAttention,
 }
 
 impl Op {
