@@ -132,6 +132,10 @@ ops! {
     Rope => rope::Rope,
     Attention => attention::Attention,
     MmcaAttention => mmca_attention::MmcaAttention,
+    Conv2d => conv2d::Conv2d,
+    GroupNorm => group_norm::GroupNorm,
+    UpsampleNearest2d => upsample_nearest2d::UpsampleNearest2d,
+    AvgPool2d => avg_pool2d::AvgPool2d,
 }
 
 impl Op {
