@@ -136,6 +136,8 @@ ops! {
     GroupNorm => group_norm::GroupNorm,
     UpsampleNearest2d => upsample_nearest2d::UpsampleNearest2d,
     AvgPool2d => avg_pool2d::AvgPool2d,
+    Quantize => quantize::Quantize,
+    Dequantize => dequantize::Dequantize,
 }
 
 impl Op {
