@@ -255,7 +255,7 @@ mod hex_bytes {
     }
 
     pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(format!("hex string has odd length {}", s.len()));
         }
         let v = |c: u8| -> Result<u8, String> {

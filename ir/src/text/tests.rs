@@ -34,7 +34,7 @@ fn multi_result_op() -> Option<(Op, TensorType)> {
             &crate::ops::InferCx {
                 module: &Module::new(),
             },
-            &[x.clone()],
+            std::slice::from_ref(&x),
         );
         match r {
             Ok(r) if r.len() > 1 => Some((op, x.clone())),
@@ -721,7 +721,7 @@ fn mutate(src: &str, muts: &[(u8, usize, usize)]) -> String {
                 let end = (at + 1).min(len);
                 chars.splice(at..end, tok);
             }
-            3 | 4 | 5 => {
+            3..=5 => {
                 let s: String = chars.iter().collect();
                 let mut lines: Vec<&str> = s.split('\n').collect();
                 let n = lines.len();
