@@ -31,6 +31,7 @@ pub mod graph;
 pub mod module;
 pub mod numerics;
 pub mod ops;
+pub mod sample;
 pub mod tensor;
 pub mod text;
 pub mod types;
