@@ -151,6 +151,9 @@ ops! {
     Reduce => reduce::Reduce,
     ArgMax => argmax::ArgMax,
     TopK => top_k::TopK,
+    LayerNorm => layer_norm::LayerNorm,
+    RmsNorm => rms_norm::RmsNorm,
+    Linear => linear::Linear,
 }
 
 impl Op {
