@@ -110,7 +110,7 @@ mod tests {
         let e = eval_op(op(-2, 1e-5), &[x.clone(), s.clone()]).unwrap_err().to_string();
         assert!(e.contains("operand 1 must be shaped like the normalized dims [3,4]"), "{e}");
         assert!(e.contains("found f32[4]"), "{e}");
-        let e = eval_op(op(-1, -1.0), &[x.clone()]).unwrap_err().to_string();
+        let e = eval_op(op(-1, -1.0), std::slice::from_ref(&x)).unwrap_err().to_string();
         assert!(e.contains("eps must be finite and >= 0"), "{e}");
         let e = eval_op(op(-1, 0.0), &[x.clone(), s.clone(), s.clone(), s]).unwrap_err();
         assert!(e.to_string().contains("1 to 3 operands, found 4"), "{e}");

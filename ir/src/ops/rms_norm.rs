@@ -113,7 +113,7 @@ mod tests {
     fn symbolic_leading_dims_flow_through() {
         let m = crate::module::Module::new();
         let x = TensorType::new(DType::BF16, vec![Dim::from("T"), Dim::from(16u64)]);
-        let out = RmsNorm { axis: -1, eps: 1e-6 }.infer(&InferCx { module: &m }, &[x.clone()]);
+        let out = RmsNorm { axis: -1, eps: 1e-6 }.infer(&InferCx { module: &m }, std::slice::from_ref(&x));
         assert_eq!(out.unwrap(), vec![x]);
     }
 }
