@@ -169,6 +169,9 @@ ops! {
     AvgPool2d => avg_pool2d::AvgPool2d,
     Quantize => quantize::Quantize,
     Dequantize => dequantize::Dequantize,
+    LayerNorm => layer_norm::LayerNorm,
+    RmsNorm => rms_norm::RmsNorm,
+    Linear => linear::Linear,
 }
 
 impl Op {

@@ -423,3 +423,37 @@ impl Drop for CallDepthGuard {
         CALL_DEPTH.with(|c| c.set(c.get().saturating_sub(1)));
     }
 }
+
+/// `-1`, the default axis of the normalization ops.
+pub fn minus_one() -> i64 {
+    -1
+}
+
+/// Check the operands of a normalization over `x.shape[axis..]` with optional per-element
+/// parameters shaped like the normalized dims; returns the normalized axis.
+pub fn check_norm_operands(
+    op: &str,
+    axis: i64,
+    eps: f64,
+    inputs: &[TensorType],
+    max_operands: usize,
+) -> Result<usize, OpError> {
+    expect_arity_range(op, inputs, 1, max_operands)?;
+    same_dtype(op, inputs)?;
+    expect_float(op, "operand", &inputs[0])?;
+    if !(eps >= 0.0 && eps.is_finite()) {
+        crate::bail!("{op}: eps must be finite and >= 0, found {eps}");
+    }
+    let x = &inputs[0];
+    let a = normalize_axis(op, axis, x.rank())?;
+    let norm = &x.shape[a..];
+    for (i, p) in inputs.iter().enumerate().skip(1) {
+        if p.shape != norm {
+            crate::bail!(
+                "{op}: operand {i} must be shaped like the normalized dims [{}] of {x}, found {p}",
+                join(norm)
+            );
+        }
+    }
+    Ok(a)
+}
