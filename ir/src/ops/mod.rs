@@ -138,6 +138,10 @@ ops! {
     AvgPool2d => avg_pool2d::AvgPool2d,
     Quantize => quantize::Quantize,
     Dequantize => dequantize::Dequantize,
+    AllGather => all_gather::AllGather,
+    ReduceScatter => reduce_scatter::ReduceScatter,
+    AllReduce => all_reduce::AllReduce,
+    AllToAll => all_to_all::AllToAll,
 }
 
 impl Op {
