@@ -245,6 +245,65 @@ pub fn op_err(e: crate::error::IrError) -> OpError {
     OpError::new(e.to_string())
 }
 
+/// Type inference of element-wise unary ops: one operand, result of the same type. With
+/// `float_only` the operand must be a float type, otherwise any numeric type.
+pub fn infer_unary(
+    op: &str,
+    inputs: &[TensorType],
+    float_only: bool,
+) -> Result<TensorType, OpError> {
+    expect_arity(op, inputs, 1)?;
+    if float_only {
+        expect_float(op, "operand", &inputs[0])?;
+    } else {
+        expect_numeric(op, "operand", &inputs[0])?;
+    }
+    Ok(inputs[0].clone())
+}
+
+/// Evaluation of element-wise unary ops: `f` applied in f64, rounded once to the operand dtype.
+pub fn eval_unary(
+    op: &str,
+    inputs: &[&Tensor],
+    f: impl Fn(f64) -> f64,
+) -> Result<Vec<Tensor>, OpError> {
+    expect_arity(op, inputs, 1)?;
+    Ok(vec![unary_map(inputs[0], inputs[0].dtype(), f)?])
+}
+
+/// Evaluation of same-dtype broadcasting binary ops: `f` in f64, rounded once to the dtype.
+pub fn eval_binary(
+    op: &str,
+    inputs: &[&Tensor],
+    f: impl Fn(f64, f64) -> f64,
+) -> Result<Vec<Tensor>, OpError> {
+    expect_arity(op, inputs, 2)?;
+    let (a, b) = (inputs[0], inputs[1]);
+    Ok(vec![binary_map(op, a, b, a.dtype(), f)?])
+}
+
+/// Split a concrete shape around `axis` into `(outer, len, inner)` element counts, so that
+/// element `(o, i, n)` lives at `(o * len + i) * inner + n`.
+pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}
+
+/// Normalize a list of axes against a rank, rejecting duplicates; sorted ascending.
+pub fn normalize_axes(op: &str, axes: &[i64], rank: usize) -> Result<Vec<usize>, OpError> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let n = normalize_axis(op, a, rank)?;
+        if out.contains(&n) {
+            crate::bail!("{op}: axis {a} is listed twice in {axes:?} (rank {rank})");
+        }
+        out.push(n);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// Flat row-major offset of a multi-index under the given strides.
 pub fn flat_offset(idx: &[usize], strides: &[usize]) -> usize {
     idx.iter().zip(strides).map(|(i, s)| i * s).sum()
