@@ -172,6 +172,10 @@ ops! {
     LayerNorm => layer_norm::LayerNorm,
     RmsNorm => rms_norm::RmsNorm,
     Linear => linear::Linear,
+    AllGather => all_gather::AllGather,
+    ReduceScatter => reduce_scatter::ReduceScatter,
+    AllReduce => all_reduce::AllReduce,
+    AllToAll => all_to_all::AllToAll,
 }
 
 impl Op {
