@@ -149,10 +149,12 @@ impl Constant {
             name: name.to_string(),
             message,
         };
-        let n = self
-            .ty
-            .num_elements()
-            .ok_or_else(|| err(format!("type {} must have fixed dims that fit u64", self.ty)))?;
+        let n = self.ty.num_elements().ok_or_else(|| {
+            err(format!(
+                "type {} must have fixed dims that fit u64",
+                self.ty
+            ))
+        })?;
         if let Storage::Dense { bytes } = &self.storage {
             let need = (n as u128 * self.ty.dtype.bits() as u128).div_ceil(8);
             if bytes.len() as u128 != need {
@@ -172,13 +174,10 @@ impl Constant {
             return Ok(t.clone());
         }
         self.check(name)?;
-        let shape = self
-            .ty
-            .fixed_shape()
-            .ok_or_else(|| IrError::Constant {
-                name: name.to_string(),
-                message: "symbolic dims in a constant".into(),
-            })?;
+        let shape = self.ty.fixed_shape().ok_or_else(|| IrError::Constant {
+            name: name.to_string(),
+            message: "symbolic dims in a constant".into(),
+        })?;
         let n: usize = shape.iter().product();
         let dtype = self.ty.dtype;
         let t = match &self.storage {
@@ -186,7 +185,9 @@ impl Constant {
                 let data = decode_values(dtype, n, bytes)?;
                 Tensor::new(dtype, shape, data)?
             }
-            Storage::Seeded { seed, init } => Tensor::new(dtype, shape, seeded_values(*seed, init, n))?,
+            Storage::Seeded { seed, init } => {
+                Tensor::new(dtype, shape, seeded_values(*seed, init, n))?
+            }
         };
         let t = Arc::new(t);
         let _ = self.cache.set(t.clone());
@@ -238,7 +239,9 @@ mod hex_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
         let s = String::deserialize(d)?;
-        from_hex(&s).map(Into::into).map_err(serde::de::Error::custom)
+        from_hex(&s)
+            .map(Into::into)
+            .map_err(serde::de::Error::custom)
     }
 
     pub fn to_hex(b: &[u8]) -> String {
@@ -277,11 +280,25 @@ mod tests {
     #[test]
     fn seeded_is_deterministic_and_lazy() {
         let ty = TensorType::fixed(DType::F32, &[4, 5]);
-        let c = Constant::seeded(ty.clone(), 7, Init::Normal { mean: 0.0, std: 1.0 });
+        let c = Constant::seeded(
+            ty.clone(),
+            7,
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        );
         assert!(!c.is_materialized());
         let a = c.value("w").unwrap();
         assert!(c.is_materialized());
-        let d = Constant::seeded(ty, 7, Init::Normal { mean: 0.0, std: 1.0 });
+        let d = Constant::seeded(
+            ty,
+            7,
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        );
         assert_eq!(*a, *d.value("w").unwrap());
         let mean = a.data().iter().sum::<f64>() / 20.0;
         assert!(mean.abs() < 1.0);

@@ -19,8 +19,12 @@ pub trait Executor {
     fn name(&self) -> &str;
 
     /// Run `function` of `module` on `inputs` (in parameter order); outputs in output order.
-    fn run(&self, module: &Module, function: &str, inputs: &[Tensor])
-        -> Result<Vec<Tensor>, IrError>;
+    fn run(
+        &self,
+        module: &Module,
+        function: &str,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, IrError>;
 }
 
 /// The f64 reference interpreter.
@@ -132,13 +136,21 @@ pub fn run_function(
     inputs: &[Tensor],
     observe: &mut dyn FnMut(NodeId, &crate::graph::Node, &[Tensor]),
 ) -> Result<Vec<Tensor>, IrError> {
-    let graph = module.functions.get(function).ok_or_else(|| IrError::Inputs {
-        function: function.to_string(),
-        message: format!(
-            "no such function (module has: {})",
-            module.functions.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    })?;
+    let graph = module
+        .functions
+        .get(function)
+        .ok_or_else(|| IrError::Inputs {
+            function: function.to_string(),
+            message: format!(
+                "no such function (module has: {})",
+                module
+                    .functions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
     let bindings = bind_inputs(function, graph, inputs)?;
     let order = graph.topo_order().map_err(|id| IrError::Verify {
         function: function.to_string(),
@@ -147,8 +159,12 @@ pub fn run_function(
     })?;
     let mut remaining = graph.use_counts();
     let mut values: HashMap<NodeId, Vec<Option<Tensor>>> = HashMap::new();
-    let input_pos: HashMap<NodeId, usize> =
-        graph.inputs.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let input_pos: HashMap<NodeId, usize> = graph
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (n, i))
+        .collect();
     for id in order {
         let node = graph.node(id).expect("topo order yields live nodes");
         let eval_err = |message: String| IrError::Eval {

@@ -155,7 +155,9 @@ impl Graph {
             .infer(&InferCx { module }, &tys)
             .map_err(|e| IrError::Type {
                 function: "?".into(),
-                node: name.clone().unwrap_or_else(|| format!("new {} node", op.name())),
+                node: name
+                    .clone()
+                    .unwrap_or_else(|| format!("new {} node", op.name())),
                 op: op.name().into(),
                 message: e.0,
             })?;
@@ -192,7 +194,8 @@ impl Graph {
 
     /// Type of a value, if it exists.
     pub fn value_type(&self, v: ValueId) -> Option<&TensorType> {
-        self.node(v.node).and_then(|n| n.results.get(v.slot as usize))
+        self.node(v.node)
+            .and_then(|n| n.results.get(v.slot as usize))
     }
 
     /// Ids of live nodes in arena order.

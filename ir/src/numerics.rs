@@ -197,7 +197,11 @@ impl FloatFormat {
         let m = code & m_mask;
         if self.has_inf && e == e_mask {
             // IEEE-like top exponent
-            return if m == 0 { sign * f64::INFINITY } else { f64::NAN };
+            return if m == 0 {
+                sign * f64::INFINITY
+            } else {
+                f64::NAN
+            };
         }
         if !self.has_inf && self.has_nan && e == e_mask && m == m_mask {
             // E4M3FN: S.1111.111 is NaN

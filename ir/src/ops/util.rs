@@ -79,8 +79,16 @@ pub fn broadcast_dims(op: &str, a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, OpErro
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { Some(&a[i + a.len() - n]) } else { None };
-        let db = if i + b.len() >= n { Some(&b[i + b.len() - n]) } else { None };
+        let da = if i + a.len() >= n {
+            Some(&a[i + a.len() - n])
+        } else {
+            None
+        };
+        let db = if i + b.len() >= n {
+            Some(&b[i + b.len() - n])
+        } else {
+            None
+        };
         let d = match (da, db) {
             (Some(x), None) | (None, Some(x)) => x.clone(),
             (Some(x), Some(y)) if x == y => x.clone(),
@@ -103,8 +111,16 @@ pub fn broadcast_shapes(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -117,7 +133,10 @@ pub fn broadcast_shapes(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>
 
 /// Comma-joined dims for messages.
 pub fn join(d: &[Dim]) -> String {
-    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    d.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Strides to read `shape` as if broadcast to `out` (0 on broadcast axes).
@@ -200,8 +219,12 @@ pub fn ternary_map(
 
 /// Element-wise unary op; the result is rounded to `out`.
 pub fn unary_map(a: &Tensor, out: DType, f: impl Fn(f64) -> f64) -> Result<Tensor, OpError> {
-    Tensor::new(out, a.shape().to_vec(), a.data().iter().map(|&x| f(x)).collect())
-        .map_err(|e| OpError::new(e.to_string()))
+    Tensor::new(
+        out,
+        a.shape().to_vec(),
+        a.data().iter().map(|&x| f(x)).collect(),
+    )
+    .map_err(|e| OpError::new(e.to_string()))
 }
 
 /// Type inference shared by same-dtype broadcasting binary ops.
@@ -211,7 +234,10 @@ pub fn infer_binary(op: &str, inputs: &[TensorType], numeric: bool) -> Result<Te
     if numeric {
         expect_numeric(op, "operand", &inputs[0])?;
     }
-    Ok(TensorType::new(d, broadcast_dims(op, &inputs[0].shape, &inputs[1].shape)?))
+    Ok(TensorType::new(
+        d,
+        broadcast_dims(op, &inputs[0].shape, &inputs[1].shape)?,
+    ))
 }
 
 /// Wrap an IR error from tensor construction into an op error.
