@@ -42,7 +42,7 @@ pub enum Init {
 
 /// Where a constant's values come from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Storage {
     /// Little-endian bytes in the dtype's encoding (hex in text and JSON).
     Dense {
@@ -255,7 +255,7 @@ mod hex_bytes {
     }
 
     pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(format!("hex string has odd length {}", s.len()));
         }
         let v = |c: u8| -> Result<u8, String> {

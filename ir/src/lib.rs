@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod constant;
+pub mod dot;
 pub mod dtype;
 pub mod error;
 pub mod eval;
@@ -30,10 +31,14 @@ pub mod graph;
 pub mod module;
 pub mod numerics;
 pub mod ops;
+pub mod sample;
 pub mod tensor;
+pub mod text;
 pub mod types;
+pub mod verify;
 
 pub use constant::{Constant, Init, Storage};
+pub use dot::to_dot;
 pub use dtype::DType;
 pub use error::{IrError, OpError};
 pub use eval::{Executor, Reference};
@@ -41,4 +46,6 @@ pub use graph::{Graph, GraphOutput, Node, NodeId, ValueId};
 pub use module::Module;
 pub use ops::Op;
 pub use tensor::Tensor;
+pub use text::{from_json, parse_module, print_module, to_json};
 pub use types::{Dim, TensorType};
+pub use verify::{verify, verify_function};

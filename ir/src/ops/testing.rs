@@ -68,3 +68,95 @@ pub fn eval_op_in(m: Module, op: Op, inputs: &[Tensor]) -> Result<Vec<Tensor>, I
     let m = one_op_module_with(m, op, inputs)?;
     Reference.run(&m, "main", inputs)
 }
+
+/// Read `t` at an index of a broadcast result shape (numpy rules: shapes right-aligned, size-1
+/// dims repeat). Written independently of the ops' broadcasting, for naive test formulas.
+pub fn at_broadcast(t: &Tensor, out_idx: &[usize]) -> f64 {
+    let off = out_idx.len() - t.rank();
+    let idx: Vec<usize> = t
+        .shape()
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if d == 1 { 0 } else { out_idx[off + i] })
+        .collect();
+    t.at(&idx)
+}
+
+/// A shape that broadcasts against `shape`: its first `drop` dims removed and the dims whose bit
+/// is set in `ones` replaced by 1.
+pub fn broadcast_partner(shape: &[usize], drop: usize, ones: u32) -> Vec<usize> {
+    shape[drop.min(shape.len())..]
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if ones >> i & 1 == 1 { 1 } else { d })
+        .collect()
+}
+
+/// All multi-indices of `shape` in row-major order.
+pub fn indices(shape: &[usize]) -> Vec<Vec<usize>> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        out.push(idx.clone());
+        for ax in (0..shape.len()).rev() {
+            idx[ax] += 1;
+            if idx[ax] < shape[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+    out
+}
+
+fn check_shape(got: &Tensor, dtype: DType, shape: &[usize], n: usize) -> Result<(), String> {
+    if got.dtype() != dtype || got.shape() != shape || n != got.numel() {
+        return Err(format!(
+            "expected {dtype}{shape:?} with {n} values, found {got:?} ({} values)",
+            got.numel()
+        ));
+    }
+    Ok(())
+}
+
+/// Check `got` is `dtype[shape]` with elements exactly `dtype.round(naive[i])` (NaN equals NaN).
+pub fn check_exact(
+    got: &Tensor,
+    dtype: DType,
+    shape: &[usize],
+    naive: &[f64],
+) -> Result<(), String> {
+    check_shape(got, dtype, shape, naive.len())?;
+    for (i, (&g, &w)) in got.data().iter().zip(naive).enumerate() {
+        let w = dtype.round(w);
+        if !(g == w || g.is_nan() && w.is_nan()) {
+            return Err(format!("element {i}: got {g}, expected {w} ({dtype})"));
+        }
+    }
+    Ok(())
+}
+
+/// Like [`check_exact`] for naive formulas whose f64 summation order may differ from the op's:
+/// accepts `dtype.round(w)` for any `w` within `1e-9·(1 + |naive|)` of the naive value, i.e. the
+/// rounding may only differ where the exact result sits on a rounding boundary.
+pub fn check_rounded(
+    got: &Tensor,
+    dtype: DType,
+    shape: &[usize],
+    naive: &[f64],
+) -> Result<(), String> {
+    check_shape(got, dtype, shape, naive.len())?;
+    for (i, (&g, &w)) in got.data().iter().zip(naive).enumerate() {
+        let d = 1e-9 * (1.0 + w.abs());
+        // Rounding is monotonic: the op's result must lie between the roundings of w ∓ d.
+        let ok = (dtype.round(w - d) <= g && g <= dtype.round(w + d)) || g.is_nan() && w.is_nan();
+        if !ok {
+            return Err(format!(
+                "element {i}: got {g}, expected {} ({dtype}, naive {w})",
+                dtype.round(w)
+            ));
+        }
+    }
+    Ok(())
+}

@@ -244,3 +244,182 @@ pub fn infer_binary(op: &str, inputs: &[TensorType], numeric: bool) -> Result<Te
 pub fn op_err(e: crate::error::IrError) -> OpError {
     OpError::new(e.to_string())
 }
+
+/// Type inference of element-wise unary ops: one operand, result of the same type. With
+/// `float_only` the operand must be a float type, otherwise any numeric type.
+pub fn infer_unary(
+    op: &str,
+    inputs: &[TensorType],
+    float_only: bool,
+) -> Result<TensorType, OpError> {
+    expect_arity(op, inputs, 1)?;
+    if float_only {
+        expect_float(op, "operand", &inputs[0])?;
+    } else {
+        expect_numeric(op, "operand", &inputs[0])?;
+    }
+    Ok(inputs[0].clone())
+}
+
+/// Evaluation of element-wise unary ops: `f` applied in f64, rounded once to the operand dtype.
+pub fn eval_unary(
+    op: &str,
+    inputs: &[&Tensor],
+    f: impl Fn(f64) -> f64,
+) -> Result<Vec<Tensor>, OpError> {
+    expect_arity(op, inputs, 1)?;
+    Ok(vec![unary_map(inputs[0], inputs[0].dtype(), f)?])
+}
+
+/// Evaluation of same-dtype broadcasting binary ops: `f` in f64, rounded once to the dtype.
+pub fn eval_binary(
+    op: &str,
+    inputs: &[&Tensor],
+    f: impl Fn(f64, f64) -> f64,
+) -> Result<Vec<Tensor>, OpError> {
+    expect_arity(op, inputs, 2)?;
+    let (a, b) = (inputs[0], inputs[1]);
+    Ok(vec![binary_map(op, a, b, a.dtype(), f)?])
+}
+
+/// Split a concrete shape around `axis` into `(outer, len, inner)` element counts, so that
+/// element `(o, i, n)` lives at `(o * len + i) * inner + n`.
+pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}
+
+/// Normalize a list of axes against a rank, rejecting duplicates; sorted ascending.
+pub fn normalize_axes(op: &str, axes: &[i64], rank: usize) -> Result<Vec<usize>, OpError> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let n = normalize_axis(op, a, rank)?;
+        if out.contains(&n) {
+            crate::bail!("{op}: axis {a} is listed twice in {axes:?} (rank {rank})");
+        }
+        out.push(n);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Flat row-major offset of a multi-index under the given strides.
+pub fn flat_offset(idx: &[usize], strides: &[usize]) -> usize {
+    idx.iter().zip(strides).map(|(i, s)| i * s).sum()
+}
+
+/// Resolve symbolic dims to sizes under the running function's bindings.
+pub fn resolve_dims(
+    op: &str,
+    dims: &[Dim],
+    bindings: &std::collections::HashMap<String, u64>,
+) -> Result<Vec<usize>, OpError> {
+    dims.iter()
+        .map(|d| {
+            d.resolve(bindings)
+                .map(|n| n as usize)
+                .ok_or_else(|| OpError::new(format!("{op}: symbol {d} is not bound")))
+        })
+        .collect()
+}
+
+/// Check that a value is an integer dtype (indices, positions, token types).
+pub fn expect_int(op: &str, what: &str, t: &TensorType) -> Result<(), OpError> {
+    if !t.dtype.is_int() {
+        crate::bail!("{op} expects an integer {what}, found {t}");
+    }
+    Ok(())
+}
+
+/// Check the rank of an operand.
+pub fn expect_rank(op: &str, what: &str, t: &TensorType, rank: usize) -> Result<(), OpError> {
+    if t.rank() != rank {
+        crate::bail!("{op} expects {what} of rank {rank}, found {t}");
+    }
+    Ok(())
+}
+
+/// A fixed dim, or an error naming what needed it to be fixed.
+pub fn fixed_dim(op: &str, what: &str, d: &Dim) -> Result<u64, OpError> {
+    d.fixed()
+        .ok_or_else(|| OpError::new(format!("{op} needs a fixed {what}, found symbol {d}")))
+}
+
+/// Functions reachable from `start` through `call`/`for` ops, checking that none of them can
+/// reach itself again (recursion is rejected: the reference has no recursion depth to spend).
+pub fn check_no_recursion(module: &crate::module::Module, start: &str) -> Result<(), OpError> {
+    fn callees(g: &crate::graph::Graph) -> Vec<String> {
+        g.nodes()
+            .filter_map(|(_, n)| match &n.op {
+                crate::ops::Op::Call(c) => Some(c.callee.clone()),
+                crate::ops::Op::For(f) => Some(f.body.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+    // Iterative DFS with an explicit path so that deep call chains cannot overflow the stack.
+    let mut path: Vec<(String, Vec<String>)> = Vec::new();
+    let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let g = match module.functions.get(start) {
+        Some(g) => g,
+        None => return Ok(()),
+    };
+    path.push((start.to_string(), callees(g)));
+    while let Some((_, pending)) = path.last_mut() {
+        match pending.pop() {
+            Some(next) => {
+                if let Some(pos) = path.iter().position(|(f, _)| *f == next) {
+                    let cycle: Vec<&str> = path[pos..].iter().map(|(f, _)| f.as_str()).collect();
+                    crate::bail!(
+                        "recursive call: @{} -> @{next} (recursion is not supported; unroll it or use `for`)",
+                        cycle.join(" -> @")
+                    );
+                }
+                if done.contains(&next) {
+                    continue;
+                }
+                if let Some(g) = module.functions.get(&next) {
+                    let c = callees(g);
+                    path.push((next, c));
+                }
+            }
+            None => {
+                let (f, _) = path.pop().expect("non-empty path");
+                done.insert(f);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maximum nesting of `call`/`for` bodies in the reference interpreter.
+pub const MAX_CALL_DEPTH: usize = 256;
+
+thread_local! {
+    static CALL_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Guard counting nested function evaluations on this thread; errors past [`MAX_CALL_DEPTH`]
+/// (a recursion that slipped past type inference ends in an error, not a stack overflow).
+pub struct CallDepthGuard(());
+
+impl CallDepthGuard {
+    /// Enter one nesting level.
+    pub fn enter(op: &str, callee: &str) -> Result<Self, OpError> {
+        let d = CALL_DEPTH.with(|c| c.get());
+        if d >= MAX_CALL_DEPTH {
+            crate::bail!(
+                "{op} @{callee}: nesting deeper than {MAX_CALL_DEPTH} calls (recursive module?)"
+            );
+        }
+        CALL_DEPTH.with(|c| c.set(d + 1));
+        Ok(CallDepthGuard(()))
+    }
+}
+
+impl Drop for CallDepthGuard {
+    fn drop(&mut self) {
+        CALL_DEPTH.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}

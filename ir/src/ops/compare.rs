@@ -1,0 +1,127 @@
+//! `compare`: element-wise comparison with numpy broadcasting, producing bools.
+
+use super::util::{binary_map, expect_arity, infer_binary};
+use super::{EvalCx, InferCx, OpSpec};
+use crate::dtype::DType;
+use crate::error::OpError;
+use crate::tensor::Tensor;
+use crate::types::TensorType;
+use serde::{Deserialize, Serialize};
+
+/// The comparison a [`Compare`] performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Predicate {
+    /// `a == b`
+    Eq,
+    /// `a != b`
+    Ne,
+    /// `a < b`
+    Lt,
+    /// `a <= b`
+    Le,
+    /// `a > b`
+    Gt,
+    /// `a >= b`
+    Ge,
+}
+
+impl Predicate {
+    /// Apply the predicate (IEEE: every comparison with NaN is false except `ne`).
+    pub fn apply(self, a: f64, b: f64) -> bool {
+        match self {
+            Predicate::Eq => a == b,
+            Predicate::Ne => a != b,
+            Predicate::Lt => a < b,
+            Predicate::Le => a <= b,
+            Predicate::Gt => a > b,
+            Predicate::Ge => a >= b,
+        }
+    }
+}
+
+/// `a <predicate> b` element-wise → bool; operands of one dtype (any, bool included),
+/// broadcast numpy-style.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compare {
+    /// Which comparison.
+    pub predicate: Predicate,
+}
+
+impl OpSpec for Compare {
+    const NAME: &'static str = "compare";
+
+    fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
+        Ok(vec![infer_binary(Self::NAME, inputs, false)?.with_dtype(DType::Bool)])
+    }
+
+    fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        expect_arity(Self::NAME, inputs, 2)?;
+        let p = self.predicate;
+        let f = |x, y| if p.apply(x, y) { 1.0 } else { 0.0 };
+        Ok(vec![binary_map(Self::NAME, inputs[0], inputs[1], DType::Bool, f)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Predicate;
+    use crate::dtype::DType;
+    use crate::ops::testing::{
+        at_broadcast, broadcast_partner, check_exact, eval_op, indices, rand_tensor,
+    };
+    use crate::ops::{compare::Compare, Op};
+    use crate::tensor::Tensor;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn matches_naive_formula_with_broadcasting(
+            shape in prop::collection::vec(1usize..4, 0..4),
+            drop in 0usize..4,
+            ones in 0u32..16,
+            swap: bool,
+            dt in prop::sample::select(vec![DType::F32, DType::BF16, DType::F8E5M2, DType::I32,
+                                            DType::I4, DType::Bool]),
+            p in prop::sample::select(vec![Predicate::Eq, Predicate::Ne, Predicate::Lt,
+                                           Predicate::Le, Predicate::Gt, Predicate::Ge]),
+            seed in 0u64..1000,
+        ) {
+            let other = broadcast_partner(&shape, drop, ones);
+            let (sa, sb) = if swap { (other, shape.clone()) } else { (shape.clone(), other) };
+            let a = rand_tensor(dt, sa, seed);
+            let b = rand_tensor(dt, sb, seed + 1);
+            let out = eval_op(Op::Compare(Compare { predicate: p }), &[a.clone(), b.clone()])
+                .unwrap();
+            let naive: Vec<f64> = indices(&shape)
+                .iter()
+                .map(|i| {
+                    let (x, y) = (at_broadcast(&a, i), at_broadcast(&b, i));
+                    let r = match p {
+                        Predicate::Eq => !(x < y || x > y),
+                        Predicate::Ne => x < y || x > y,
+                        Predicate::Lt => y - x > 0.0,
+                        Predicate::Le => !(x > y),
+                        Predicate::Gt => x - y > 0.0,
+                        Predicate::Ge => !(x < y),
+                    };
+                    r as u8 as f64
+                })
+                .collect();
+            check_exact(&out[0], DType::Bool, &shape, &naive).map_err(TestCaseError::fail)?;
+        }
+    }
+
+    #[test]
+    fn nan_compares_unequal_and_dtypes_must_match() {
+        let a = Tensor::new(DType::F32, vec![1], vec![f64::NAN]).unwrap();
+        let op = |predicate| Op::Compare(Compare { predicate });
+        assert_eq!(eval_op(op(Predicate::Eq), &[a.clone(), a.clone()]).unwrap()[0].data(), &[0.0]);
+        assert_eq!(eval_op(op(Predicate::Ne), &[a.clone(), a.clone()]).unwrap()[0].data(), &[1.0]);
+        let b = Tensor::new(DType::F16, vec![1], vec![1.0]).unwrap();
+        let e = eval_op(op(Predicate::Lt), &[a, b]).unwrap_err().to_string();
+        assert!(e.contains("share a dtype"), "{e}");
+        assert!(serde_json::from_str::<Compare>(r#"{"predicate":"lte"}"#).is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! `reduce`: sum, mean, max or min over a set of axes.
+
+use super::util::{broadcast_strides, expect_arity, expect_float, expect_numeric, for_each_index};
+use super::util::{normalize_axes, op_err};
+use super::{EvalCx, InferCx, OpSpec};
+use crate::error::OpError;
+use crate::tensor::{strides_of, Tensor};
+use crate::types::{Dim, TensorType};
+use serde::{Deserialize, Serialize};
+
+/// How a [`Reduce`] combines elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReduceKind {
+    /// Sum (0 over an empty set).
+    Sum,
+    /// Arithmetic mean (float dtypes only).
+    Mean,
+    /// Maximum (NaN propagates).
+    Max,
+    /// Minimum (NaN propagates).
+    Min,
+}
+
+/// Reduce `axes` of one numeric operand (bool is rejected; `mean` needs a float dtype).
+///
+/// Accumulation is in f64, rounded once to the operand's dtype (integer sums saturate). `axes`
+/// must be non-empty and distinct (negative axes count from the end); the reduced dims are
+/// dropped, or kept as size 1 with `keepdims`. `mean`, `max` and `min` over zero elements are
+/// evaluation errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reduce {
+    /// How to combine.
+    pub kind: ReduceKind,
+    /// The axes to reduce.
+    pub axes: Vec<i64>,
+    /// Keep reduced dims as size 1 (default false).
+    #[serde(default)]
+    pub keepdims: bool,
+}
+
+impl Reduce {
+    fn axes_for(&self, rank: usize) -> Result<Vec<usize>, OpError> {
+        if self.axes.is_empty() {
+            crate::bail!("reduce needs at least one axis (list every axis to reduce them all)");
+        }
+        normalize_axes(Self::NAME, &self.axes, rank)
+    }
+}
+
+impl OpSpec for Reduce {
+    const NAME: &'static str = "reduce";
+
+    fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
+        expect_arity(Self::NAME, inputs, 1)?;
+        let x = &inputs[0];
+        expect_numeric(Self::NAME, "operand", x)?;
+        if self.kind == ReduceKind::Mean {
+            expect_float("reduce mean", "operand", x)?;
+        }
+        let axes = self.axes_for(x.rank())?;
+        let mut shape = Vec::with_capacity(x.rank());
+        for (i, d) in x.shape.iter().enumerate() {
+            if !axes.contains(&i) {
+                shape.push(d.clone());
+            } else if self.keepdims {
+                shape.push(Dim::Fixed(1));
+            }
+        }
+        Ok(vec![TensorType::new(x.dtype, shape)])
+    }
+
+    fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        expect_arity(Self::NAME, inputs, 1)?;
+        let x = inputs[0];
+        let axes = self.axes_for(x.rank())?;
+        let keep: Vec<usize> = (0..x.rank())
+            .map(|i| if axes.contains(&i) { 1 } else { x.shape()[i] })
+            .collect();
+        let count: usize = axes.iter().map(|&a| x.shape()[a]).product();
+        let n_out: usize = keep.iter().product();
+        if count == 0 && n_out > 0 && self.kind != ReduceKind::Sum {
+            crate::bail!(
+                "reduce {:?} over zero elements (axes {:?} of shape {:?})",
+                self.kind,
+                self.axes,
+                x.shape()
+            );
+        }
+        let init = match self.kind {
+            ReduceKind::Sum | ReduceKind::Mean => 0.0,
+            ReduceKind::Max => f64::NEG_INFINITY,
+            ReduceKind::Min => f64::INFINITY,
+        };
+        let mut acc = vec![init; n_out];
+        let strides = [strides_of(x.shape()), broadcast_strides(&keep, x.shape())];
+        let d = x.data();
+        let kind = self.kind;
+        for_each_index(x.shape(), &strides, |o| {
+            let (v, a) = (d[o[0]], &mut acc[o[1]]);
+            *a = match kind {
+                ReduceKind::Sum | ReduceKind::Mean => *a + v,
+                _ if v.is_nan() || a.is_nan() => f64::NAN,
+                ReduceKind::Max => a.max(v),
+                ReduceKind::Min => a.min(v),
+            };
+        });
+        if kind == ReduceKind::Mean {
+            acc.iter_mut().for_each(|a| *a /= count as f64);
+        }
+        let shape = if self.keepdims {
+            keep
+        } else {
+            (0..x.rank())
+                .filter(|i| !axes.contains(i))
+                .map(|i| x.shape()[i])
+                .collect()
+        };
+        Ok(vec![Tensor::new(x.dtype(), shape, acc).map_err(op_err)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReduceKind;
+    use crate::dtype::DType;
+    use crate::ops::testing::{check_rounded, eval_op, indices, rand_tensor};
+    use crate::ops::{reduce::Reduce, InferCx, Op, OpSpec};
+    use crate::tensor::Tensor;
+    use crate::types::{Dim, TensorType};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn matches_naive_formula(
+            shape in prop::collection::vec(1usize..4, 1..4),
+            mask in 1u32..8,
+            negate: bool,
+            keepdims: bool,
+            kind in prop::sample::select(vec![ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max,
+                                              ReduceKind::Min]),
+            dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16,
+                                            DType::I32, DType::I8]),
+            seed in 0u64..1000,
+        ) {
+            prop_assume!(!(kind == ReduceKind::Mean && dt.is_int()));
+            let rank = shape.len();
+            let red: Vec<usize> = (0..rank).filter(|i| mask >> i & 1 == 1).collect();
+            prop_assume!(!red.is_empty());
+            let axes: Vec<i64> = red.iter()
+                .map(|&a| if negate { a as i64 - rank as i64 } else { a as i64 })
+                .collect();
+            let x = rand_tensor(dt, shape.clone(), seed);
+            let out = eval_op(Op::Reduce(Reduce { kind, axes, keepdims }), &[x.clone()]).unwrap();
+            // Naive: for every output position, collect the input elements that map onto it.
+            let keep_shape: Vec<usize> = (0..rank)
+                .map(|i| if red.contains(&i) { 1 } else { shape[i] })
+                .collect();
+            let naive: Vec<f64> = indices(&keep_shape)
+                .iter()
+                .map(|o| {
+                    let vals: Vec<f64> = indices(&shape)
+                        .iter()
+                        .filter(|i| (0..rank).all(|a| red.contains(&a) || i[a] == o[a]))
+                        .map(|i| x.at(i))
+                        .collect();
+                    match kind {
+                        ReduceKind::Sum => vals.iter().sum(),
+                        ReduceKind::Mean => vals.iter().sum::<f64>() / vals.len() as f64,
+                        ReduceKind::Max => vals.iter().cloned().fold(f64::MIN, f64::max),
+                        ReduceKind::Min => vals.iter().cloned().fold(f64::MAX, f64::min),
+                    }
+                })
+                .collect();
+            let out_shape: Vec<usize> = if keepdims {
+                keep_shape
+            } else {
+                (0..rank).filter(|i| !red.contains(i)).map(|i| shape[i]).collect()
+            };
+            check_rounded(&out[0], dt, &out_shape, &naive).map_err(TestCaseError::fail)?;
+        }
+    }
+
+    #[test]
+    fn symbolic_axes_keep_other_symbols() {
+        let m = crate::module::Module::new();
+        let cx = InferCx { module: &m };
+        let t = TensorType::new(DType::F32, vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)]);
+        let r = |axes: Vec<i64>, keepdims| Reduce { kind: ReduceKind::Mean, axes, keepdims };
+        let out = r(vec![1], false).infer(&cx, &[t.clone()]).unwrap();
+        assert_eq!(out[0].to_string(), "f32[B,8]");
+        let out = r(vec![-1, 0], true).infer(&cx, &[t.clone()]).unwrap();
+        assert_eq!(out[0].to_string(), "f32[1,S,1]");
+    }
+
+    #[test]
+    fn bad_axes_dtypes_and_empty_reductions_are_errors() {
+        let x = rand_tensor(DType::F32, vec![2, 0], 0);
+        let op = |kind, axes: Vec<i64>| Op::Reduce(Reduce { kind, axes, keepdims: false });
+        let e = eval_op(op(ReduceKind::Sum, vec![]), &[x.clone()]).unwrap_err().to_string();
+        assert!(e.contains("at least one axis"), "{e}");
+        let e = eval_op(op(ReduceKind::Sum, vec![1, -1]), &[x.clone()]).unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = eval_op(op(ReduceKind::Sum, vec![2]), &[x.clone()]).unwrap_err().to_string();
+        assert!(e.contains("axis 2 is out of range for rank 2"), "{e}");
+        let e = eval_op(op(ReduceKind::Max, vec![1]), &[x.clone()]).unwrap_err().to_string();
+        assert!(e.contains("zero elements"), "{e}");
+        let out = eval_op(op(ReduceKind::Sum, vec![1]), &[x]).unwrap();
+        assert_eq!(out[0].data(), &[0.0, 0.0]);
+        let i = rand_tensor(DType::I32, vec![2], 0);
+        let e = eval_op(op(ReduceKind::Mean, vec![0]), &[i]).unwrap_err().to_string();
+        assert!(e.contains("float") && e.contains("i32[2]"), "{e}");
+        let n = Tensor::new(DType::F32, vec![2], vec![f64::NAN, 1.0]).unwrap();
+        assert!(eval_op(op(ReduceKind::Max, vec![0]), &[n]).unwrap()[0].data()[0].is_nan());
+    }
+}
