@@ -1,159 +1,16 @@
 //! `canonicalize`: every rule fires, results verify and match the reference interpreter, the
 //! extraction is as good at 400 layers as at 4, limits and rule-file errors behave.
 
+mod support;
+
 use fuselage_ir::ops::testing::rand_tensor;
-use fuselage_ir::{
-    verify, Constant, DType, Dim, Executor, Graph, Init, Module, Op, Reference, Tensor, TensorType,
-    ValueId,
-};
+use fuselage_ir::{verify, Dim, Executor, Graph, Module, Reference, Tensor};
 use fuselage_passes::canonicalize::{Canonicalize, CanonicalizeOptions};
 use fuselage_passes::rewrite::rules::{builtin_rules, parse_rules};
 use fuselage_passes::rewrite::RewriteError;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A tiny graph builder over `Op::from_attrs`.
-struct B {
-    m: Module,
-    g: Graph,
-    seed: u64,
-}
-
-impl B {
-    fn new() -> Self {
-        B {
-            m: Module::new(),
-            g: Graph::new(),
-            seed: 1,
-        }
-    }
-
-    fn input(&mut self, name: &str, shape: &[Dim]) -> ValueId {
-        self.g
-            .add_input(name, TensorType::new(DType::F32, shape.to_vec()))
-            .into()
-    }
-
-    fn op(&mut self, name: &str, attrs: Value, args: &[ValueId]) -> ValueId {
-        let op = Op::from_attrs(name, attrs).unwrap();
-        self.g
-            .add_inferred(&self.m, op, args.to_vec(), None)
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-            .into()
-    }
-
-    /// A constant node; `value` Some → every element equal to it, None → seeded normal.
-    fn constant(&mut self, name: &str, shape: &[usize], value: Option<f64>) -> ValueId {
-        if !self.m.constants.contains_key(name) {
-            let ty = TensorType::fixed(DType::F32, shape);
-            self.seed += 1;
-            let init = match value {
-                Some(value) => Init::Full { value },
-                None => Init::Normal {
-                    mean: 0.0,
-                    std: 0.5,
-                },
-            };
-            self.m
-                .add_constant(name, Constant::seeded(ty, self.seed, init));
-        }
-        self.op("constant", json!({ "name": name }), &[])
-    }
-
-    fn scalar(&mut self, v: f64) -> ValueId {
-        self.constant(&format!("c{v}"), &[], Some(v))
-    }
-
-    fn finish(mut self, outs: &[ValueId]) -> Module {
-        for (i, o) in outs.iter().enumerate() {
-            self.g.add_output(&format!("out{i}"), *o);
-        }
-        self.m.functions.insert("main".into(), self.g);
-        self.m
-    }
-}
-
-fn mean(b: &mut B, x: ValueId) -> ValueId {
-    b.op(
-        "reduce",
-        json!({"kind": "mean", "axes": [-1], "keepdims": true}),
-        &[x],
-    )
-}
-
-/// LayerNorm over the last dim, in primitives; `variant` picks how the square and the
-/// reciprocal square root are written.
-fn layer_norm_prims(b: &mut B, x: ValueId, h: usize, variant: u8, tag: &str) -> ValueId {
-    let mu = mean(b, x);
-    let d = b.op("sub", json!({}), &[x, mu]);
-    let sq = if variant == 1 {
-        let two = b.scalar(2.0);
-        b.op("pow", json!({}), &[d, two])
-    } else {
-        b.op("mul", json!({}), &[d, d])
-    };
-    let var = mean(b, sq);
-    let eps = b.scalar(1e-5);
-    let ve = b.op("add", json!({}), &[var, eps]);
-    let n = match variant {
-        2 => {
-            let one = b.scalar(1.0);
-            let s = b.op("sqrt", json!({}), &[ve]);
-            let r = b.op("div", json!({}), &[one, s]);
-            b.op("mul", json!({}), &[d, r])
-        }
-        3 => {
-            let s = b.op("sqrt", json!({}), &[ve]);
-            b.op("div", json!({}), &[d, s])
-        }
-        _ => {
-            let r = b.op("rsqrt", json!({}), &[ve]);
-            b.op("mul", json!({}), &[d, r])
-        }
-    };
-    let s = b.constant(&format!("{tag}.scale"), &[h], None);
-    let bias = b.constant(&format!("{tag}.bias"), &[h], None);
-    let y = b.op("mul", json!({}), &[n, s]);
-    b.op("add", json!({}), &[y, bias])
-}
-
-/// GELU in primitives, `variant` 0..5 as in fusion.rules; 5 writes `0.5·x` with the constant
-/// first and `1 + erf` with the one first.
-fn gelu_prims(b: &mut B, x: ValueId, variant: u8) -> ValueId {
-    let half = b.scalar(0.5);
-    let one = b.scalar(1.0);
-    let e = if matches!(variant, 1 | 3) {
-        let r = b.scalar(std::f64::consts::FRAC_1_SQRT_2);
-        b.op("mul", json!({}), &[x, r])
-    } else {
-        let r = b.scalar(std::f64::consts::SQRT_2);
-        b.op("div", json!({}), &[x, r])
-    };
-    let erf = b.op("erf", json!({}), &[e]);
-    let a = if variant == 5 {
-        b.op("add", json!({}), &[one, erf])
-    } else {
-        b.op("add", json!({}), &[erf, one])
-    };
-    match variant {
-        0 | 1 => {
-            let xh = b.op("mul", json!({}), &[x, half]);
-            b.op("mul", json!({}), &[xh, a])
-        }
-        2 | 3 => {
-            let xa = b.op("mul", json!({}), &[x, a]);
-            b.op("mul", json!({}), &[xa, half])
-        }
-        4 => {
-            let ah = b.op("mul", json!({}), &[a, half]);
-            b.op("mul", json!({}), &[x, ah])
-        }
-        _ => {
-            let hx = b.op("mul", json!({}), &[half, x]);
-            b.op("mul", json!({}), &[hx, a])
-        }
-    }
-}
+use support::models::{gelu_prims, layer_norm_prims, mean, residual_chain, B};
 
 fn histogram(m: &Module) -> BTreeMap<String, usize> {
     m.op_histogram()
@@ -368,24 +225,6 @@ fn every_rule_fires() {
     assert!(missing.is_empty(), "rules that never fired: {missing:?}");
 }
 
-/// A residual chain: each layer is a LayerNorm in primitives, matmul + bias, erf-GELU, and a
-/// residual add.
-fn residual_chain(layers: usize) -> Module {
-    let h = 8;
-    let mut b = B::new();
-    let mut x = b.input("x", &[Dim::Sym("S".into()), Dim::Fixed(h as u64)]);
-    for l in 0..layers {
-        let y = layer_norm_prims(&mut b, x, h, (l % 4) as u8, &format!("l{l}.ln"));
-        let w = b.constant(&format!("l{l}.w"), &[h, h], None);
-        let bias = b.constant(&format!("l{l}.b"), &[h], None);
-        let mm = b.op("matmul", json!({}), &[y, w]);
-        let lin = b.op("add", json!({}), &[mm, bias]);
-        let g = gelu_prims(&mut b, lin, (l % 6) as u8);
-        x = b.op("add", json!({}), &[x, g]);
-    }
-    b.finish(&[x])
-}
-
 #[test]
 fn deep_residual_chain_is_as_fused_as_a_shallow_one() {
     let (small, _) = canon(&residual_chain(4));
@@ -507,4 +346,25 @@ fn builtin_rules_are_named_and_documented() {
             r.name
         );
     }
+}
+
+#[test]
+fn bert_large_shaped_graph_fuses_every_layer() {
+    let mut m = support::models::bert_large(2);
+    let before = m.entry().unwrap().len();
+    let t = std::time::Instant::now();
+    Canonicalize::default().run(&mut m).unwrap();
+    eprintln!(
+        "bert-large x2 canonicalize (dev profile): {:?}",
+        t.elapsed()
+    );
+    verify(&m).unwrap();
+    let h = histogram(&m);
+    assert_eq!(h.get("layer_norm"), Some(&4), "{h:?}");
+    assert_eq!(h.get("linear"), Some(&12), "{h:?}");
+    assert_eq!(h.get("gelu"), Some(&2), "{h:?}");
+    for op in ["reduce", "sub", "erf", "rsqrt", "div"] {
+        assert_eq!(h.get(op), None, "{op} left: {h:?}");
+    }
+    assert!(m.entry().unwrap().len() < before);
 }
