@@ -9,36 +9,27 @@
 //! left unused are removed and the graph is renumbered in topological order. Graph inputs and
 //! outputs (names, order, types) are kept.
 
+use crate::error::PassError;
+use crate::pass::{Changed, Pass, PassCx, PassKind};
 use crate::rewrite::extract::{extract, CostModel};
 use crate::rewrite::lang::{canonical_attrs, TensorAnalysis, TensorLang};
 use crate::rewrite::rules::builtin_rules;
 use crate::rewrite::RewriteError;
 use egg::{EGraph, Id, Language, Rewrite, Runner, SimpleScheduler, StopReason, Symbol};
 use fuselage_ir::{Graph, Module, NodeId, ValueId};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Options of `canonicalize`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct CanonicalizeOptions {
-    /// Stop saturating when the e-graph has this many e-nodes.
-    pub node_limit: usize,
-    /// Stop saturating after this many iterations.
-    pub iter_limit: usize,
-    /// Stop saturating after this many milliseconds (per function).
-    pub time_limit_ms: u64,
-}
-
-impl Default for CanonicalizeOptions {
-    fn default() -> Self {
-        CanonicalizeOptions {
-            node_limit: 500_000,
-            iter_limit: 30,
-            time_limit_ms: 10_000,
-        }
+crate::pass_options! {
+    /// Options of `canonicalize`: the limits of each function's saturation.
+    pub struct CanonicalizeOptions {
+        /// Stop saturating when the e-graph has this many e-nodes.
+        node_limit: usize = 500_000,
+        /// Stop saturating after this many iterations.
+        iter_limit: usize = 30,
+        /// Stop saturating after this many milliseconds (per function).
+        time_limit_ms: u64 = 10_000,
     }
 }
 
@@ -88,6 +79,14 @@ impl Canonicalize {
         }
     }
 
+    /// The registry's constructor.
+    pub fn create(options: CanonicalizeOptions) -> Result<Self, PassError> {
+        // Fail early on a bad rule file or cost table, naming the rule and line.
+        rewrites().map_err(failed)?;
+        CostModel::builtin().map_err(failed)?;
+        Ok(Canonicalize::new(options))
+    }
+
     /// Canonicalize every function of `m`; returns whether anything changed.
     pub fn run(&mut self, m: &mut Module) -> Result<bool, RewriteError> {
         let rules = rewrites()?;
@@ -115,6 +114,49 @@ impl Canonicalize {
             }
         }
         Ok(changed)
+    }
+}
+
+fn failed(e: RewriteError) -> PassError {
+    PassError::Failed {
+        pass: "canonicalize".into(),
+        message: e.to_string(),
+    }
+}
+
+impl Pass for Canonicalize {
+    fn name(&self) -> &'static str {
+        "canonicalize"
+    }
+
+    /// f32 algebra: fused ops round once where their expansions rounded at every step.
+    fn kind(&self) -> PassKind {
+        PassKind::Algebra
+    }
+
+    fn run(&mut self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
+        let changed = Canonicalize::run(self, m).map_err(failed)?;
+        for r in &self.reports {
+            cx.bump("egraph-nodes", r.egraph_nodes as u64);
+            cx.bump("iterations", r.iterations as u64);
+            cx.bump(
+                "nodes-removed",
+                r.nodes_before.saturating_sub(r.nodes_after) as u64,
+            );
+            if r.stop_reason != "saturated" {
+                cx.bump(
+                    &format!(
+                        "stopped-by-{}",
+                        r.stop_reason.split(' ').next().unwrap_or("")
+                    ),
+                    1,
+                );
+            }
+            for (rule, n) in &r.applied {
+                cx.bump(&format!("rule:{rule}"), *n as u64);
+            }
+        }
+        Ok(changed.into())
     }
 }
 
