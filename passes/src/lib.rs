@@ -5,7 +5,8 @@
 //! [`PassManager`], which verifies the module and checks its numbers against the reference
 //! interpreter after every pass, times passes, prints and dumps IR, runs `fixpoint` groups and
 //! stops after `max_steps` passes for bisecting. Standard passes: [`dce`], [`cse`],
-//! [`fold_constants`], [`shape_infer`].
+//! [`fold_constants`], [`shape_infer`], and [`canonicalize`]: equality saturation with egg, its
+//! rules written as data files ([`rewrite`]).
 //!
 //! ```
 //! use fuselage_ir::ops::{add::Add, matmul::MatMul};
@@ -32,16 +33,18 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod canonicalize;
 pub mod cse;
 pub mod dce;
 pub mod error;
-mod irx;
 pub mod fold_constants;
+mod irx;
 pub mod manager;
 pub mod numeric;
 pub mod pass;
 pub mod pipeline;
 pub mod registry;
+pub mod rewrite;
 pub mod shape_infer;
 #[cfg(test)]
 mod testutil;
