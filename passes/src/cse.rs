@@ -34,7 +34,10 @@ type Key = (String, Vec<ValueId>, Vec<TensorType>);
 pub fn cse_graph(g: &mut Graph, function: &str) -> Result<u64, PassError> {
     let order = g.topo_order().map_err(|id| PassError::Failed {
         pass: "cse".into(),
-        message: format!("@{function}: {} is on a cycle or uses a missing operand", g.describe(id)),
+        message: format!(
+            "@{function}: {} is on a cycle or uses a missing operand",
+            g.describe(id)
+        ),
     })?;
     let mut seen: HashMap<Key, NodeId> = HashMap::new();
     let mut remap: HashMap<ValueId, ValueId> = HashMap::new();
@@ -105,23 +108,45 @@ mod tests {
     fn model() -> Module {
         let mut m = Module::new();
         let w: Vec<f32> = (0..9).map(|i| i as f32 * 0.25 - 1.0).collect();
-        m.add_constant("w", Constant::from_tensor(&Tensor::from_f32(vec![3, 3], &w).unwrap()));
+        m.add_constant(
+            "w",
+            Constant::from_tensor(&Tensor::from_f32(vec![3, 3], &w).unwrap()),
+        );
         let mut g = Graph::new();
         let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), 3u64.into()]));
         let x2 = g.add_input("x2", TensorType::new(DType::F32, ["B".into(), 3u64.into()]));
         let w1 = g.add_inferred(&m, constant("w"), vec![], None).unwrap();
         let w2 = g.add_inferred(&m, constant("w"), vec![], None).unwrap();
-        let a1 = g.add_inferred(&m, Op::Add(Add {}), vec![x.into(), x.into()], None).unwrap();
+        let a1 = g
+            .add_inferred(&m, Op::Add(Add {}), vec![x.into(), x.into()], None)
+            .unwrap();
         let a2 = g
-            .add_inferred(&m, Op::Add(Add {}), vec![x.into(), x.into()], Some("a2".into()))
+            .add_inferred(
+                &m,
+                Op::Add(Add {}),
+                vec![x.into(), x.into()],
+                Some("a2".into()),
+            )
             .unwrap();
         // Different operand order: not merged (no commutativity).
-        let a3 = g.add_inferred(&m, Op::Add(Add {}), vec![x.into(), x2.into()], None).unwrap();
-        let a4 = g.add_inferred(&m, Op::Add(Add {}), vec![x2.into(), x.into()], None).unwrap();
-        let m1 = g.add_inferred(&m, Op::MatMul(MatMul {}), vec![a1.into(), w1.into()], None).unwrap();
-        let m2 = g.add_inferred(&m, Op::MatMul(MatMul {}), vec![a2.into(), w2.into()], None).unwrap();
-        let o = g.add_inferred(&m, Op::Add(Add {}), vec![m1.into(), m2.into()], None).unwrap();
-        let o2 = g.add_inferred(&m, Op::Add(Add {}), vec![a3.into(), a4.into()], None).unwrap();
+        let a3 = g
+            .add_inferred(&m, Op::Add(Add {}), vec![x.into(), x2.into()], None)
+            .unwrap();
+        let a4 = g
+            .add_inferred(&m, Op::Add(Add {}), vec![x2.into(), x.into()], None)
+            .unwrap();
+        let m1 = g
+            .add_inferred(&m, Op::MatMul(MatMul {}), vec![a1.into(), w1.into()], None)
+            .unwrap();
+        let m2 = g
+            .add_inferred(&m, Op::MatMul(MatMul {}), vec![a2.into(), w2.into()], None)
+            .unwrap();
+        let o = g
+            .add_inferred(&m, Op::Add(Add {}), vec![m1.into(), m2.into()], None)
+            .unwrap();
+        let o2 = g
+            .add_inferred(&m, Op::Add(Add {}), vec![a3.into(), a4.into()], None)
+            .unwrap();
         g.add_output("out", o.into());
         g.add_output("a2", a2.into());
         g.add_output("o2", o2.into());
@@ -137,11 +162,18 @@ mod tests {
         // w2 → w1, a2 → a1, then m2 → m1 (its operands became equal).
         assert_eq!(stats["nodes-merged"], 3);
         let g = m.entry().unwrap();
-        assert_eq!(g.outputs[1].value, ValueId::new(NodeId(4), 0), "a2 output redirected to a1");
+        assert_eq!(
+            g.outputs[1].value,
+            ValueId::new(NodeId(4), 0),
+            "a2 output redirected to a1"
+        );
         let out = g.node(g.outputs[0].value.node).unwrap();
         assert_eq!(out.operands[0], out.operands[1]);
         assert!(g.node(NodeId(5)).is_none());
-        assert!(g.node(NodeId(6)).is_some() && g.node(NodeId(7)).is_some(), "a3, a4 kept");
+        assert!(
+            g.node(NodeId(6)).is_some() && g.node(NodeId(7)).is_some(),
+            "a3, a4 kept"
+        );
         let (changed, _) = run_pass("cse", &mut m);
         assert!(!changed, "idempotent");
     }
@@ -152,7 +184,9 @@ mod tests {
         let mut g = Graph::new();
         let a = g.add_input("a", TensorType::fixed(DType::F32, &[2]));
         let b = g.add_input("a", TensorType::fixed(DType::F32, &[2]));
-        let s = g.add_inferred(&m, Op::Add(Add {}), vec![a.into(), b.into()], None).unwrap();
+        let s = g
+            .add_inferred(&m, Op::Add(Add {}), vec![a.into(), b.into()], None)
+            .unwrap();
         g.add_output("s", s.into());
         m.functions.insert("main".into(), g);
         let (changed, _) = run_pass("cse", &mut m);

@@ -76,17 +76,31 @@ mod tests {
 
     fn model() -> Module {
         let mut m = Module::new();
-        m.add_constant("w", Constant::from_tensor(&Tensor::from_f32(vec![3, 3], &[0.5; 9]).unwrap()));
-        m.add_constant("unused", Constant::from_tensor(&Tensor::from_f32(vec![1], &[1.0]).unwrap()));
+        m.add_constant(
+            "w",
+            Constant::from_tensor(&Tensor::from_f32(vec![3, 3], &[0.5; 9]).unwrap()),
+        );
+        m.add_constant(
+            "unused",
+            Constant::from_tensor(&Tensor::from_f32(vec![1], &[1.0]).unwrap()),
+        );
         let mut g = Graph::new();
         let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), 3u64.into()]));
         let _unused_in = g.add_input("y", TensorType::fixed(DType::F32, &[2]));
         let w = g.add_inferred(&m, constant("w"), vec![], None).unwrap();
-        let h = g.add_inferred(&m, Op::MatMul(MatMul {}), vec![x.into(), w.into()], None).unwrap();
+        let h = g
+            .add_inferred(&m, Op::MatMul(MatMul {}), vec![x.into(), w.into()], None)
+            .unwrap();
         // Dead chain: two nodes whose results reach no output.
-        let d1 = g.add_inferred(&m, Op::Add(Add {}), vec![h.into(), x.into()], None).unwrap();
-        let _d2 = g.add_inferred(&m, Op::Add(Add {}), vec![d1.into(), d1.into()], None).unwrap();
-        let o = g.add_inferred(&m, Op::Add(Add {}), vec![h.into(), h.into()], None).unwrap();
+        let d1 = g
+            .add_inferred(&m, Op::Add(Add {}), vec![h.into(), x.into()], None)
+            .unwrap();
+        let _d2 = g
+            .add_inferred(&m, Op::Add(Add {}), vec![d1.into(), d1.into()], None)
+            .unwrap();
+        let o = g
+            .add_inferred(&m, Op::Add(Add {}), vec![h.into(), h.into()], None)
+            .unwrap();
         g.add_output("out", o.into());
         m.functions.insert("main".into(), g);
         m
@@ -122,7 +136,8 @@ mod tests {
         let mut m = Module::new();
         let mut g = Graph::new();
         let x = g.add_input("x", TensorType::fixed(DType::F32, &[2]));
-        g.add_inferred(&m, Op::Add(Add {}), vec![x.into(), x.into()], None).unwrap();
+        g.add_inferred(&m, Op::Add(Add {}), vec![x.into(), x.into()], None)
+            .unwrap();
         g.add_output("x", x.into());
         m.functions.insert("main".into(), g);
         run_pass("dce", &mut m);

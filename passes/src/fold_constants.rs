@@ -115,7 +115,10 @@ impl Pass for FoldConstants {
             let mut g = std::mem::take(m.functions.get_mut(&fname).expect("listed"));
             let order = g.topo_order().map_err(|id| PassError::Failed {
                 pass: "fold-constants".into(),
-                message: format!("@{fname}: {} is on a cycle or uses a missing operand", g.describe(id)),
+                message: format!(
+                    "@{fname}: {} is on a cycle or uses a missing operand",
+                    g.describe(id)
+                ),
             });
             let order = match order {
                 Ok(o) => o,
@@ -150,7 +153,11 @@ impl Pass for FoldConstants {
                 let multi = out.len() > 1;
                 let mut names = vec![];
                 for (k, t) in out.iter().enumerate() {
-                    let want = if multi { format!("{base}.{k}") } else { base.clone() };
+                    let want = if multi {
+                        format!("{base}.{k}")
+                    } else {
+                        base.clone()
+                    };
                     let name = m.fresh_constant_name(&want);
                     let c = Constant::from_tensor(t);
                     cx.bump("bytes-created", c.storage_bytes());
@@ -199,13 +206,20 @@ mod tests {
     fn model() -> Module {
         let mut m = Module::new();
         let w: Vec<f32> = (0..6).map(|i| i as f32 * 0.5 - 1.25).collect();
-        m.add_constant("w", Constant::from_tensor(&Tensor::from_f32(vec![3, 2], &w).unwrap()));
+        m.add_constant(
+            "w",
+            Constant::from_tensor(&Tensor::from_f32(vec![3, 2], &w).unwrap()),
+        );
         m.add_constant(
             "c",
-            Constant::seeded(TensorType::fixed(DType::F32, &[2, 2]), 3, fuselage_ir::Init::Uniform {
-                low: -1.0,
-                high: 1.0,
-            }),
+            Constant::seeded(
+                TensorType::fixed(DType::F32, &[2, 2]),
+                3,
+                fuselage_ir::Init::Uniform {
+                    low: -1.0,
+                    high: 1.0,
+                },
+            ),
         );
         let mut g = Graph::new();
         let x = g.add_input(
@@ -215,12 +229,25 @@ mod tests {
         let wn = g.add_inferred(&m, constant("w"), vec![], None).unwrap();
         let cn = g.add_inferred(&m, constant("c"), vec![], None).unwrap();
         let w2 = g
-            .add_inferred(&m, Op::Add(Add {}), vec![wn.into(), wn.into()], Some("w2".into()))
+            .add_inferred(
+                &m,
+                Op::Add(Add {}),
+                vec![wn.into(), wn.into()],
+                Some("w2".into()),
+            )
             .unwrap();
-        let cc = g.add_inferred(&m, Op::MatMul(MatMul {}), vec![cn.into(), cn.into()], None).unwrap();
-        let cc2 = g.add_inferred(&m, Op::Add(Add {}), vec![cc.into(), cc.into()], None).unwrap();
-        let h = g.add_inferred(&m, Op::MatMul(MatMul {}), vec![x.into(), w2.into()], None).unwrap();
-        let o = g.add_inferred(&m, Op::Add(Add {}), vec![h.into(), cc2.into()], None).unwrap();
+        let cc = g
+            .add_inferred(&m, Op::MatMul(MatMul {}), vec![cn.into(), cn.into()], None)
+            .unwrap();
+        let cc2 = g
+            .add_inferred(&m, Op::Add(Add {}), vec![cc.into(), cc.into()], None)
+            .unwrap();
+        let h = g
+            .add_inferred(&m, Op::MatMul(MatMul {}), vec![x.into(), w2.into()], None)
+            .unwrap();
+        let o = g
+            .add_inferred(&m, Op::Add(Add {}), vec![h.into(), cc2.into()], None)
+            .unwrap();
         g.add_output("out", o.into());
         m.functions.insert("main".into(), g);
         m
@@ -235,7 +262,9 @@ mod tests {
         let g = m.entry().unwrap();
         let w2 = g.node(NodeId(3)).unwrap();
         assert_eq!(w2.name.as_deref(), Some("w2"), "name kept");
-        let Op::Constant(c) = &w2.op else { panic!("{:?}", w2.op) };
+        let Op::Constant(c) = &w2.op else {
+            panic!("{:?}", w2.op)
+        };
         assert_eq!(c.name, "fold.3");
         let v = m.constants["fold.3"].value("fold.3").unwrap();
         let w = m.constants["w"].value("w").unwrap();
@@ -248,8 +277,11 @@ mod tests {
     #[test]
     fn respects_max_bytes() {
         let mut m = model();
-        let (changed, stats) =
-            run_pass_with("fold-constants", serde_json::json!({"max-bytes": 16}), &mut m);
+        let (changed, stats) = run_pass_with(
+            "fold-constants",
+            serde_json::json!({"max-bytes": 16}),
+            &mut m,
+        );
         assert!(changed);
         // [2,2] f32 = 16 bytes folds; the [3,2] add (24 bytes) is skipped.
         assert_eq!(stats["folded"], 2);
@@ -271,7 +303,9 @@ mod tests {
         );
         let mut g = Graph::new();
         let b = g.add_inferred(&m, constant("bad"), vec![], None).unwrap();
-        let s = g.add_inferred(&m, Op::Add(Add {}), vec![b.into(), b.into()], None).unwrap();
+        let s = g
+            .add_inferred(&m, Op::Add(Add {}), vec![b.into(), b.into()], None)
+            .unwrap();
         g.add_output("s", s.into());
         m.functions.insert("main".into(), g);
         let mut p = crate::registry::create("fold-constants", &serde_json::Value::Null).unwrap();

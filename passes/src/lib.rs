@@ -35,8 +35,8 @@
 pub mod cse;
 pub mod dce;
 pub mod error;
-mod irx;
 pub mod fold_constants;
+mod irx;
 pub mod manager;
 pub mod numeric;
 pub mod pass;

@@ -53,7 +53,9 @@ impl Default for NumericOptions {
         NumericOptions {
             enabled: true,
             seed: 0,
-            sym_sizes: [("B".to_string(), 2), ("S".to_string(), 8)].into_iter().collect(),
+            sym_sizes: [("B".to_string(), 2), ("S".to_string(), 8)]
+                .into_iter()
+                .collect(),
             default_sym_size: 4,
             int_high: 2,
             tolerance: BTreeMap::new(),
@@ -220,7 +222,12 @@ pub fn generate_inputs(
 }
 
 /// Compare two result tensors.
-pub fn compare_tensors(name: &str, before: &Tensor, after: &Tensor, tol: &Tolerance) -> OutputCheck {
+pub fn compare_tensors(
+    name: &str,
+    before: &Tensor,
+    after: &Tensor,
+    tol: &Tolerance,
+) -> OutputCheck {
     if before.shape() != after.shape() {
         return OutputCheck {
             name: name.to_string(),
@@ -456,16 +463,27 @@ mod tests {
             TensorType::new(DType::I64, ["T".into()]),
         ];
         assert_eq!(concrete_shapes(&b, &a, &o).unwrap()[0].1, vec![1, 8, 3]);
-        let bad = vec![TensorType::new(DType::F16, ["B".into(), "S".into(), 3u64.into()])];
-        assert!(concrete_shapes(&b, &bad, &o).unwrap_err().contains("number of entry inputs"));
+        let bad = vec![TensorType::new(
+            DType::F16,
+            ["B".into(), "S".into(), 3u64.into()],
+        )];
+        assert!(concrete_shapes(&b, &bad, &o)
+            .unwrap_err()
+            .contains("number of entry inputs"));
         let bad = vec![b[0].clone(), TensorType::new(DType::I32, ["T".into()])];
-        assert!(concrete_shapes(&b, &bad, &o).unwrap_err().contains("changed entry input 1"));
+        assert!(concrete_shapes(&b, &bad, &o)
+            .unwrap_err()
+            .contains("changed entry input 1"));
     }
 
     #[test]
     fn inputs_are_seeded_and_ints_in_range() {
         let o = NumericOptions::default();
-        let s = vec![(DType::F32, vec![4, 4]), (DType::I64, vec![100]), (DType::Bool, vec![9])];
+        let s = vec![
+            (DType::F32, vec![4, 4]),
+            (DType::I64, vec![100]),
+            (DType::Bool, vec![9]),
+        ];
         let a = generate_inputs(&s, &o).unwrap();
         assert_eq!(a, generate_inputs(&s, &o).unwrap());
         assert!(a[0].data().iter().all(|x| (-1.0..1.0).contains(x)));
@@ -477,8 +495,14 @@ mod tests {
             ..o.clone()
         };
         assert_ne!(a[0], generate_inputs(&s, &o2).unwrap()[0]);
-        let u = generate_inputs(&[(DType::U8, vec![50])], &NumericOptions { int_high: 1000, ..o })
-            .unwrap();
+        let u = generate_inputs(
+            &[(DType::U8, vec![50])],
+            &NumericOptions {
+                int_high: 1000,
+                ..o
+            },
+        )
+        .unwrap();
         assert!(u[0].data().iter().all(|x| (0.0..=255.0).contains(x)));
     }
 
@@ -491,7 +515,10 @@ mod tests {
         assert_eq!(c.max_abs, 0.5);
         assert_eq!(c.max_rel, 0.2);
         assert!(c.cosine < 1.0 && c.cosine > 0.99);
-        assert!(c.problem.unwrap().contains("element [1] is 2.5 after, 2 before"));
+        assert!(c
+            .problem
+            .unwrap()
+            .contains("element [1] is 2.5 after, 2 before"));
         let same = compare_tensors("y", &a, &a, &Tolerance::EXACT);
         assert!(same.passed, "NaN matches NaN");
         assert_eq!((same.max_abs, same.max_rel), (0.0, 0.0));

@@ -355,7 +355,10 @@ impl SpecParser {
             self.pos += 1;
             Ok(())
         } else {
-            Err(self.err_at(self.pos, format!("expected `{c}` {what}, found {}", self.found())))
+            Err(self.err_at(
+                self.pos,
+                format!("expected `{c}` {what}, found {}", self.found()),
+            ))
         }
     }
 
@@ -413,7 +416,10 @@ impl SpecParser {
         if name.is_empty() {
             return Err(self.err_at(
                 start,
-                format!("expected a pass name or `fixpoint(`, found {}", self.found()),
+                format!(
+                    "expected a pass name or `fixpoint(`, found {}",
+                    self.found()
+                ),
             ));
         }
         self.skip_ws();
@@ -433,7 +439,9 @@ impl SpecParser {
                 ("max-iters", v) => {
                     return Err(self.err_at(
                         opts_pos,
-                        format!("`max-iters` of a fixpoint group must be an integer ≥ 1, found `{v}`"),
+                        format!(
+                            "`max-iters` of a fixpoint group must be an integer ≥ 1, found `{v}`"
+                        ),
                     ))
                 }
                 (k, _) => {
@@ -470,7 +478,10 @@ impl SpecParser {
             let kpos = self.pos;
             let key = self.word(is_name_char);
             if key.is_empty() {
-                return Err(self.err_at(kpos, format!("expected an option key, found {}", self.found())));
+                return Err(self.err_at(
+                    kpos,
+                    format!("expected an option key, found {}", self.found()),
+                ));
             }
             if out.iter().any(|(k, _)| *k == key) {
                 return Err(self.err_at(kpos, format!("option `{key}` is given twice")));
@@ -499,7 +510,10 @@ impl SpecParser {
                 Some(_) => {
                     return Err(self.err_at(
                         self.pos,
-                        format!("expected `,` or `}}` after an option value, found {}", self.found()),
+                        format!(
+                            "expected `,` or `}}` after an option value, found {}",
+                            self.found()
+                        ),
                     ))
                 }
             }
@@ -552,7 +566,10 @@ impl SpecParser {
         if w.is_empty() {
             return Err(self.err_at(
                 start,
-                format!("expected a value (number, bool, word or \"string\"), found {}", self.found()),
+                format!(
+                    "expected a value (number, bool, word or \"string\"), found {}",
+                    self.found()
+                ),
             ));
         }
         Ok(OptValue::from_bare(&w))
@@ -593,7 +610,9 @@ fn toml_step(v: &toml::Value, path: &str) -> Result<Vec<Step>, String> {
                 (Some(_), Some(_)) => Err(format!(
                     "{path}: give either `name` or `fixpoint`, not both"
                 )),
-                (None, None) => Err(format!("{path}: expected `name = \"…\"` or `fixpoint = […]`")),
+                (None, None) => Err(format!(
+                    "{path}: expected `name = \"…\"` or `fixpoint = […]`"
+                )),
                 (Some(name), None) => {
                     let name = name
                         .as_str()
@@ -609,7 +628,8 @@ fn toml_step(v: &toml::Value, path: &str) -> Result<Vec<Step>, String> {
                             .as_table()
                             .ok_or_else(|| format!("{path}.options: expected a table"))?;
                         for (k, v) in o {
-                            options.push((k.clone(), toml_value(v, &format!("{path}.options.{k}"))?));
+                            options
+                                .push((k.clone(), toml_value(v, &format!("{path}.options.{k}"))?));
                         }
                     }
                     Ok(vec![Step::Pass(PassSpec {
@@ -644,8 +664,8 @@ fn toml_step(v: &toml::Value, path: &str) -> Result<Vec<Step>, String> {
                                 Some(toml::Value::Integer(n)) if *n >= 1 => Some(*n as usize),
                                 Some(other) => {
                                     return Err(format!(
-                                        "{fpath}.max-iters: expected an integer ≥ 1, found `{other}`"
-                                    ))
+                                    "{fpath}.max-iters: expected an integer ≥ 1, found `{other}`"
+                                ))
                                 }
                             };
                             (items.as_slice(), mi)
@@ -746,7 +766,10 @@ mod tests {
         assert!(m.contains("closing the group opened at column 13"), "{m}");
         let (c, m) = spec_err("a{x}");
         assert_eq!(c, 4);
-        assert!(m.contains("expected `=` after option key `x`, found `}`"), "{m}");
+        assert!(
+            m.contains("expected `=` after option key `x`, found `}`"),
+            "{m}"
+        );
         let (c, m) = spec_err("a{x=1");
         assert_eq!(c, 6);
         assert!(m.contains("closing the options opened at column 2"), "{m}");
@@ -818,7 +841,9 @@ fixpoint = { passes = ["cse", { name = "dce" }, "a{k=2},b"], max-iters = 4 }
         let p = Pipeline::load(f.to_str().unwrap()).unwrap();
         assert_eq!(p.to_string(), "dce");
         assert_eq!(Pipeline::load("cse,dce").unwrap().to_string(), "cse,dce");
-        let e = Pipeline::from_file(dir.join("missing.toml")).unwrap_err().to_string();
+        let e = Pipeline::from_file(dir.join("missing.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.toml"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -829,7 +854,10 @@ fixpoint = { passes = ["cse", { name = "dce" }, "a{k=2},b"], max-iters = 4 }
             .unwrap()
             .validate()
             .unwrap();
-        let e = Pipeline::parse("dce,fixpoint(csee)").unwrap().validate().unwrap_err();
+        let e = Pipeline::parse("dce,fixpoint(csee)")
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("unknown pass `csee`"));
     }
 
@@ -856,7 +884,10 @@ fixpoint = { passes = ["cse", { name = "dce" }, "a{k=2},b"], max-iters = 4 }
     fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
         let leaf = arb_pass().prop_map(Step::Pass);
         let step = leaf.prop_recursive(3, 12, 4, |inner| {
-            (proptest::collection::vec(inner, 1..4), proptest::option::of(1usize..20))
+            (
+                proptest::collection::vec(inner, 1..4),
+                proptest::option::of(1usize..20),
+            )
                 .prop_map(|(steps, max_iters)| Step::Fixpoint(Fixpoint { steps, max_iters }))
         });
         proptest::collection::vec(step, 1..5)

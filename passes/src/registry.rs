@@ -127,7 +127,10 @@ pub struct PassInfo {
 
 /// Decode options for `pass` from a JSON value (`null` or an object), rejecting unknown keys with
 /// a message that names the allowed ones.
-pub fn parse_options<O: PassOptions>(pass: &str, value: &serde_json::Value) -> Result<O, PassError> {
+pub fn parse_options<O: PassOptions>(
+    pass: &str,
+    value: &serde_json::Value,
+) -> Result<O, PassError> {
     let err = |message: String| PassError::Options {
         pass: pass.to_string(),
         message,
@@ -247,7 +250,10 @@ mod tests {
 
     #[test]
     fn unknown_pass_names_the_allowed_ones() {
-        let e = create("dse", &serde_json::Value::Null).err().unwrap().to_string();
+        let e = create("dse", &serde_json::Value::Null)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("unknown pass `dse`"), "{e}");
         assert!(e.contains("dce, cse, fold-constants"), "{e}");
     }
@@ -260,20 +266,32 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown option `max-byte`"), "{e}");
         assert!(e.contains("allowed: max-bytes"), "{e}");
-        let e = create("dce", &serde_json::json!({"x": 1})).err().unwrap().to_string();
+        let e = create("dce", &serde_json::json!({"x": 1}))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("takes no options"), "{e}");
         let e = create("fold-constants", &serde_json::json!({"max-bytes": "big"}))
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("bad value for option `max-bytes`") && e.contains("u64"), "{e}");
-        let e = create("fold-constants", &serde_json::json!(3)).err().unwrap().to_string();
+        assert!(
+            e.contains("bad value for option `max-bytes`") && e.contains("u64"),
+            "{e}"
+        );
+        let e = create("fold-constants", &serde_json::json!(3))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("must be a table"), "{e}");
     }
 
     #[test]
     fn options_are_listed_with_types_defaults_and_docs() {
-        let fold = passes().into_iter().find(|p| p.name == "fold-constants").unwrap();
+        let fold = passes()
+            .into_iter()
+            .find(|p| p.name == "fold-constants")
+            .unwrap();
         let mb = &fold.options[0];
         assert_eq!(mb.name, "max-bytes");
         assert_eq!(mb.ty, "u64");

@@ -114,7 +114,10 @@ fn reinfer(m: &Module, g: &mut Graph, fname: &str) -> Result<bool, PassError> {
         message,
     };
     let order = g.topo_order().map_err(|id| {
-        fail(format!("@{fname}: {} is on a cycle or uses a missing operand", g.describe(id)))
+        fail(format!(
+            "@{fname}: {} is on a cycle or uses a missing operand",
+            g.describe(id)
+        ))
     })?;
     let mut changed = false;
     for id in order {
@@ -126,13 +129,20 @@ fn reinfer(m: &Module, g: &mut Graph, fname: &str) -> Result<bool, PassError> {
             .operands
             .iter()
             .map(|o| {
-                g.value_type(*o)
-                    .cloned()
-                    .ok_or_else(|| fail(format!("@{fname}: {}: operand {o} does not exist", g.describe(id))))
+                g.value_type(*o).cloned().ok_or_else(|| {
+                    fail(format!(
+                        "@{fname}: {}: operand {o} does not exist",
+                        g.describe(id)
+                    ))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let new = node.op.infer(&InferCx { module: m }, &tys).map_err(|e| {
-            fail(format!("@{fname}: {} ({}): {e}", g.describe(id), node.op.name()))
+            fail(format!(
+                "@{fname}: {} ({}): {e}",
+                g.describe(id),
+                node.op.name()
+            ))
         })?;
         if new != node.results {
             g.node_mut(id).expect("live").results = new;
@@ -239,12 +249,22 @@ mod tests {
     fn model() -> Module {
         let mut m = Module::new();
         let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.1 - 0.5).collect();
-        m.add_constant("w", Constant::from_tensor(&Tensor::from_f32(vec![3, 4], &w).unwrap()));
+        m.add_constant(
+            "w",
+            Constant::from_tensor(&Tensor::from_f32(vec![3, 4], &w).unwrap()),
+        );
         let mut g = Graph::new();
-        let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), "S".into(), 3u64.into()]));
+        let x = g.add_input(
+            "x",
+            TensorType::new(DType::F32, ["B".into(), "S".into(), 3u64.into()]),
+        );
         let wn = g.add_inferred(&m, constant("w"), vec![], None).unwrap();
-        let h = g.add_inferred(&m, Op::MatMul(MatMul {}), vec![x.into(), wn.into()], None).unwrap();
-        let o = g.add_inferred(&m, Op::Add(Add {}), vec![h.into(), h.into()], None).unwrap();
+        let h = g
+            .add_inferred(&m, Op::MatMul(MatMul {}), vec![x.into(), wn.into()], None)
+            .unwrap();
+        let o = g
+            .add_inferred(&m, Op::Add(Add {}), vec![h.into(), h.into()], None)
+            .unwrap();
         g.add_output("out", o.into());
         m.functions.insert("main".into(), g);
         m
@@ -253,14 +273,23 @@ mod tests {
     #[test]
     fn binds_specialize_inputs_and_propagate() {
         let mut m = model();
-        let (changed, stats) =
-            run_pass_with("shape-infer", serde_json::json!({"bind": "B=1, S=16"}), &mut m);
+        let (changed, stats) = run_pass_with(
+            "shape-infer",
+            serde_json::json!({"bind": "B=1, S=16"}),
+            &mut m,
+        );
         assert!(changed);
         assert_eq!(stats["input-dims-bound"], 2);
         let g = m.entry().unwrap();
-        assert_eq!(g.output_types()[0].as_ref().unwrap().to_string(), "f32[1,16,4]");
-        let (changed, _) =
-            run_pass_with("shape-infer", serde_json::json!({"bind": "B=1"}), &mut model());
+        assert_eq!(
+            g.output_types()[0].as_ref().unwrap().to_string(),
+            "f32[1,16,4]"
+        );
+        let (changed, _) = run_pass_with(
+            "shape-infer",
+            serde_json::json!({"bind": "B=1"}),
+            &mut model(),
+        );
         assert!(changed);
     }
 
@@ -272,10 +301,17 @@ mod tests {
         // Make a declared type stale, as a careless pass might.
         let g = m.functions.get_mut("main").unwrap();
         let out = g.outputs[0].value.node;
-        g.node_mut(out).unwrap().results[0] = TensorType::new(DType::F32, ["B".into(), "S".into(), 7u64.into()]);
+        g.node_mut(out).unwrap().results[0] =
+            TensorType::new(DType::F32, ["B".into(), "S".into(), 7u64.into()]);
         let (changed, _) = run_pass("shape-infer", &mut m);
         assert!(changed);
-        assert_eq!(m.entry().unwrap().output_types()[0].as_ref().unwrap().to_string(), "f32[B,S,4]");
+        assert_eq!(
+            m.entry().unwrap().output_types()[0]
+                .as_ref()
+                .unwrap()
+                .to_string(),
+            "f32[B,S,4]"
+        );
     }
 
     #[test]
@@ -285,15 +321,20 @@ mod tests {
                 .err()
                 .map(|e| e.to_string())
         };
-        assert!(e("B=1,B=2").unwrap().contains("inconsistent binds: B=1 and B=2"));
+        assert!(e("B=1,B=2")
+            .unwrap()
+            .contains("inconsistent binds: B=1 and B=2"));
         assert!(e("B").unwrap().contains("SYMBOL=SIZE"));
         assert!(e("B=x").unwrap().contains("integer"));
         assert!(e("B=1,B=1").is_none(), "repeating the same size is fine");
-        let mut p = crate::registry::create("shape-infer", &serde_json::json!({"bind": "T=4"}))
-            .unwrap();
+        let mut p =
+            crate::registry::create("shape-infer", &serde_json::json!({"bind": "T=4"})).unwrap();
         let mut cx = PassCx::new(&fuselage_ir::Reference);
         let err = p.run(&mut model(), &mut cx).unwrap_err().to_string();
-        assert!(err.contains("symbol `T` does not occur") && err.contains("B, S"), "{err}");
+        assert!(
+            err.contains("symbol `T` does not occur") && err.contains("B, S"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -304,14 +345,19 @@ mod tests {
         let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), "K".into()]));
         let w = g.add_input("w", TensorType::new(DType::F32, ["K".into(), 4u64.into()]));
         let h = g
-            .add_inferred(&m, Op::MatMul(MatMul {}), vec![x.into(), w.into()], Some("proj".into()))
+            .add_inferred(
+                &m,
+                Op::MatMul(MatMul {}),
+                vec![x.into(), w.into()],
+                Some("proj".into()),
+            )
             .unwrap();
         g.add_output("h", h.into());
         // Give w a fixed K=3 so that binding K=5 in x conflicts.
         g.node_mut(w).unwrap().results[0] = TensorType::fixed(DType::F32, &[3, 4]);
         m.functions.insert("main".into(), g);
-        let mut p = crate::registry::create("shape-infer", &serde_json::json!({"bind": "K=5"}))
-            .unwrap();
+        let mut p =
+            crate::registry::create("shape-infer", &serde_json::json!({"bind": "K=5"})).unwrap();
         let mut cx = PassCx::new(&fuselage_ir::Reference);
         let err = p.run(&mut m, &mut cx).unwrap_err().to_string();
         assert!(err.contains("\"proj\"") && err.contains("matmul"), "{err}");
@@ -321,7 +367,11 @@ mod tests {
     fn differential() {
         let before = model();
         let mut after = before.clone();
-        run_pass_with("shape-infer", serde_json::json!({"bind": "B=2,S=3"}), &mut after);
+        run_pass_with(
+            "shape-infer",
+            serde_json::json!({"bind": "B=2,S=3"}),
+            &mut after,
+        );
         assert_same_outputs(&before, &after, PassKind::Exact, 4);
     }
 }

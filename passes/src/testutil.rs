@@ -72,8 +72,12 @@ pub fn assert_same_outputs(before: &Module, after: &Module, kind: PassKind, seed
                 }
             })
             .collect();
-        let ob = Reference.run(before, before.entry_name().unwrap(), &inputs).unwrap();
-        let oa = Reference.run(after, after.entry_name().unwrap(), &inputs).unwrap();
+        let ob = Reference
+            .run(before, before.entry_name().unwrap(), &inputs)
+            .unwrap();
+        let oa = Reference
+            .run(after, after.entry_name().unwrap(), &inputs)
+            .unwrap();
         let names: Vec<String> = ea.outputs.iter().map(|o| o.name.clone()).collect();
         let c = crate::numeric::compare_outputs(&names, &ob, &oa, tol);
         assert!(c.passed, "seed {seed}: {}", c.summary());
