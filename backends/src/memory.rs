@@ -72,7 +72,11 @@ pub fn plan(graph: &Graph, sizes: &SymbolSizes) -> Result<MemoryPlan, PlanError>
         if matches!(n.op, Op::Constant(_)) {
             continue;
         }
-        let first = if matches!(n.op, Op::Input(_)) { 0 } else { pos[&id] };
+        let first = if matches!(n.op, Op::Input(_)) {
+            0
+        } else {
+            pos[&id]
+        };
         for (slot, ty) in n.results.iter().enumerate() {
             let v = ValueId::new(id, slot as u32);
             let elems = ty.shape.iter().try_fold(1u64, |a, d| {
@@ -97,7 +101,12 @@ pub fn plan(graph: &Graph, sizes: &SymbolSizes) -> Result<MemoryPlan, PlanError>
     }
     // Greedy by size: largest first; ties by definition order for determinism.
     let mut idx: Vec<usize> = (0..bufs.len()).collect();
-    idx.sort_by(|&a, &b| bufs[b].bytes.cmp(&bufs[a].bytes).then(bufs[a].first.cmp(&bufs[b].first)));
+    idx.sort_by(|&a, &b| {
+        bufs[b]
+            .bytes
+            .cmp(&bufs[a].bytes)
+            .then(bufs[a].first.cmp(&bufs[b].first))
+    });
     let mut placed: Vec<usize> = vec![];
     let mut arena = 0u64;
     for i in idx {
@@ -135,10 +144,16 @@ mod tests {
     fn chain(n: usize, width: u64) -> Graph {
         let m = Module::new();
         let mut g = Graph::new();
-        let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), Dim::Fixed(width)]));
+        let x = g.add_input(
+            "x",
+            TensorType::new(DType::F32, ["B".into(), Dim::Fixed(width)]),
+        );
         let mut v: ValueId = x.into();
         for _ in 0..n {
-            v = g.add_inferred(&m, Op::Add(Add {}), vec![v, v], None).unwrap().into();
+            v = g
+                .add_inferred(&m, Op::Add(Add {}), vec![v, v], None)
+                .unwrap()
+                .into();
         }
         g.add_output("y", v);
         g
@@ -175,9 +190,14 @@ mod tests {
         let x: ValueId = g.inputs[0].into();
         let mut v = x;
         for _ in 0..5 {
-            v = g.add_inferred(&m, Op::Add(Add {}), vec![v, v], None).unwrap().into();
+            v = g
+                .add_inferred(&m, Op::Add(Add {}), vec![v, v], None)
+                .unwrap()
+                .into();
         }
-        let y = g.add_inferred(&m, Op::Add(Add {}), vec![v, x], None).unwrap();
+        let y = g
+            .add_inferred(&m, Op::Add(Add {}), vec![v, x], None)
+            .unwrap();
         g.outputs.clear();
         g.add_output("y", y.into());
         let p = plan(&g, &SymbolSizes::parse("B=1").unwrap()).unwrap();

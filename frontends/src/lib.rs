@@ -1,1 +1,14 @@
-//! Frontends.
+//! # fuselage-frontends
+//!
+//! Ways into the IR: the [`builder`] API with typed helpers (linear, layer_norm, attention, mlp,
+//! transformer blocks) and the [`builtin`] models with seeded weights. Importers of real formats
+//! (safetensors + config, GGUF, ONNX) build the same IR through the same builder.
+#![warn(missing_docs)]
+
+pub mod builder;
+pub mod builtin;
+pub mod error;
+
+pub use builder::ModelBuilder;
+pub use builtin::{builtin, BUILTINS};
+pub use error::FrontendError;

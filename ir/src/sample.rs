@@ -39,10 +39,12 @@ impl SymbolSizes {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| format!("expected SYMBOL=SIZE, found `{part}`"))?;
-            let v: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("size of `{}` must be a non-negative integer, found `{v}`", k.trim()))?;
+            let v: u64 = v.trim().parse().map_err(|_| {
+                format!(
+                    "size of `{}` must be a non-negative integer, found `{v}`",
+                    k.trim()
+                )
+            })?;
             s.bindings.insert(k.trim().to_string(), v);
         }
         Ok(s)
@@ -87,10 +89,13 @@ pub fn sample_inputs(
     sizes: &SymbolSizes,
     seed: u64,
 ) -> Result<Vec<Tensor>, IrError> {
-    let g = module.functions.get(function).ok_or_else(|| IrError::Inputs {
-        function: function.to_string(),
-        message: "no such function".into(),
-    })?;
+    let g = module
+        .functions
+        .get(function)
+        .ok_or_else(|| IrError::Inputs {
+            function: function.to_string(),
+            message: "no such function".into(),
+        })?;
     let bounds = index_bounds(module, function);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out = vec![];

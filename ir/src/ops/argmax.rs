@@ -96,7 +96,7 @@ mod tests {
             prop_assume!(axis >= -rank && axis < rank);
             let a = axis.rem_euclid(rank) as usize;
             let x = rand_tensor(dt, shape.clone(), seed);
-            let out = eval_op(Op::ArgMax(ArgMax { axis, keepdims }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::ArgMax(ArgMax { axis, keepdims }), std::slice::from_ref(&x)).unwrap();
             let mut keep = shape.clone();
             keep[a] = 1;
             let naive: Vec<f64> = indices(&keep)

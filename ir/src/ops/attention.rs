@@ -60,7 +60,7 @@ pub(crate) fn infer_qkv(op: &str, q: &TensorType, k: &TensorType, v: &TensorType
     }
     if qs[1] != ks[1] {
         match (&qs[1], &ks[1]) {
-            (Dim::Fixed(h), Dim::Fixed(hk)) if *hk > 0 && h % hk == 0 => {}
+            (Dim::Fixed(h), Dim::Fixed(hk)) if *hk > 0 && h.is_multiple_of(*hk) => {}
             _ => crate::bail!(
                 "{op}: key/value heads {} must divide query heads {} (q {q}, k {k})",
                 ks[1],
@@ -217,6 +217,7 @@ impl OpSpec for Attention {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{AttnMask, Attention};
     use crate::dtype::DType;

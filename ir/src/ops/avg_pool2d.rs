@@ -106,6 +106,7 @@ impl OpSpec for AvgPool2d {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::AvgPool2d;
     use crate::dtype::DType;
@@ -121,7 +122,7 @@ mod tests {
             let p = p.min(k - 1);
             let x = rand_tensor(DType::F64, vec![1, 2, h, w], seed);
             let op = AvgPool2d { kernel: [k, k], stride: [s, s], padding: [p, p, p, p], count_include_pad: incl };
-            let out = eval_op(Op::AvgPool2d(op), &[x.clone()]).unwrap();
+            let out = eval_op(Op::AvgPool2d(op), std::slice::from_ref(&x)).unwrap();
             let (k, s, p) = (k as i64, s as i64, p as i64);
             let ho = ((h as i64 + 2 * p - k) / s + 1) as usize;
             let wo = ((w as i64 + 2 * p - k) / s + 1) as usize;
@@ -148,7 +149,7 @@ mod tests {
     fn oversized_padding_and_kernel_are_errors() {
         let x = rand_tensor(DType::F32, vec![1, 1, 3, 3], 0);
         let op = AvgPool2d { kernel: [2, 2], stride: [1, 1], padding: [2, 0, 0, 0], count_include_pad: false };
-        let e = eval_op(Op::AvgPool2d(op), &[x.clone()]).unwrap_err().to_string();
+        let e = eval_op(Op::AvgPool2d(op), std::slice::from_ref(&x)).unwrap_err().to_string();
         assert!(e.contains("at most half the kernel"), "{e}");
         let op = AvgPool2d { kernel: [4, 4], stride: [1, 1], padding: [0; 4], count_include_pad: true };
         let e = eval_op(Op::AvgPool2d(op), &[x]).unwrap_err().to_string();

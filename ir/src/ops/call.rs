@@ -75,6 +75,7 @@ impl OpSpec for Call {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Call;
     use crate::dtype::DType;

@@ -74,6 +74,7 @@ mod tests {
     use crate::ops::{compare::Compare, Op};
     use crate::tensor::Tensor;
     use proptest::prelude::*;
+    use std::cmp::Ordering;
 
     proptest! {
         #[test]
@@ -98,13 +99,14 @@ mod tests {
                 .iter()
                 .map(|i| {
                     let (x, y) = (at_broadcast(&a, i), at_broadcast(&b, i));
+                    let o = x.partial_cmp(&y);
                     let r = match p {
-                        Predicate::Eq => !(x < y || x > y),
-                        Predicate::Ne => x < y || x > y,
-                        Predicate::Lt => y - x > 0.0,
-                        Predicate::Le => !(x > y),
-                        Predicate::Gt => x - y > 0.0,
-                        Predicate::Ge => !(x < y),
+                        Predicate::Eq => o == Some(Ordering::Equal),
+                        Predicate::Ne => o != Some(Ordering::Equal),
+                        Predicate::Lt => o == Some(Ordering::Less),
+                        Predicate::Le => matches!(o, Some(Ordering::Less | Ordering::Equal)),
+                        Predicate::Gt => o == Some(Ordering::Greater),
+                        Predicate::Ge => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
                     };
                     r as u8 as f64
                 })

@@ -92,6 +92,7 @@ impl OpSpec for Concat {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Concat;
     use crate::dtype::DType;

@@ -59,6 +59,7 @@ impl OpSpec for Dequantize {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Dequantize;
     use crate::dtype::DType;
@@ -77,7 +78,7 @@ mod tests {
             let x = rand_tensor(DType::F32, vec![a, b, c], seed);
             let qop = Quantize { dtype: DType::I8, granularity: g.clone(),
                                  convention: Convention::Paper, scale_dtype: DType::F32 };
-            let qs = eval_op(Op::Quantize(qop), &[x.clone()]).unwrap();
+            let qs = eval_op(Op::Quantize(qop), std::slice::from_ref(&x)).unwrap();
             let out = eval_op(Op::Dequantize(Dequantize { dtype: DType::F32, granularity: g }),
                               &qs).unwrap();
             for i in 0..a { for j in 0..b { for k in 0..c {

@@ -42,7 +42,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
 
-            let out = eval_op(Op::Exp(Exp {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Exp(Exp {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| std::f64::consts::E.powf(x)).collect();
             check_rounded(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }

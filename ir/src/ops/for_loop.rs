@@ -93,6 +93,7 @@ impl OpSpec for For {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::For;
     use crate::dtype::DType;
@@ -155,7 +156,7 @@ mod tests {
         let e = eval_op_in(md, op.clone(), &[h0.clone(), w.clone()]).unwrap_err().to_string();
         assert!(e.contains("iteration index i64[]"), "{e}");
         let md = body_module(2, TensorType::scalar(DType::I64));
-        let e = eval_op_in(md.clone(), op.clone(), &[h0.clone()]).unwrap_err().to_string();
+        let e = eval_op_in(md.clone(), op.clone(), std::slice::from_ref(&h0)).unwrap_err().to_string();
         assert!(e.contains("takes 2 values after the index, found 1"), "{e}");
         let e = eval_op_in(md, op, &[w.clone(), w]).unwrap_err().to_string();
         assert!(e.contains("operand 0 (carried) must be f32[1,2], found f32[2,2]"), "{e}");

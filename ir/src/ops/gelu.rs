@@ -80,7 +80,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
             let approximate = if tanh { GeluApproximate::Tanh } else { GeluApproximate::None };
-            let out = eval_op(Op::Gelu(Gelu { approximate }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Gelu(Gelu { approximate }), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| {
                 if tanh {
                     let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));

@@ -43,7 +43,7 @@ mod tests {
             // Positive inputs (the domain edge cases are tested separately).
             let x = Tensor::new(dt, shape.clone(), x.data().iter().map(|v| v.abs() + 0.125).collect())
                 .unwrap();
-            let out = eval_op(Op::Log(Log {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Log(Log {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| x.log2() / std::f64::consts::LOG2_E).collect();
             check_rounded(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }

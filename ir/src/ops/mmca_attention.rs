@@ -127,6 +127,7 @@ impl OpSpec for MmcaAttention {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{EmptyRow, MmcaAttention};
     use crate::dtype::DType;

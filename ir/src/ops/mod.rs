@@ -169,6 +169,13 @@ ops! {
     AvgPool2d => avg_pool2d::AvgPool2d,
     Quantize => quantize::Quantize,
     Dequantize => dequantize::Dequantize,
+    LayerNorm => layer_norm::LayerNorm,
+    RmsNorm => rms_norm::RmsNorm,
+    Linear => linear::Linear,
+    AllGather => all_gather::AllGather,
+    ReduceScatter => reduce_scatter::ReduceScatter,
+    AllReduce => all_reduce::AllReduce,
+    AllToAll => all_to_all::AllToAll,
 }
 
 impl Op {

@@ -82,7 +82,7 @@ impl Granularity {
                     Dim::Fixed(n) => *n,
                     d => crate::bail!("{op}: per_group needs a fixed axis dim, axis {a} is {d}"),
                 };
-                if *size == 0 || n % size != 0 {
+                if *size == 0 || !n.is_multiple_of(*size) {
                     crate::bail!(
                         "{op}: per_group size {size} must divide axis {a} of size {n} (use a size that divides it or pad the tensor)"
                     );
@@ -113,7 +113,7 @@ pub(crate) fn scale_index_map(shape: &[usize], scale_shape: &[usize]) -> Vec<usi
     let div: Vec<usize> = shape
         .iter()
         .zip(scale_shape)
-        .map(|(&d, &s)| if s == 0 { 1 } else { (d / s).max(1) })
+        .map(|(&d, &s)| d.checked_div(s).unwrap_or(1).max(1))
         .collect();
     let mut idx = vec![0usize; shape.len()];
     let mut out = Vec::with_capacity(n);
@@ -259,6 +259,7 @@ impl OpSpec for Quantize {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{Convention, Granularity, Quantize};
     use crate::dtype::DType;
@@ -331,7 +332,7 @@ mod tests {
             }
             let conv = if ds { Convention::Deepspeed } else { Convention::Paper };
             let op = Quantize { dtype: d, granularity: g.clone(), convention: conv, scale_dtype: DType::F32 };
-            let out = eval_op(Op::Quantize(op), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Quantize(op), std::slice::from_ref(&x)).unwrap();
             let (q, s) = naive(&x, &g, d, conv);
             prop_assert_eq!(out[0].data(), &q[..]);
             prop_assert_eq!(out[1].data(), &s[..]);
@@ -344,7 +345,7 @@ mod tests {
         let x = Tensor::new(DType::F32, vec![2, 4], vec![1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
         let op = Quantize { dtype: DType::I8, granularity: Granularity::PerToken,
                             convention: Convention::Deepspeed, scale_dtype: DType::F32 };
-        let out = eval_op(Op::Quantize(op), &[x.clone()]).unwrap();
+        let out = eval_op(Op::Quantize(op), std::slice::from_ref(&x)).unwrap();
         assert_eq!(out[1].shape(), &[2, 1]);
         // +absmax maps to 128 and saturates to 127; the all-zero row gets scale 1.
         assert_eq!(out[1].data(), &[1.0 / 128.0, 1.0]);
@@ -361,7 +362,7 @@ mod tests {
         let x = rand_tensor(DType::F32, vec![2, 6], 0);
         let op = Quantize { dtype: DType::I8, granularity: Granularity::PerGroup { axis: -1, size: 4 },
                             convention: Convention::Paper, scale_dtype: DType::F32 };
-        let e = eval_op(Op::Quantize(op), &[x.clone()]).unwrap_err().to_string();
+        let e = eval_op(Op::Quantize(op), std::slice::from_ref(&x)).unwrap_err().to_string();
         assert!(e.contains("size 4 must divide axis 1 of size 6"), "{e}");
         let op = Quantize { dtype: DType::U8, granularity: Granularity::PerTensor,
                             convention: Convention::Paper, scale_dtype: DType::F32 };

@@ -41,7 +41,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
 
-            let out = eval_op(Op::Relu(Relu {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Relu(Relu {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| x.max(0.0)).collect();
             check_exact(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }

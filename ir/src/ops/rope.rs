@@ -52,7 +52,7 @@ impl Default for Rope {
 impl Rope {
     fn rotary(&self, d: u64) -> Result<usize, OpError> {
         let r = self.rotary_dim.unwrap_or(d);
-        if r == 0 || r % 2 != 0 || r > d {
+        if r == 0 || !r.is_multiple_of(2) || r > d {
             crate::bail!("rope rotary_dim must be even and in 2..={d} (head dim), found {r}");
         }
         if !(self.theta.is_finite() && self.theta > 0.0) {
@@ -126,6 +126,7 @@ impl OpSpec for Rope {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{Rope, RopeStyle};
     use crate::dtype::DType;
@@ -145,7 +146,7 @@ mod tests {
                     if j < r / 2 { (j, j + r / 2, -1.0) } else { (j - r / 2, j - r / 2, 1.0) }
                 }
                 RopeStyle::Interleaved => {
-                    if j % 2 == 0 { (j / 2, j + 1, -1.0) } else { (j / 2, j - 1, 1.0) }
+                    if j.is_multiple_of(2) { (j / 2, j + 1, -1.0) } else { (j / 2, j - 1, 1.0) }
                 }
             };
             let ang = pos / theta.powf(2.0 * k as f64 / r as f64);

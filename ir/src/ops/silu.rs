@@ -41,7 +41,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
 
-            let out = eval_op(Op::Silu(Silu {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Silu(Silu {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| x * x.exp() / (x.exp() + 1.0)).collect();
             check_rounded(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }

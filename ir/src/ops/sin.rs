@@ -41,7 +41,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
 
-            let out = eval_op(Op::Sin(Sin {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Sin(Sin {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| (std::f64::consts::FRAC_PI_2 - x).cos()).collect();
             check_rounded(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }

@@ -67,7 +67,7 @@ mod tests {
             prop_assume!(axis >= -rank && axis < rank);
             let a = axis.rem_euclid(rank) as usize;
             let x = rand_tensor(dt, shape.clone(), seed);
-            let out = eval_op(Op::Softmax(Softmax { axis }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Softmax(Softmax { axis }), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = indices(&shape)
                 .iter()
                 .map(|i| {
@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn large_inputs_do_not_overflow_and_errors_are_clear() {
         let x = Tensor::new(DType::F32, vec![2], vec![1000.0, 1000.0]).unwrap();
-        let out = eval_op(Op::Softmax(Softmax { axis: 0 }), &[x.clone()]).unwrap();
+        let out = eval_op(Op::Softmax(Softmax { axis: 0 }), std::slice::from_ref(&x)).unwrap();
         assert_eq!(out[0].data(), &[0.5, 0.5]);
         let e = eval_op(Op::Softmax(Softmax { axis: 1 }), &[x]).unwrap_err().to_string();
         assert!(e.contains("axis 1 is out of range for rank 1"), "{e}");
@@ -100,7 +100,7 @@ mod tests {
     fn symbolic_dims_flow_through() {
         let m = crate::module::Module::new();
         let t = TensorType::new(DType::BF16, vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)]);
-        let out = Softmax { axis: -2 }.infer(&InferCx { module: &m }, &[t.clone()]).unwrap();
+        let out = Softmax { axis: -2 }.infer(&InferCx { module: &m }, std::slice::from_ref(&t)).unwrap();
         assert_eq!(out, vec![t]);
     }
 }

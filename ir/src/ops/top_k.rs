@@ -123,7 +123,7 @@ mod tests {
             let k = (kfrac * shape[a] as f64).round() as usize;
             let x = rand_tensor(dt, shape.clone(), seed);
             let op = Op::TopK(TopK { k: k as u64, axis, largest });
-            let out = eval_op(op, &[x.clone()]).unwrap();
+            let out = eval_op(op, std::slice::from_ref(&x)).unwrap();
             let mut oshape = shape.clone();
             oshape[a] = k;
             // Naive: repeatedly pick the best remaining element, scanning from index 0 so that
@@ -154,11 +154,11 @@ mod tests {
     #[test]
     fn ties_nan_and_errors() {
         let x = Tensor::new(DType::F32, vec![5], vec![2.0, f64::NAN, 2.0, 3.0, 2.0]).unwrap();
-        let out = eval_op(Op::TopK(TopK { k: 3, axis: 0, largest: true }), &[x.clone()]).unwrap();
+        let out = eval_op(Op::TopK(TopK { k: 3, axis: 0, largest: true }), std::slice::from_ref(&x)).unwrap();
         assert!(out[0].data()[0].is_nan());
         assert_eq!(&out[0].data()[1..], &[3.0, 2.0]);
         assert_eq!(out[1].data(), &[1.0, 3.0, 0.0]);
-        let out = eval_op(Op::TopK(TopK { k: 2, axis: 0, largest: false }), &[x.clone()]).unwrap();
+        let out = eval_op(Op::TopK(TopK { k: 2, axis: 0, largest: false }), std::slice::from_ref(&x)).unwrap();
         assert_eq!(out[1].data(), &[0.0, 2.0]);
         let e = eval_op(Op::TopK(TopK { k: 6, axis: 0, largest: true }), &[x]).unwrap_err();
         assert!(e.to_string().contains("k = 6 exceeds axis 0 of f32[5]"), "{e}");

@@ -61,6 +61,7 @@ impl OpSpec for Transpose {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Transpose;
     use crate::dtype::DType;
@@ -76,7 +77,7 @@ mod tests {
             let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
             let perm = perms[p];
             let x = rand_tensor(DType::F32, vec![a, b, c], seed);
-            let out = eval_op(Op::Transpose(Transpose { perm: perm.to_vec() }), &[x.clone()])
+            let out = eval_op(Op::Transpose(Transpose { perm: perm.to_vec() }), std::slice::from_ref(&x))
                 .unwrap();
             let dims = [a, b, c];
             prop_assert_eq!(out[0].shape(), &[dims[perm[0]], dims[perm[1]], dims[perm[2]]][..]);
@@ -91,7 +92,7 @@ mod tests {
     #[test]
     fn bad_perm_is_a_type_error() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
-        let e = eval_op(Op::Transpose(Transpose { perm: vec![0, 0] }), &[x.clone()])
+        let e = eval_op(Op::Transpose(Transpose { perm: vec![0, 0] }), std::slice::from_ref(&x))
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a permutation"), "{e}");

@@ -18,29 +18,84 @@ fn konst(g: &mut Graph, m: &Module, name: &str) -> NodeId {
         .unwrap()
 }
 
-/// An op with several results, if one exists in the op list yet, as (op, operand type).
-fn multi_result_op() -> Option<(Op, TensorType)> {
+/// An op with several results (`top_k`), built by name so this file does not depend on the op's
+/// Rust type, with its operand type.
+fn multi_result_op() -> (Op, TensorType) {
     let x = TensorType::new(DType::F32, ["B".into(), 4u64.into()]);
-    let cands = [
-        ("split", serde_json::json!({"axis": 1, "sizes": [1, 3]})),
-        (
-            "top_k",
-            serde_json::json!({"k": 2, "axis": -1, "largest": true}),
-        ),
-    ];
-    cands.into_iter().find_map(|(name, attrs)| {
-        let op = Op::from_attrs(name, attrs).ok()?;
-        let r = op.infer(
-            &crate::ops::InferCx {
-                module: &Module::new(),
-            },
-            std::slice::from_ref(&x),
-        );
-        match r {
-            Ok(r) if r.len() > 1 => Some((op, x.clone())),
-            _ => None,
-        }
-    })
+    let op = Op::from_attrs(
+        "top_k",
+        serde_json::json!({"k": 2, "axis": -1, "largest": true}),
+    )
+    .unwrap();
+    (op, x)
+}
+
+/// Build a node from an op name and attributes, inferring its types.
+fn node_of(
+    g: &mut Graph,
+    m: &Module,
+    op: &str,
+    attrs: serde_json::Value,
+    args: &[ValueId],
+) -> NodeId {
+    let op = Op::from_attrs(op, attrs).unwrap();
+    g.add_inferred(m, op, args.to_vec(), None).unwrap()
+}
+
+/// A module using a variety of ops with attributes (fuzzing material).
+fn rich_module() -> Module {
+    use serde_json::json;
+    let m = Module::new();
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), 8u64.into()]));
+    let mask = g.add_input(
+        "mask",
+        TensorType::new(DType::Bool, ["B".into(), 8u64.into()]),
+    );
+    let s = node_of(&mut g, &m, "softmax", json!({"axis": -1}), &[x.into()]);
+    let ge = node_of(
+        &mut g,
+        &m,
+        "gelu",
+        json!({"approximate": "tanh"}),
+        &[s.into()],
+    );
+    let w = node_of(
+        &mut g,
+        &m,
+        "where",
+        json!({}),
+        &[mask.into(), ge.into(), x.into()],
+    );
+    let r = node_of(
+        &mut g,
+        &m,
+        "reduce",
+        json!({"kind": "sum", "axes": [1], "keepdims": true}),
+        &[w.into()],
+    );
+    let c = node_of(&mut g, &m, "cast", json!({"dtype": "f16"}), &[r.into()]);
+    let t = node_of(
+        &mut g,
+        &m,
+        "top_k",
+        json!({"k": 3, "axis": 1, "largest": false}),
+        &[x.into()],
+    );
+    let cmp = node_of(
+        &mut g,
+        &m,
+        "compare",
+        json!({"predicate": "lt"}),
+        &[x.into(), w.into()],
+    );
+    g.add_output("c", c.into());
+    g.add_output("idx", ValueId::new(t, 1));
+    g.add_output("lt", cmp.into());
+    let mut m = m;
+    m.functions.insert("main".into(), g);
+    verify(&m).unwrap();
+    m
 }
 
 /// A module with every feature of the text form: dense (packed, scalar) and seeded constants,
@@ -124,12 +179,11 @@ pub(super) fn sample_module() -> Module {
     g.add_output("out", z.into());
     g.add_output(WEIRD, NodeId(15).into());
     g.add_output("x echo", x.into());
-    if let Some((op, xty)) = multi_result_op() {
-        let a = g.add_input("multi", xty);
-        let s = g.add_inferred(&m, op, vec![a.into()], None).unwrap();
-        g.add_output("second", ValueId::new(s, 1));
-        g.add_output("first", ValueId::new(s, 0));
-    }
+    let (op, xty) = multi_result_op();
+    let a = g.add_input("multi", xty);
+    let s = g.add_inferred(&m, op, vec![a.into()], None).unwrap();
+    g.add_output("second", ValueId::new(s, 1));
+    g.add_output("first", ValueId::new(s, 0));
     m.functions.insert("main".into(), g);
 
     // Every dtype as an input, in reversed order, with odd symbols.
@@ -262,6 +316,18 @@ fn round_trip_of_every_feature() {
 }
 
 #[test]
+fn round_trip_of_ops_with_attributes() {
+    let m = rich_module();
+    let text = print_module(&m);
+    assert!(
+        text.contains(r#"gelu(%2) {"approximate":"tanh"}"#),
+        "{text}"
+    );
+    assert_eq!(parse_module(&text, "rich.fir").unwrap(), m);
+    assert_eq!(from_json(&to_json(&m)).unwrap(), m);
+}
+
+#[test]
 fn json_round_trip_of_every_feature() {
     let m = sample_module();
     let back = from_json(&to_json(&m)).unwrap();
@@ -306,16 +372,20 @@ fn multi_result_nodes_print_and_parse() {
         "{e}"
     );
     let _ = none;
-    // Full check with a real multi-result op, once one exists.
-    if let Some((op, xty)) = multi_result_op() {
-        let mut m = Module::new();
-        let mut g = Graph::new();
-        let x = g.add_input("x", xty);
-        let s = g.add_inferred(&m, op, vec![x.into()], None).unwrap();
-        g.add_output("b", ValueId::new(s, 1));
-        m.functions.insert("main".into(), g);
-        assert_eq!(parse_module(&print_module(&m), "m.fir").unwrap(), m);
-    }
+    // Full check with a real multi-result op.
+    let (op, xty) = multi_result_op();
+    let mut m = Module::new();
+    let mut g = Graph::new();
+    let x = g.add_input("x", xty);
+    let s = g.add_inferred(&m, op, vec![x.into()], None).unwrap();
+    g.add_output("b", ValueId::new(s, 1));
+    m.functions.insert("main".into(), g);
+    let text = print_module(&m);
+    assert!(
+        text.contains(r#"%1:2 = top_k(%0) {"axis":-1,"k":2,"largest":true} : f32[B,2], i64[B,2]"#),
+        "{text}"
+    );
+    assert_eq!(parse_module(&text, "m.fir").unwrap(), m);
 }
 
 /// (line, column, message) of a parse error.
@@ -757,6 +827,7 @@ fn goldens() -> Vec<String> {
         print_module(&sample_module()),
         print_module(&small_module()),
         GOLDEN.to_string(),
+        print_module(&rich_module()),
     ]
 }
 
@@ -781,7 +852,7 @@ proptest! {
 
     #[test]
     fn mutated_text_never_panics(
-        which in 0usize..3,
+        which in 0usize..4,
         muts in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<usize>()), 1..5),
     ) {
         let src = mutate(&goldens()[which], &muts);

@@ -1,0 +1,597 @@
+//! The builder API: typed helpers that append IR nodes to a function, with names.
+//!
+//! ```
+//! use fuselage_frontends::builder::ModelBuilder;
+//! use fuselage_ir::{DType, Dim};
+//!
+//! let mut b = ModelBuilder::new(7);
+//! let x = b.input("x", DType::F32, &["B".into(), Dim::Fixed(16)]);
+//! let h = b.linear("fc1", x, 16, 32, true).unwrap();
+//! let h = b.gelu(h).unwrap();
+//! let y = b.linear("fc2", h, 32, 4, true).unwrap();
+//! b.output("y", y);
+//! let module = b.finish().unwrap();
+//! assert_eq!(module.functions["main"].outputs.len(), 1);
+//! ```
+
+use crate::error::FrontendError;
+use fuselage_ir::ops::{self, Op};
+use fuselage_ir::{
+    Constant, DType, Dim, Graph, Init, IrError, Module, NodeId, Tensor, TensorType, ValueId,
+};
+use serde_json::json;
+
+/// Result alias of the builder.
+pub type BuildResult<T> = Result<T, FrontendError>;
+
+/// How attention masks are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    /// No mask.
+    None,
+    /// Causal (each query sees keys up to its own position).
+    Causal,
+}
+
+/// Appends nodes to one function of a module being built. Parameters are seeded constants whose
+/// seed is derived from the builder seed and the parameter name, so models are reproducible and
+/// nothing is materialized until executed.
+pub struct ModelBuilder {
+    module: Module,
+    graph: Graph,
+    seed: u64,
+    scope: Vec<String>,
+    /// Standard deviation of seeded weight matrices.
+    pub init_std: f64,
+}
+
+/// FNV-1a, used to derive stable per-parameter seeds from names.
+fn name_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+impl ModelBuilder {
+    /// A builder for a fresh module whose parameters derive from `seed`.
+    pub fn new(seed: u64) -> Self {
+        ModelBuilder {
+            module: Module::new(),
+            graph: Graph::new(),
+            seed,
+            scope: vec![],
+            init_std: 0.02,
+        }
+    }
+
+    /// The module built so far (constants; the function is added by [`finish`](Self::finish)).
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// Enter a name scope (`encoder.layer.0` …); names of nodes and parameters get the prefix.
+    pub fn push_scope(&mut self, s: impl Into<String>) {
+        self.scope.push(s.into());
+    }
+
+    /// Leave the innermost name scope.
+    pub fn pop_scope(&mut self) {
+        self.scope.pop();
+    }
+
+    /// A scoped name.
+    pub fn scoped(&self, name: &str) -> String {
+        if self.scope.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.scope.join("."))
+        }
+    }
+
+    /// Add a function input.
+    pub fn input(&mut self, name: &str, dtype: DType, dims: &[Dim]) -> ValueId {
+        self.graph
+            .add_input(name, TensorType::new(dtype, dims.iter().cloned()))
+            .into()
+    }
+
+    /// Mark a value as a named output.
+    pub fn output(&mut self, name: &str, v: ValueId) {
+        self.graph.add_output(name, v);
+    }
+
+    /// Type of a value.
+    pub fn ty(&self, v: ValueId) -> BuildResult<TensorType> {
+        self.graph
+            .value_type(v)
+            .cloned()
+            .ok_or_else(|| FrontendError::Config(format!("value {v} does not exist")))
+    }
+
+    /// Append an op; returns its results.
+    pub fn op_multi(
+        &mut self,
+        op: Op,
+        operands: &[ValueId],
+        name: Option<&str>,
+    ) -> BuildResult<Vec<ValueId>> {
+        let name = name.map(|n| self.scoped(n));
+        let context = name.clone().unwrap_or_else(|| self.scoped(op.name()));
+        let id = self
+            .graph
+            .add_inferred(&self.module, op, operands.to_vec(), name)
+            .map_err(|source| FrontendError::Build { context, source })?;
+        let n = self.graph.node(id).map(|n| n.results.len()).unwrap_or(0);
+        Ok((0..n as u32).map(|s| ValueId::new(id, s)).collect())
+    }
+
+    /// Append a single-result op.
+    pub fn op(&mut self, op: Op, operands: &[ValueId]) -> BuildResult<ValueId> {
+        Ok(self.op_multi(op, operands, None)?[0])
+    }
+
+    /// Append a single-result op with a node name.
+    pub fn named(&mut self, name: &str, op: Op, operands: &[ValueId]) -> BuildResult<ValueId> {
+        Ok(self.op_multi(op, operands, Some(name))?[0])
+    }
+
+    /// Build an op from its name and JSON attributes (see the op contract in `ir::ops`).
+    pub fn op_json(
+        &mut self,
+        name: &str,
+        attrs: serde_json::Value,
+        operands: &[ValueId],
+    ) -> BuildResult<ValueId> {
+        let op = Op::from_attrs(name, attrs).map_err(|source| FrontendError::Build {
+            context: self.scoped(name),
+            source,
+        })?;
+        self.op(op, operands)
+    }
+
+    fn constant_node(&mut self, name: String) -> BuildResult<ValueId> {
+        self.op(Op::Constant(ops::constant::Constant { name }), &[])
+    }
+
+    /// A seeded parameter (normal with `init_std`, or a constant fill) named within the scope.
+    pub fn param(&mut self, name: &str, dtype: DType, shape: &[usize], init: Init) -> BuildResult<ValueId> {
+        let full = self.scoped(name);
+        let seed = self.seed ^ name_hash(&full);
+        let c = Constant::seeded(TensorType::fixed(dtype, shape), seed, init);
+        let full = self.module.fresh_constant_name(&full);
+        self.module.add_constant(full.clone(), c);
+        self.constant_node(full)
+    }
+
+    /// A dense constant from a tensor.
+    pub fn constant(&mut self, name: &str, t: &Tensor) -> BuildResult<ValueId> {
+        let full = self.module.fresh_constant_name(&self.scoped(name));
+        self.module.add_constant(full.clone(), Constant::from_tensor(t));
+        self.constant_node(full)
+    }
+
+    /// A scalar constant of a dtype.
+    pub fn scalar(&mut self, name: &str, dtype: DType, v: f64) -> BuildResult<ValueId> {
+        self.constant(name, &Tensor::scalar(dtype, v))
+    }
+
+    fn weight(&mut self, name: &str, dtype: DType, shape: &[usize]) -> BuildResult<ValueId> {
+        let std = self.init_std;
+        self.param(name, dtype, shape, Init::Normal { mean: 0.0, std })
+    }
+
+    fn float_dtype(&self, x: ValueId) -> BuildResult<DType> {
+        let t = self.ty(x)?;
+        if !t.dtype.is_float() {
+            return Err(FrontendError::Config(format!(
+                "expected a float value, found {t}"
+            )));
+        }
+        Ok(t.dtype)
+    }
+
+    /// Element-wise binary op by name (`add`, `sub`, `mul`, `div`, …).
+    pub fn binary(&mut self, op: &str, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.op_json(op, json!({}), &[a, b])
+    }
+
+    /// `a + b`.
+    pub fn add(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.binary("add", a, b)
+    }
+
+    /// `a - b`.
+    pub fn sub(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.binary("sub", a, b)
+    }
+
+    /// `a * b`.
+    pub fn mul(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.binary("mul", a, b)
+    }
+
+    /// `a / b`.
+    pub fn div(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.binary("div", a, b)
+    }
+
+    /// `a · b` (batched).
+    pub fn matmul(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.op(Op::MatMul(ops::matmul::MatMul {}), &[a, b])
+    }
+
+    /// Unary op by name (`exp`, `erf`, `rsqrt`, …).
+    pub fn unary(&mut self, op: &str, x: ValueId) -> BuildResult<ValueId> {
+        self.op_json(op, json!({}), &[x])
+    }
+
+    /// GELU (erf form) as one op.
+    pub fn gelu(&mut self, x: ValueId) -> BuildResult<ValueId> {
+        self.op_json("gelu", json!({"approximate": "none"}), &[x])
+    }
+
+    /// GELU written in primitives as framework exports do: `x · 0.5 · (1 + erf(x / √2))`.
+    pub fn gelu_primitives(&mut self, x: ValueId) -> BuildResult<ValueId> {
+        let d = self.float_dtype(x)?;
+        let sqrt2 = self.scalar("sqrt2", d, std::f64::consts::SQRT_2)?;
+        let one = self.scalar("one", d, 1.0)?;
+        let half = self.scalar("half", d, 0.5)?;
+        let t = self.div(x, sqrt2)?;
+        let t = self.unary("erf", t)?;
+        let t = self.add(t, one)?;
+        let t = self.mul(x, t)?;
+        self.mul(t, half)
+    }
+
+    /// Mean over the last axis, keeping it.
+    pub fn mean_last(&mut self, x: ValueId) -> BuildResult<ValueId> {
+        self.op_json(
+            "reduce",
+            json!({"kind": "mean", "axes": [-1], "keepdims": true}),
+            &[x],
+        )
+    }
+
+    /// `x · w + b` with a seeded weight `[in, out]` (matmul layout) and optional bias, as one
+    /// `linear` op.
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> BuildResult<ValueId> {
+        let d = self.float_dtype(x)?;
+        self.push_scope(name);
+        let w = self.weight("weight", d, &[d_in, d_out]);
+        let b = if bias {
+            Some(self.param("bias", d, &[d_out], Init::Normal { mean: 0.0, std: 0.02 }))
+        } else {
+            None
+        };
+        self.pop_scope();
+        let mut operands = vec![x, w?];
+        if let Some(b) = b {
+            operands.push(b?);
+        }
+        self.op_multi(Op::from_attrs("linear", json!({})).map_err(|source| {
+            FrontendError::Build { context: name.into(), source }
+        })?, &operands, Some(name))
+        .map(|v| v[0])
+    }
+
+    /// The same affine map written as a framework export writes it: `matmul` then `add`.
+    pub fn linear_primitives(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> BuildResult<ValueId> {
+        let d = self.float_dtype(x)?;
+        self.push_scope(name);
+        let w = self.weight("weight", d, &[d_in, d_out]);
+        let b = if bias {
+            Some(self.param("bias", d, &[d_out], Init::Normal { mean: 0.0, std: 0.02 }))
+        } else {
+            None
+        };
+        self.pop_scope();
+        let y = self.matmul(x, w?)?;
+        match b {
+            Some(b) => self.add(y, b?),
+            None => Ok(y),
+        }
+    }
+
+    /// LayerNorm over the last dim as one op, with seeded scale (ones) and bias (zeros).
+    pub fn layer_norm(&mut self, name: &str, x: ValueId, dim: usize, eps: f64) -> BuildResult<ValueId> {
+        let d = self.float_dtype(x)?;
+        self.push_scope(name);
+        let g = self.param("weight", d, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        let b = self.param("bias", d, &[dim], Init::Normal { mean: 0.0, std: 0.02 });
+        self.pop_scope();
+        let (g, b) = (g?, b?);
+        self.named(
+            name,
+            Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps}))
+                .map_err(|source| FrontendError::Build { context: name.into(), source })?,
+            &[x, g, b],
+        )
+    }
+
+    /// LayerNorm written in primitives as exporters emit it:
+    /// `d = x - mean(x); v = mean(d·d); y = d · rsqrt(v + eps) · g + b`.
+    pub fn layer_norm_primitives(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        dim: usize,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
+        let dt = self.float_dtype(x)?;
+        self.push_scope(name);
+        let g = self.param("weight", dt, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        let b = self.param("bias", dt, &[dim], Init::Normal { mean: 0.0, std: 0.02 });
+        let e = self.scalar("eps", dt, eps);
+        self.pop_scope();
+        let (g, b, e) = (g?, b?, e?);
+        let m = self.mean_last(x)?;
+        let d = self.sub(x, m)?;
+        let sq = self.mul(d, d)?;
+        let v = self.mean_last(sq)?;
+        let v = self.add(v, e)?;
+        let r = self.unary("rsqrt", v)?;
+        let n = self.mul(d, r)?;
+        let n = self.mul(n, g)?;
+        self.add(n, b)
+    }
+
+    /// RMSNorm as one op with a seeded scale.
+    pub fn rms_norm(&mut self, name: &str, x: ValueId, dim: usize, eps: f64) -> BuildResult<ValueId> {
+        let d = self.float_dtype(x)?;
+        self.push_scope(name);
+        let g = self.param("weight", d, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        self.pop_scope();
+        let g = g?;
+        self.named(
+            name,
+            Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
+                .map_err(|source| FrontendError::Build { context: name.into(), source })?,
+            &[x, g],
+        )
+    }
+
+    /// RMSNorm written in primitives: `x · rsqrt(mean(x·x) + eps) · g`.
+    pub fn rms_norm_primitives(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        dim: usize,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
+        let dt = self.float_dtype(x)?;
+        self.push_scope(name);
+        let g = self.param("weight", dt, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        let e = self.scalar("eps", dt, eps);
+        self.pop_scope();
+        let (g, e) = (g?, e?);
+        let sq = self.mul(x, x)?;
+        let v = self.mean_last(sq)?;
+        let v = self.add(v, e)?;
+        let r = self.unary("rsqrt", v)?;
+        let n = self.mul(x, r)?;
+        self.mul(n, g)
+    }
+
+    /// Reshape to dims given as symbols or sizes.
+    pub fn reshape(&mut self, x: ValueId, dims: &[Dim]) -> BuildResult<ValueId> {
+        let shape: Vec<serde_json::Value> = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => json!(n),
+                Dim::Sym(s) => json!(s),
+            })
+            .collect();
+        self.op_json("reshape", json!({ "shape": shape }), &[x])
+    }
+
+    /// Permute dims.
+    pub fn transpose(&mut self, x: ValueId, perm: &[usize]) -> BuildResult<ValueId> {
+        self.op_json("transpose", json!({ "perm": perm }), &[x])
+    }
+
+    /// Multi-head attention block on `x[B,S,hidden]`: q/k/v projections, optional rope on q and
+    /// k, scaled-dot-product attention with GQA (`kv_heads` dividing `heads`), output projection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        hidden: usize,
+        heads: usize,
+        kv_heads: usize,
+        mask: Mask,
+        bias: Option<ValueId>,
+        rope: Option<(ValueId, f64)>,
+        primitives: bool,
+        qkv_bias: bool,
+    ) -> BuildResult<ValueId> {
+        if heads == 0 || kv_heads == 0 || hidden % heads != 0 || heads % kv_heads != 0 {
+            return Err(FrontendError::Config(format!(
+                "{name}: hidden {hidden}, heads {heads}, kv_heads {kv_heads} do not divide"
+            )));
+        }
+        let dh = hidden / heads;
+        let sh = self.ty(x)?.shape;
+        if sh.len() != 3 {
+            return Err(FrontendError::Config(format!(
+                "{name}: attention input must be [B,S,hidden], found rank {}",
+                sh.len()
+            )));
+        }
+        let (bd, sd) = (sh[0].clone(), sh[1].clone());
+        self.push_scope(name);
+        let proj = |b: &mut Self, n: &str, x: ValueId, o: usize, bias: bool| {
+            if primitives {
+                b.linear_primitives(n, x, hidden, o, bias)
+            } else {
+                b.linear(n, x, hidden, o, bias)
+            }
+        };
+        let res = (|| {
+            let q = proj(self, "q", x, heads * dh, qkv_bias)?;
+            let k = proj(self, "k", x, kv_heads * dh, qkv_bias)?;
+            let v = proj(self, "v", x, kv_heads * dh, qkv_bias)?;
+            let split = |b: &mut Self, t: ValueId, h: usize| -> BuildResult<ValueId> {
+                let t = b.reshape(t, &[bd.clone(), sd.clone(), Dim::from(h), Dim::from(dh)])?;
+                b.transpose(t, &[0, 2, 1, 3])
+            };
+            let mut q = split(self, q, heads)?;
+            let mut k = split(self, k, kv_heads)?;
+            let v = split(self, v, kv_heads)?;
+            if let Some((pos, theta)) = rope {
+                let r = json!({"style": "half", "theta": theta});
+                q = self.op_json("rope", r.clone(), &[q, pos])?;
+                k = self.op_json("rope", r, &[k, pos])?;
+            }
+            let mask_s = match mask {
+                Mask::None => "none",
+                Mask::Causal => "causal",
+            };
+            let mut operands = vec![q, k, v];
+            if let Some(b) = bias {
+                operands.push(b);
+            }
+            let a = self.op_json("attention", json!({ "mask": mask_s }), &operands)?;
+            let a = self.transpose(a, &[0, 2, 1, 3])?;
+            let a = self.reshape(a, &[bd.clone(), sd.clone(), Dim::from(hidden)])?;
+            proj(self, "o", a, hidden, qkv_bias)
+        })();
+        self.pop_scope();
+        res
+    }
+
+    /// Two-layer MLP `fc2(act(fc1(x)))` with GELU.
+    pub fn mlp(&mut self, name: &str, x: ValueId, hidden: usize, ffn: usize, primitives: bool) -> BuildResult<ValueId> {
+        self.push_scope(name);
+        let res = (|| {
+            if primitives {
+                let h = self.linear_primitives("fc1", x, hidden, ffn, true)?;
+                let h = self.gelu_primitives(h)?;
+                self.linear_primitives("fc2", h, ffn, hidden, true)
+            } else {
+                let h = self.linear("fc1", x, hidden, ffn, true)?;
+                let h = self.gelu(h)?;
+                self.linear("fc2", h, ffn, hidden, true)
+            }
+        })();
+        self.pop_scope();
+        res
+    }
+
+    /// SwiGLU MLP (Llama): `down(silu(gate(x)) · up(x))`, no biases.
+    pub fn swiglu(&mut self, name: &str, x: ValueId, hidden: usize, ffn: usize) -> BuildResult<ValueId> {
+        self.push_scope(name);
+        let res = (|| {
+            let g = self.linear_primitives("gate", x, hidden, ffn, false)?;
+            let u = self.linear_primitives("up", x, hidden, ffn, false)?;
+            let g = self.unary("silu", g)?;
+            let h = self.mul(g, u)?;
+            self.linear_primitives("down", h, ffn, hidden, false)
+        })();
+        self.pop_scope();
+        res
+    }
+
+    /// A post-LN BERT encoder layer (attention, add & norm, MLP, add & norm).
+    pub fn bert_layer(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        cfg: &crate::builtin::BertConfig,
+        mask_bias: Option<ValueId>,
+        primitives: bool,
+    ) -> BuildResult<ValueId> {
+        self.push_scope(name);
+        let res = (|| {
+            let h = cfg.hidden;
+            let a = self.attention(
+                "attention", x, h, cfg.heads, cfg.heads, Mask::None, mask_bias, None, primitives, true,
+            )?;
+            let x1 = self.add(x, a)?;
+            let x1 = if primitives {
+                self.layer_norm_primitives("attention_norm", x1, h, cfg.eps)?
+            } else {
+                self.layer_norm("attention_norm", x1, h, cfg.eps)?
+            };
+            let m = self.mlp("mlp", x1, h, cfg.ffn, primitives)?;
+            let x2 = self.add(x1, m)?;
+            if primitives {
+                self.layer_norm_primitives("output_norm", x2, h, cfg.eps)
+            } else {
+                self.layer_norm("output_norm", x2, h, cfg.eps)
+            }
+        })();
+        self.pop_scope();
+        res
+    }
+
+    /// A pre-norm Llama decoder block (RMSNorm, causal GQA attention with rope, RMSNorm, SwiGLU).
+    pub fn llama_block(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        cfg: &crate::builtin::LlamaConfig,
+        positions: ValueId,
+    ) -> BuildResult<ValueId> {
+        self.push_scope(name);
+        let res = (|| {
+            let h = cfg.hidden;
+            let n = self.rms_norm_primitives("input_norm", x, h, cfg.eps)?;
+            let a = self.attention(
+                "attention",
+                n,
+                h,
+                cfg.heads,
+                cfg.kv_heads,
+                Mask::Causal,
+                None,
+                Some((positions, cfg.rope_theta)),
+                true,
+                false,
+            )?;
+            let x1 = self.add(x, a)?;
+            let n = self.rms_norm_primitives("post_attention_norm", x1, h, cfg.eps)?;
+            let m = self.swiglu("mlp", n, h, cfg.ffn)?;
+            self.add(x1, m)
+        })();
+        self.pop_scope();
+        res
+    }
+
+    /// Finish: put the graph in `main`, verify and return the module.
+    pub fn finish(self) -> BuildResult<Module> {
+        self.finish_named("main")
+    }
+
+    /// Finish into a function of the given name.
+    pub fn finish_named(mut self, name: &str) -> BuildResult<Module> {
+        self.module.functions.insert(name.to_string(), self.graph);
+        fuselage_ir::verify::verify(&self.module).map_err(|source: IrError| FrontendError::Build {
+            context: format!("module (@{name})"),
+            source,
+        })?;
+        Ok(self.module)
+    }
+
+    /// The id of the node defining a value (for tests and advanced surgery).
+    pub fn node_of(v: ValueId) -> NodeId {
+        v.node
+    }
+}

@@ -1,0 +1,28 @@
+//! Errors of the frontends.
+
+use thiserror::Error;
+
+/// An error while building or importing a model.
+#[derive(Debug, Error)]
+pub enum FrontendError {
+    /// An IR error (type inference, verification) while building a node.
+    #[error("building `{context}`: {source}")]
+    Build {
+        /// What was being built (the node or block name).
+        context: String,
+        /// The IR error.
+        #[source]
+        source: fuselage_ir::IrError,
+    },
+    /// A model name that is not built in.
+    #[error("unknown built-in model `{name}` (available: {available})")]
+    UnknownBuiltin {
+        /// The name given.
+        name: String,
+        /// Comma-separated list of built-in models.
+        available: String,
+    },
+    /// A bad configuration value.
+    #[error("model config: {0}")]
+    Config(String),
+}

@@ -1,0 +1,72 @@
+//! Model specs: `builtin:NAME`, a `.fir` text module, or a `.json` module.
+
+use fuselage_ir::Module;
+use std::path::Path;
+
+/// Errors loading or saving a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A built-in model failed to build or is unknown.
+    #[error(transparent)]
+    Frontend(#[from] fuselage_frontends::FrontendError),
+    /// An IR error (parse, verify).
+    #[error(transparent)]
+    Ir(#[from] fuselage_ir::IrError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A spec of a kind not understood.
+    #[error("cannot load `{0}`: expected builtin:NAME (one of {1}), a .fir file or a .json module")]
+    UnknownSpec(String, String),
+    /// An output path with an unknown extension.
+    #[error("cannot write `{0}`: the extension must be .fir or .json")]
+    UnknownOutput(String),
+}
+
+fn builtin_names() -> String {
+    fuselage_frontends::BUILTINS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Load a model from a spec.
+pub fn load(spec: &str) -> Result<Module, ModelError> {
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        return Ok(fuselage_frontends::builtin(name)?);
+    }
+    let path = Path::new(spec);
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let read = || {
+        std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: spec.to_string(),
+            source,
+        })
+    };
+    match ext {
+        "fir" => Ok(fuselage_ir::text::parse_module(&read()?, spec)?),
+        "json" => Ok(fuselage_ir::text::from_json(&read()?).map_err(|e| match e {
+            fuselage_ir::IrError::Json(m) => fuselage_ir::IrError::Json(format!("{spec}: {m}")),
+            e => e,
+        })?),
+        _ => Err(ModelError::UnknownSpec(spec.to_string(), builtin_names())),
+    }
+}
+
+/// Save a module as `.fir` or `.json` (chosen by extension), atomically.
+pub fn save(m: &Module, path: &Path) -> Result<(), ModelError> {
+    let p = path.display().to_string();
+    let text = match path.extension().and_then(|e| e.to_str()) {
+        Some("fir") => fuselage_ir::text::print_module(m),
+        Some("json") => fuselage_ir::text::to_json(m),
+        _ => return Err(ModelError::UnknownOutput(p)),
+    };
+    crate::npy::write_atomic(path, text.as_bytes()).map_err(|source| ModelError::Io { path: p, source })
+}
