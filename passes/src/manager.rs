@@ -130,7 +130,10 @@ impl PassReport {
             };
             let (num, check) = match (&p.numeric, &p.note) {
                 (Some(n), _) => (
-                    format!("{:.2e} / {:.2e} / {:.6}", n.max_abs, n.max_rel, n.cosine_min),
+                    format!(
+                        "{:.2e} / {:.2e} / {:.6}",
+                        n.max_abs, n.max_rel, n.cosine_min
+                    ),
                     if n.passed { "ok" } else { "FAIL" }.to_string(),
                 ),
                 (None, Some(_)) => ("-".into(), "skipped".into()),
@@ -286,7 +289,10 @@ impl<'e> PassManager<'e> {
             options,
             executor,
             sink: Box::new(|d: &IrDump| {
-                eprintln!("// ----- IR after step {} `{}` -----\n{}", d.step, d.pass, d.text)
+                eprintln!(
+                    "// ----- IR after step {} `{}` -----\n{}",
+                    d.step, d.pass, d.text
+                )
             }),
             last: None,
             steps_done: 0,
@@ -313,7 +319,11 @@ impl<'e> PassManager<'e> {
 
     /// Run `pipeline` over `module`. All passes are created (names and options checked) before
     /// the first one runs.
-    pub fn run(&mut self, pipeline: &Pipeline, module: &mut Module) -> Result<PassReport, PassError> {
+    pub fn run(
+        &mut self,
+        pipeline: &Pipeline,
+        module: &mut Module,
+    ) -> Result<PassReport, PassError> {
         let mut steps = Scheduled::from_pipeline(pipeline, self.options.fixpoint_max_iters)?;
         self.run_inner(&pipeline.to_string(), &mut steps, module)
     }
@@ -349,7 +359,7 @@ impl<'e> PassManager<'e> {
             crate::irx::verify(module).map_err(|source| PassError::Verify {
                 pass: "<input>".into(),
                 step: 0,
-                source,
+                source: Box::new(source),
             })?;
         }
         if let Some(dir) = &self.options.dump_dir {
@@ -465,7 +475,7 @@ impl<'e> PassManager<'e> {
                 return Err(PassError::Verify {
                     pass: name.into(),
                     step,
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -683,8 +693,20 @@ module {
             PassKind::Exact
         }
         fn run(&mut self, m: &mut Module, _: &mut PassCx) -> Result<Changed, PassError> {
-            let n = m.functions.get_mut("main").unwrap().node_mut(NodeId(5)).unwrap();
-            n.name = Some(if n.name.as_deref() == Some("a") { "b" } else { "a" }.into());
+            let n = m
+                .functions
+                .get_mut("main")
+                .unwrap()
+                .node_mut(NodeId(5))
+                .unwrap();
+            n.name = Some(
+                if n.name.as_deref() == Some("a") {
+                    "b"
+                } else {
+                    "a"
+                }
+                .into(),
+            );
             Ok(self.honest.into())
         }
     }
@@ -703,7 +725,11 @@ module {
         let p = Pipeline::parse("fixpoint(cse,dce),fold-constants").unwrap();
         let mut pm = quiet(PassManagerOptions::default());
         let r = pm.run(&p, &mut m).unwrap();
-        let names: Vec<_> = r.passes.iter().map(|p| (p.name.as_str(), p.iteration)).collect();
+        let names: Vec<_> = r
+            .passes
+            .iter()
+            .map(|p| (p.name.as_str(), p.iteration))
+            .collect();
         assert_eq!(
             names,
             vec![
@@ -724,7 +750,10 @@ module {
         assert_eq!(r.pipeline, "fixpoint(cse,dce),fold-constants");
         assert!(r.notes.is_empty() && r.stopped_after_steps.is_none());
         let t = r.table();
-        assert!(t.contains("cse (iter 1)") && t.contains("7 → 5") && t.contains("ok"), "{t}");
+        assert!(
+            t.contains("cse (iter 1)") && t.contains("7 → 5") && t.contains("ok"),
+            "{t}"
+        );
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["passes"][0]["numeric"]["passed"], serde_json::json!(true));
     }
@@ -752,7 +781,10 @@ module {
             panic!("{e}")
         };
         assert_eq!((pass.as_str(), *step), ("perturb", 2));
-        assert!(first_diverging.starts_with("%1 (constant) in @main result 0"), "{first_diverging}");
+        assert!(
+            first_diverging.starts_with("%1 (constant) in @main result 0"),
+            "{first_diverging}"
+        );
         assert!(summary.contains("output `out`"), "{summary}");
         // Rolled back to the module after dce; the report keeps the dce step.
         let mut after_dce = orig.clone();
@@ -770,12 +802,22 @@ module {
             }))]
         };
         let mut m = model();
-        let r = quiet(PassManagerOptions::default()).run_scheduled(&mut tiny(), &mut m).unwrap();
+        let r = quiet(PassManagerOptions::default())
+            .run_scheduled(&mut tiny(), &mut m)
+            .unwrap();
         let n = r.passes[0].numeric.as_ref().unwrap();
-        assert!(n.passed && n.max_abs > 0.0 && n.max_rel < 1e-5, "{}", n.summary());
+        assert!(
+            n.passed && n.max_abs > 0.0 && n.max_rel < 1e-5,
+            "{}",
+            n.summary()
+        );
         let mut opts = PassManagerOptions::default();
-        opts.numeric.tolerance.insert("perturb".into(), Tolerance::EXACT);
-        let e = quiet(opts).run_scheduled(&mut tiny(), &mut model()).unwrap_err();
+        opts.numeric
+            .tolerance
+            .insert("perturb".into(), Tolerance::EXACT);
+        let e = quiet(opts)
+            .run_scheduled(&mut tiny(), &mut model())
+            .unwrap_err();
         assert!(matches!(e, PassError::Numeric { .. }), "{e}");
     }
 
@@ -796,7 +838,10 @@ module {
                 &mut m,
             )
             .unwrap_err();
-        assert!(e.to_string().contains("reported no change but changed"), "{e}");
+        assert!(
+            e.to_string().contains("reported no change but changed"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -805,7 +850,9 @@ module {
             steps: vec![Scheduled::Pass(Box::new(Renamer { honest: true }))],
             max_iters: 3,
         }];
-        let r = quiet(PassManagerOptions::default()).run_scheduled(&mut steps, &mut model()).unwrap();
+        let r = quiet(PassManagerOptions::default())
+            .run_scheduled(&mut steps, &mut model())
+            .unwrap();
         assert_eq!(r.passes.len(), 3);
         assert!(r.notes[0].contains("fixpoint(renamer) still changed the module after 3"));
     }
@@ -817,7 +864,9 @@ module {
             max_steps: Some(1),
             ..Default::default()
         };
-        let r = quiet(opts).run(&Pipeline::parse("cse,dce").unwrap(), &mut m).unwrap();
+        let r = quiet(opts)
+            .run(&Pipeline::parse("cse,dce").unwrap(), &mut m)
+            .unwrap();
         assert_eq!(r.passes.len(), 1);
         assert_eq!(r.stopped_after_steps, Some(1));
         assert!(r.table().contains("stopped after 1 steps"));
@@ -838,7 +887,8 @@ module {
         {
             let mut pm = PassManager::new(opts);
             pm.set_ir_sink(|d: &IrDump| dumps.borrow_mut().push(d.clone()));
-            pm.run(&Pipeline::parse("cse,dce").unwrap(), &mut m).unwrap();
+            pm.run(&Pipeline::parse("cse,dce").unwrap(), &mut m)
+                .unwrap();
         }
         let dumps = dumps.into_inner();
         assert_eq!(dumps.len(), 1);
@@ -857,15 +907,24 @@ module {
             print_ir_after: vec!["dcee".into()],
             ..Default::default()
         };
-        let e = quiet(bad).run(&Pipeline::parse("dce").unwrap(), &mut model()).unwrap_err();
-        assert!(e.to_string().contains("unknown pass `dcee` (allowed: all, dce"), "{e}");
+        let e = quiet(bad)
+            .run(&Pipeline::parse("dce").unwrap(), &mut model())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown pass `dcee` (allowed: all, dce"),
+            "{e}"
+        );
     }
 
     #[test]
     fn shape_specialization_is_checked_on_the_bound_sizes() {
         let mut m = model();
         let r = quiet(PassManagerOptions::default())
-            .run(&Pipeline::parse("shape-infer{bind=\"B=5\"}").unwrap(), &mut m)
+            .run(
+                &Pipeline::parse("shape-infer{bind=\"B=5\"}").unwrap(),
+                &mut m,
+            )
             .unwrap();
         assert!(r.passes[0].numeric.as_ref().unwrap().passed);
         assert_eq!(m.entry().unwrap().input_types()[0].to_string(), "f32[5,3]");
