@@ -91,7 +91,8 @@ mod tests {
                                       seed in 0u64..1000) {
             let n = (s1 + s2) as usize;
             let x = rand_tensor(DType::BF16, vec![a, n], seed);
-            let out = eval_op(Op::Split(Split { axis: 1, sizes: vec![s1, s2] }), std::slice::from_ref(&x))
+            let op = Op::Split(Split { axis: 1, sizes: vec![s1, s2] });
+            let out = eval_op(op, std::slice::from_ref(&x))
                 .unwrap();
             prop_assert_eq!(out.len(), 2);
             for i in 0..a { for j in 0..n {
@@ -108,9 +109,15 @@ mod tests {
     #[test]
     fn sizes_must_sum_to_the_dim() {
         let x = rand_tensor(DType::F32, vec![2, 5], 0);
-        let e = eval_op(Op::Split(Split { axis: -1, sizes: vec![2, 2] }), &[x])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::Split(Split {
+                axis: -1,
+                sizes: vec![2, 2],
+            }),
+            &[x],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("sum to 4") && e.contains("is 5"), "{e}");
     }
 }
