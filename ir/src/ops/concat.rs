@@ -40,7 +40,11 @@ impl OpSpec for Concat {
                 }
             }
             match &t.shape[ax] {
-                Dim::Fixed(n) => total += n,
+                Dim::Fixed(n) => {
+                    total = total.checked_add(*n).ok_or_else(|| {
+                        OpError::new(format!("concat along axis {ax}: size overflows u64"))
+                    })?
+                }
                 s @ Dim::Sym(_) => {
                     if sym.is_some() {
                         let parts: Vec<String> =

@@ -60,14 +60,15 @@ pub(crate) fn window_out(
     if stride == 0 || dil == 0 || k == 0 {
         crate::bail!("{op}: stride, dilation and kernel must be >= 1 ({what})");
     }
-    let span = dil * (k - 1) + 1;
-    if n + pad < span {
+    let span = dil.saturating_mul(k - 1).saturating_add(1);
+    let padded = n.saturating_add(pad);
+    if padded < span {
         crate::bail!(
             "{op}: {what} of {n} (padded to {}) is smaller than the kernel span {span}",
-            n + pad
+            padded
         );
     }
-    Ok((n + pad - span) / stride + 1)
+    Ok((padded - span) / stride + 1)
 }
 
 impl Conv2d {
@@ -76,7 +77,7 @@ impl Conv2d {
             "conv2d",
             "height",
             h,
-            self.padding[0] + self.padding[2],
+            self.padding[0].saturating_add(self.padding[2]),
             kh,
             self.dilation[0],
             self.stride[0],
@@ -85,7 +86,7 @@ impl Conv2d {
             "conv2d",
             "width",
             w,
-            self.padding[1] + self.padding[3],
+            self.padding[1].saturating_add(self.padding[3]),
             kw,
             self.dilation[1],
             self.stride[1],

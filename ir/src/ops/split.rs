@@ -28,7 +28,11 @@ impl OpSpec for Split {
         if self.sizes.is_empty() {
             crate::bail!("split needs at least one size");
         }
-        let total: u64 = self.sizes.iter().sum();
+        let total = self
+            .sizes
+            .iter()
+            .try_fold(0u64, |a, &s| a.checked_add(s))
+            .ok_or_else(|| OpError::new("split sizes overflow u64"))?;
         match &x.shape[ax] {
             Dim::Fixed(n) if *n == total => {}
             d => crate::bail!(
@@ -52,7 +56,7 @@ impl OpSpec for Split {
         let x = inputs[0];
         let ax = normalize_axis(Self::NAME, self.axis, x.rank())?;
         let n = x.shape()[ax];
-        if self.sizes.iter().sum::<u64>() != n as u64 {
+        if self.sizes.iter().try_fold(0u64, |a, &s| a.checked_add(s)) != Some(n as u64) {
             crate::bail!("split sizes {:?} do not sum to axis dim {n}", self.sizes);
         }
         let outer: usize = x.shape()[..ax].iter().product();

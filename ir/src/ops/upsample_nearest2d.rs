@@ -32,7 +32,9 @@ impl OpSpec for UpsampleNearest2d {
         let mut shape = x.shape.clone();
         for d in &mut shape[2..] {
             *d = match d {
-                Dim::Fixed(n) => Dim::Fixed(*n * self.scale),
+                Dim::Fixed(n) => Dim::Fixed(n.checked_mul(self.scale).ok_or_else(|| {
+                    OpError::new(format!("upsample_nearest2d: {n}·{} overflows", self.scale))
+                })?),
                 Dim::Sym(_) if self.scale == 1 => d.clone(),
                 Dim::Sym(s) => crate::bail!(
                     "upsample_nearest2d by {} of symbolic dim {s} cannot be expressed (x is {x})",
