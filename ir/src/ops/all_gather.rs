@@ -61,7 +61,8 @@ mod tests {
                                                          world in 1u64..9, seed in 0u64..100) {
             let op = AllGather { axis: -1, mesh_axis: "tp".into(), world };
             let m = Module::new();
-            let t = op.infer(&InferCx { module: &m }, &[TensorType::fixed(DType::F32, &[a, b])]).unwrap();
+            let ty = TensorType::fixed(DType::F32, &[a, b]);
+            let t = op.infer(&InferCx { module: &m }, &[ty]).unwrap();
             prop_assert_eq!(&t[0], &TensorType::fixed(DType::F32, &[a, b * world as usize]));
             let x = rand_tensor(DType::F32, vec![a, b], seed);
             let one = AllGather { axis: 0, mesh_axis: "tp".into(), world: 1 };
@@ -73,10 +74,20 @@ mod tests {
     #[test]
     fn multi_rank_eval_needs_a_communicator() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
-        let op = AllGather { axis: 0, mesh_axis: "dp".into(), world: 2 };
-        let e = eval_op(Op::AllGather(op), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let op = AllGather {
+            axis: 0,
+            mesh_axis: "dp".into(),
+            world: 2,
+        };
+        let e = eval_op(Op::AllGather(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs a communicator"), "{e}");
-        let op = AllGather { axis: 0, mesh_axis: "dp".into(), world: 0 };
+        let op = AllGather {
+            axis: 0,
+            mesh_axis: "dp".into(),
+            world: 0,
+        };
         let e = eval_op(Op::AllGather(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("world size must be >= 1"), "{e}");
     }

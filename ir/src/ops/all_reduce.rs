@@ -71,11 +71,19 @@ mod tests {
     #[test]
     fn bool_operands_and_multi_rank_eval_are_errors() {
         let b = rand_tensor(DType::Bool, vec![2], 0);
-        let op = AllReduce { mesh_axis: "tp".into(), world: 1, reduce: ReduceKind::Sum };
+        let op = AllReduce {
+            mesh_axis: "tp".into(),
+            world: 1,
+            reduce: ReduceKind::Sum,
+        };
         let e = eval_op(Op::AllReduce(op), &[b]).unwrap_err().to_string();
         assert!(e.contains("numeric operand"), "{e}");
         let x = rand_tensor(DType::F32, vec![2], 0);
-        let op = AllReduce { mesh_axis: "tp".into(), world: 8, reduce: ReduceKind::Max };
+        let op = AllReduce {
+            mesh_axis: "tp".into(),
+            world: 8,
+            reduce: ReduceKind::Max,
+        };
         let e = eval_op(Op::AllReduce(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("world 8 needs a communicator"), "{e}");
     }

@@ -1,9 +1,7 @@
 //! `all_to_all`: each rank splits an axis into `world` chunks, sends chunk `r` to rank `r`, and
 //! concatenates what it receives along another axis (DeepSpeed-Ulysses' sequence ↔ head swap).
 
-use super::util::{
-    check_world, divide_dim, expect_arity, normalize_axis, scale_dim, single_rank,
-};
+use super::util::{check_world, divide_dim, expect_arity, normalize_axis, scale_dim, single_rank};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
@@ -86,10 +84,22 @@ mod tests {
     #[test]
     fn indivisible_split_and_multi_rank_eval_are_errors() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
-        let op = AllToAll { split_axis: 1, concat_axis: 0, mesh_axis: "sp".into(), world: 2 };
-        let e = eval_op(Op::AllToAll(op), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let op = AllToAll {
+            split_axis: 1,
+            concat_axis: 0,
+            mesh_axis: "sp".into(),
+            world: 2,
+        };
+        let e = eval_op(Op::AllToAll(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("world 2 must divide the split axis 3"), "{e}");
-        let op = AllToAll { split_axis: 0, concat_axis: 1, mesh_axis: "sp".into(), world: 2 };
+        let op = AllToAll {
+            split_axis: 0,
+            concat_axis: 1,
+            mesh_axis: "sp".into(),
+            world: 2,
+        };
         let e = eval_op(Op::AllToAll(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("needs a communicator"), "{e}");
     }

@@ -100,7 +100,9 @@ mod tests {
             .to_string();
         assert!(e.contains("integer indices"), "{e}");
         let ids = Tensor::new(DType::I32, vec![1], vec![4.0]).unwrap();
-        let e = eval_op(Op::Gather(Gather { axis: 0 }), &[data, ids]).unwrap_err().to_string();
+        let e = eval_op(Op::Gather(Gather { axis: 0 }), &[data, ids])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("out of range"), "{e}");
     }
 }

@@ -38,7 +38,10 @@ impl OpSpec for GroupNorm {
         }
         let c = fixed_dim(Self::NAME, "channel dim C", &x.shape[1])?;
         if self.groups == 0 || !c.is_multiple_of(self.groups) {
-            crate::bail!("group_norm: groups {} must divide channels {c} (x is {x})", self.groups);
+            crate::bail!(
+                "group_norm: groups {} must divide channels {c} (x is {x})",
+                self.groups
+            );
         }
         for (i, p) in inputs[1..].iter().enumerate() {
             if p.shape != [Dim::Fixed(c)] {
@@ -91,7 +94,9 @@ impl OpSpec for GroupNorm {
                 }
             }
         }
-        Ok(vec![Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?])
+        Ok(vec![
+            Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?
+        ])
     }
 }
 
@@ -123,7 +128,8 @@ mod tests {
                 let m = vals.iter().sum::<f64>() / vals.len() as f64;
                 let v = vals.iter().map(|a| (a - m).powi(2)).sum::<f64>() / vals.len() as f64;
                 for ch in gi * cpg..(gi + 1) * cpg { for y in 0..h { for z in 0..w {
-                    let want = (x.at(&[ni, ch, y, z]) - m) / (v + 1e-5).sqrt() * s.at(&[ch]) + b.at(&[ch]);
+                    let want = (x.at(&[ni, ch, y, z]) - m) / (v + 1e-5).sqrt() * s.at(&[ch])
+                        + b.at(&[ch]);
                     prop_assert!((out[0].at(&[ni, ch, y, z]) - want).abs() < 1e-9);
                 }}}
             }}
@@ -133,14 +139,26 @@ mod tests {
     #[test]
     fn groups_must_divide_channels() {
         let x = rand_tensor(DType::F32, vec![1, 6, 2, 2], 0);
-        let e = eval_op(Op::GroupNorm(GroupNorm { groups: 4, eps: 1e-5 }), std::slice::from_ref(&x))
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::GroupNorm(GroupNorm {
+                groups: 4,
+                eps: 1e-5,
+            }),
+            std::slice::from_ref(&x),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("groups 4 must divide channels 6"), "{e}");
         let s = rand_tensor(DType::F32, vec![3], 0);
-        let e = eval_op(Op::GroupNorm(GroupNorm { groups: 3, eps: 1e-5 }), &[x, s])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::GroupNorm(GroupNorm {
+                groups: 3,
+                eps: 1e-5,
+            }),
+            &[x, s],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("scale must be [6]"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! `reduce_scatter`: sum over ranks, then each rank keeps its slice of an axis.
 
-use super::util::{check_world, divide_dim, expect_arity, expect_numeric, normalize_axis, single_rank};
+use super::util::{
+    check_world, divide_dim, expect_arity, expect_numeric, normalize_axis, single_rank,
+};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
@@ -62,22 +64,39 @@ mod tests {
             let n = per * world as usize;
             let op = ReduceScatter { axis: 0, mesh_axis: "dp".into(), world };
             let m = Module::new();
-            let t = op.infer(&InferCx { module: &m }, &[TensorType::fixed(DType::F32, &[n, a])]).unwrap();
+            let ty = TensorType::fixed(DType::F32, &[n, a]);
+            let t = op.infer(&InferCx { module: &m }, &[ty]).unwrap();
             prop_assert_eq!(&t[0], &TensorType::fixed(DType::F32, &[per, a]));
             let x = rand_tensor(DType::F32, vec![n, a], seed);
             let one = ReduceScatter { axis: 0, mesh_axis: "dp".into(), world: 1 };
-            prop_assert_eq!(&eval_op(Op::ReduceScatter(one), std::slice::from_ref(&x)).unwrap()[0], &x);
+            let out = eval_op(Op::ReduceScatter(one), std::slice::from_ref(&x)).unwrap();
+            prop_assert_eq!(&out[0], &x);
         }
     }
 
     #[test]
     fn world_must_divide_and_multi_rank_needs_a_communicator() {
         let x = rand_tensor(DType::F32, vec![6, 2], 0);
-        let op = ReduceScatter { axis: 0, mesh_axis: "dp".into(), world: 4 };
-        let e = eval_op(Op::ReduceScatter(op), std::slice::from_ref(&x)).unwrap_err().to_string();
-        assert!(e.contains("world 4 must divide the scattered axis 6"), "{e}");
-        let op = ReduceScatter { axis: 0, mesh_axis: "dp".into(), world: 3 };
-        let e = eval_op(Op::ReduceScatter(op), &[x]).unwrap_err().to_string();
+        let op = ReduceScatter {
+            axis: 0,
+            mesh_axis: "dp".into(),
+            world: 4,
+        };
+        let e = eval_op(Op::ReduceScatter(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("world 4 must divide the scattered axis 6"),
+            "{e}"
+        );
+        let op = ReduceScatter {
+            axis: 0,
+            mesh_axis: "dp".into(),
+            world: 3,
+        };
+        let e = eval_op(Op::ReduceScatter(op), &[x])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs a communicator"), "{e}");
     }
 }

@@ -152,10 +152,22 @@ mod tests {
     #[test]
     fn zero_step_and_bad_axis_are_errors() {
         let x = rand_tensor(DType::F32, vec![4], 0);
-        let op = Slice { axis: 0, start: 0, end: 4, step: 0 };
-        let e = eval_op(Op::Slice(op), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let op = Slice {
+            axis: 0,
+            start: 0,
+            end: 4,
+            step: 0,
+        };
+        let e = eval_op(Op::Slice(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("step must not be 0"), "{e}");
-        let op = Slice { axis: 1, start: 0, end: i64::MAX, step: 1 };
+        let op = Slice {
+            axis: 1,
+            start: 0,
+            end: i64::MAX,
+            step: 1,
+        };
         let e = eval_op(Op::Slice(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
     }
