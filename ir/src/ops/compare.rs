@@ -53,14 +53,22 @@ impl OpSpec for Compare {
     const NAME: &'static str = "compare";
 
     fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
-        Ok(vec![infer_binary(Self::NAME, inputs, false)?.with_dtype(DType::Bool)])
+        Ok(vec![
+            infer_binary(Self::NAME, inputs, false)?.with_dtype(DType::Bool)
+        ])
     }
 
     fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         expect_arity(Self::NAME, inputs, 2)?;
         let p = self.predicate;
         let f = |x, y| if p.apply(x, y) { 1.0 } else { 0.0 };
-        Ok(vec![binary_map(Self::NAME, inputs[0], inputs[1], DType::Bool, f)?])
+        Ok(vec![binary_map(
+            Self::NAME,
+            inputs[0],
+            inputs[1],
+            DType::Bool,
+            f,
+        )?])
     }
 }
 
@@ -119,8 +127,14 @@ mod tests {
     fn nan_compares_unequal_and_dtypes_must_match() {
         let a = Tensor::new(DType::F32, vec![1], vec![f64::NAN]).unwrap();
         let op = |predicate| Op::Compare(Compare { predicate });
-        assert_eq!(eval_op(op(Predicate::Eq), &[a.clone(), a.clone()]).unwrap()[0].data(), &[0.0]);
-        assert_eq!(eval_op(op(Predicate::Ne), &[a.clone(), a.clone()]).unwrap()[0].data(), &[1.0]);
+        assert_eq!(
+            eval_op(op(Predicate::Eq), &[a.clone(), a.clone()]).unwrap()[0].data(),
+            &[0.0]
+        );
+        assert_eq!(
+            eval_op(op(Predicate::Ne), &[a.clone(), a.clone()]).unwrap()[0].data(),
+            &[1.0]
+        );
         let b = Tensor::new(DType::F16, vec![1], vec![1.0]).unwrap();
         let e = eval_op(op(Predicate::Lt), &[a, b]).unwrap_err().to_string();
         assert!(e.contains("share a dtype"), "{e}");

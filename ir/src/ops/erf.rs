@@ -53,11 +53,16 @@ mod tests {
 
     #[test]
     fn rejects_non_float_operands() {
-        let e = eval_op(Op::Erf(Erf {}), &[t(DType::I32, &[1.0, 2.0])]).unwrap_err().to_string();
-        assert!(e.contains("float") && e.contains("[2]"), "{e}");
-        let e = eval_op(Op::Erf(Erf {}), &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])])
+        let e = eval_op(Op::Erf(Erf {}), &[t(DType::I32, &[1.0, 2.0])])
             .unwrap_err()
             .to_string();
+        assert!(e.contains("float") && e.contains("[2]"), "{e}");
+        let e = eval_op(
+            Op::Erf(Erf {}),
+            &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("takes 1 operand, found 2"), "{e}");
     }
 
@@ -71,5 +76,4 @@ mod tests {
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
     }
-
 }

@@ -101,7 +101,9 @@ mod tests {
         assert_eq!(g.approximate, GeluApproximate::Tanh);
         assert!(serde_json::from_str::<Gelu>(r#"{"approximate":"fast"}"#).is_err());
         let x = Tensor::new(DType::I32, vec![1], vec![1.0]).unwrap();
-        let e = eval_op(Op::Gelu(Gelu::default()), &[x]).unwrap_err().to_string();
+        let e = eval_op(Op::Gelu(Gelu::default()), &[x])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float") && e.contains("i32[1]"), "{e}");
     }
 }

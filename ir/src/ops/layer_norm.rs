@@ -35,7 +35,10 @@ impl OpSpec for LayerNorm {
         let inner: usize = x.shape()[axis..].iter().product();
         for p in &inputs[1..] {
             if p.numel() != inner {
-                crate::bail!("layer_norm: parameter {:?} does not match {inner}", p.shape());
+                crate::bail!(
+                    "layer_norm: parameter {:?} does not match {inner}",
+                    p.shape()
+                );
             }
         }
         let scale = |j: usize| inputs.get(1).map_or(1.0, |s| s.data()[j]);
@@ -46,9 +49,15 @@ impl OpSpec for LayerNorm {
             let mean = row.iter().sum::<f64>() / inner as f64;
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / inner as f64;
             let inv = 1.0 / (var + self.eps).sqrt();
-            out.extend(row.iter().enumerate().map(|(j, v)| (v - mean) * inv * scale(j) + bias(j)));
+            out.extend(
+                row.iter()
+                    .enumerate()
+                    .map(|(j, v)| (v - mean) * inv * scale(j) + bias(j)),
+            );
         }
-        Ok(vec![Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?])
+        Ok(vec![
+            Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?
+        ])
     }
 }
 
@@ -107,10 +116,17 @@ mod tests {
         let x = rand_tensor(DType::F32, vec![2, 3, 4], 0);
         let s = rand_tensor(DType::F32, vec![4], 1);
         let op = |axis, eps| Op::LayerNorm(LayerNorm { axis, eps });
-        let e = eval_op(op(-2, 1e-5), &[x.clone(), s.clone()]).unwrap_err().to_string();
-        assert!(e.contains("operand 1 must be shaped like the normalized dims [3,4]"), "{e}");
+        let e = eval_op(op(-2, 1e-5), &[x.clone(), s.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("operand 1 must be shaped like the normalized dims [3,4]"),
+            "{e}"
+        );
         assert!(e.contains("found f32[4]"), "{e}");
-        let e = eval_op(op(-1, -1.0), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let e = eval_op(op(-1, -1.0), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("eps must be finite and >= 0"), "{e}");
         let e = eval_op(op(-1, 0.0), &[x.clone(), s.clone(), s.clone(), s]).unwrap_err();
         assert!(e.to_string().contains("1 to 3 operands, found 4"), "{e}");
@@ -121,9 +137,16 @@ mod tests {
     #[test]
     fn symbolic_leading_dims_flow_through() {
         let m = crate::module::Module::new();
-        let x = TensorType::new(DType::F32, vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)]);
+        let x = TensorType::new(
+            DType::F32,
+            vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)],
+        );
         let s = TensorType::new(DType::F32, vec![Dim::from(8u64)]);
-        let out = LayerNorm { axis: -1, eps: 1e-5 }.infer(&InferCx { module: &m }, &[x.clone(), s]);
+        let out = LayerNorm {
+            axis: -1,
+            eps: 1e-5,
+        }
+        .infer(&InferCx { module: &m }, &[x.clone(), s]);
         assert_eq!(out.unwrap(), vec![x]);
     }
 }

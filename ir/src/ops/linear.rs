@@ -48,7 +48,11 @@ impl OpSpec for Linear {
         expect_arity_range(Self::NAME, inputs, 2, 3)?;
         let (x, w) = (inputs[0], inputs[1]);
         if x.rank() < 1 || w.rank() != 2 || x.shape()[x.rank() - 1] != w.shape()[0] {
-            crate::bail!("linear: shapes {:?} · {:?} do not contract", x.shape(), w.shape());
+            crate::bail!(
+                "linear: shapes {:?} · {:?} do not contract",
+                x.shape(),
+                w.shape()
+            );
         }
         let (k, n) = (w.shape()[0], w.shape()[1]);
         let rows: usize = x.shape()[..x.rank() - 1].iter().product();
@@ -120,18 +124,31 @@ mod tests {
     fn shape_errors_name_expected_and_found() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
         let w = rand_tensor(DType::F32, vec![4, 5], 1);
-        let e = eval_op(Op::Linear(Linear {}), &[x.clone(), w]).unwrap_err().to_string();
-        assert!(e.contains("[2,3]") && e.contains("[4,5]") && e.contains("3 vs 4"), "{e}");
+        let e = eval_op(Op::Linear(Linear {}), &[x.clone(), w])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[2,3]") && e.contains("[4,5]") && e.contains("3 vs 4"),
+            "{e}"
+        );
         let w = rand_tensor(DType::F32, vec![3, 5], 1);
         let b = rand_tensor(DType::F32, vec![4], 2);
-        let e = eval_op(Op::Linear(Linear {}), &[x, w, b]).unwrap_err().to_string();
-        assert!(e.contains("bias must be [5]") && e.contains("found f32[4]"), "{e}");
+        let e = eval_op(Op::Linear(Linear {}), &[x, w, b])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bias must be [5]") && e.contains("found f32[4]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn symbolic_leading_dims_flow_through() {
         let m = crate::module::Module::new();
-        let x = TensorType::new(DType::F32, vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)]);
+        let x = TensorType::new(
+            DType::F32,
+            vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)],
+        );
         let w = TensorType::new(DType::F32, vec![Dim::from(8u64), Dim::from(3u64)]);
         let out = Linear {}.infer(&InferCx { module: &m }, &[x, w]).unwrap();
         assert_eq!(out[0].to_string(), "f32[B,S,3]");

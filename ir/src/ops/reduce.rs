@@ -186,30 +186,57 @@ mod tests {
     fn symbolic_axes_keep_other_symbols() {
         let m = crate::module::Module::new();
         let cx = InferCx { module: &m };
-        let t = TensorType::new(DType::F32, vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)]);
-        let r = |axes: Vec<i64>, keepdims| Reduce { kind: ReduceKind::Mean, axes, keepdims };
-        let out = r(vec![1], false).infer(&cx, std::slice::from_ref(&t)).unwrap();
+        let t = TensorType::new(
+            DType::F32,
+            vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)],
+        );
+        let r = |axes: Vec<i64>, keepdims| Reduce {
+            kind: ReduceKind::Mean,
+            axes,
+            keepdims,
+        };
+        let out = r(vec![1], false)
+            .infer(&cx, std::slice::from_ref(&t))
+            .unwrap();
         assert_eq!(out[0].to_string(), "f32[B,8]");
-        let out = r(vec![-1, 0], true).infer(&cx, std::slice::from_ref(&t)).unwrap();
+        let out = r(vec![-1, 0], true)
+            .infer(&cx, std::slice::from_ref(&t))
+            .unwrap();
         assert_eq!(out[0].to_string(), "f32[1,S,1]");
     }
 
     #[test]
     fn bad_axes_dtypes_and_empty_reductions_are_errors() {
         let x = rand_tensor(DType::F32, vec![2, 0], 0);
-        let op = |kind, axes: Vec<i64>| Op::Reduce(Reduce { kind, axes, keepdims: false });
-        let e = eval_op(op(ReduceKind::Sum, vec![]), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let op = |kind, axes: Vec<i64>| {
+            Op::Reduce(Reduce {
+                kind,
+                axes,
+                keepdims: false,
+            })
+        };
+        let e = eval_op(op(ReduceKind::Sum, vec![]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least one axis"), "{e}");
-        let e = eval_op(op(ReduceKind::Sum, vec![1, -1]), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Sum, vec![1, -1]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listed twice"), "{e}");
-        let e = eval_op(op(ReduceKind::Sum, vec![2]), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Sum, vec![2]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("axis 2 is out of range for rank 2"), "{e}");
-        let e = eval_op(op(ReduceKind::Max, vec![1]), std::slice::from_ref(&x)).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Max, vec![1]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("zero elements"), "{e}");
         let out = eval_op(op(ReduceKind::Sum, vec![1]), &[x]).unwrap();
         assert_eq!(out[0].data(), &[0.0, 0.0]);
         let i = rand_tensor(DType::I32, vec![2], 0);
-        let e = eval_op(op(ReduceKind::Mean, vec![0]), &[i]).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Mean, vec![0]), &[i])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float") && e.contains("i32[2]"), "{e}");
         let n = Tensor::new(DType::F32, vec![2], vec![f64::NAN, 1.0]).unwrap();
         assert!(eval_op(op(ReduceKind::Max, vec![0]), &[n]).unwrap()[0].data()[0].is_nan());

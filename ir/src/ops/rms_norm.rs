@@ -46,7 +46,9 @@ impl OpSpec for RmsNorm {
             let inv = 1.0 / (ms + self.eps).sqrt();
             out.extend(row.iter().enumerate().map(|(j, v)| v * inv * scale(j)));
         }
-        Ok(vec![Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?])
+        Ok(vec![
+            Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?
+        ])
     }
 }
 
@@ -98,11 +100,18 @@ mod tests {
     fn operands_are_checked() {
         let x = rand_tensor(DType::F16, vec![2, 4], 0);
         let s = rand_tensor(DType::F32, vec![4], 1);
-        let op = || Op::RmsNorm(RmsNorm { axis: -1, eps: 1e-6 });
+        let op = || {
+            Op::RmsNorm(RmsNorm {
+                axis: -1,
+                eps: 1e-6,
+            })
+        };
         let e = eval_op(op(), &[x.clone(), s]).unwrap_err().to_string();
         assert!(e.contains("share a dtype"), "{e}");
         let s = rand_tensor(DType::F16, vec![4], 1);
-        let e = eval_op(op(), &[x.clone(), s.clone(), s]).unwrap_err().to_string();
+        let e = eval_op(op(), &[x.clone(), s.clone(), s])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("1 to 2 operands, found 3"), "{e}");
         let i = rand_tensor(DType::I32, vec![2, 4], 0);
         let e = eval_op(op(), &[i]).unwrap_err().to_string();
@@ -113,7 +122,11 @@ mod tests {
     fn symbolic_leading_dims_flow_through() {
         let m = crate::module::Module::new();
         let x = TensorType::new(DType::BF16, vec![Dim::from("T"), Dim::from(16u64)]);
-        let out = RmsNorm { axis: -1, eps: 1e-6 }.infer(&InferCx { module: &m }, std::slice::from_ref(&x));
+        let out = RmsNorm {
+            axis: -1,
+            eps: 1e-6,
+        }
+        .infer(&InferCx { module: &m }, std::slice::from_ref(&x));
         assert_eq!(out.unwrap(), vec![x]);
     }
 }

@@ -56,11 +56,16 @@ mod tests {
 
     #[test]
     fn rejects_non_float_operands() {
-        let e = eval_op(Op::Rsqrt(Rsqrt {}), &[t(DType::I32, &[1.0, 2.0])]).unwrap_err().to_string();
-        assert!(e.contains("float") && e.contains("[2]"), "{e}");
-        let e = eval_op(Op::Rsqrt(Rsqrt {}), &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])])
+        let e = eval_op(Op::Rsqrt(Rsqrt {}), &[t(DType::I32, &[1.0, 2.0])])
             .unwrap_err()
             .to_string();
+        assert!(e.contains("float") && e.contains("[2]"), "{e}");
+        let e = eval_op(
+            Op::Rsqrt(Rsqrt {}),
+            &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("takes 1 operand, found 2"), "{e}");
     }
 
@@ -69,5 +74,4 @@ mod tests {
         let out = eval_op(Op::Rsqrt(Rsqrt {}), &[t(DType::F32, &[0.0, 4.0])]).unwrap();
         assert_eq!(out[0].data(), &[f64::INFINITY, 0.5]);
     }
-
 }
