@@ -96,7 +96,11 @@ pub struct Compiled {
 }
 
 /// Run `pipeline` over a copy of `module` (constants are shared, not copied).
-pub fn compile(module: &Module, pipeline: &Pipeline, options: &CompileOptions) -> Result<Compiled, Error> {
+pub fn compile(
+    module: &Module,
+    pipeline: &Pipeline,
+    options: &CompileOptions,
+) -> Result<Compiled, Error> {
     let mut pm_opts = PassManagerOptions {
         print_ir_after: options.print_ir_after.clone(),
         dump_dir: options.dump_dir.clone(),
@@ -125,9 +129,15 @@ pub fn compile(module: &Module, pipeline: &Pipeline, options: &CompileOptions) -
 }
 
 /// Seeded sample inputs for the entry function.
-pub fn sample_inputs(module: &Module, sizes: &SymbolSizes, seed: u64) -> Result<Vec<Tensor>, Error> {
+pub fn sample_inputs(
+    module: &Module,
+    sizes: &SymbolSizes,
+    seed: u64,
+) -> Result<Vec<Tensor>, Error> {
     let entry = entry_name(module)?;
-    Ok(fuselage_ir::sample::sample_inputs(module, &entry, sizes, seed)?)
+    Ok(fuselage_ir::sample::sample_inputs(
+        module, &entry, sizes, seed,
+    )?)
 }
 
 fn entry_name(module: &Module) -> Result<String, Error> {
@@ -167,7 +177,10 @@ pub fn bind_named_inputs(
     for (name, t) in given {
         let i = match name {
             Some(n) => names.iter().position(|x| *x == n).ok_or_else(|| {
-                Error::Inputs(format!("no input named `{n}` (inputs: {})", names.join(", ")))
+                Error::Inputs(format!(
+                    "no input named `{n}` (inputs: {})",
+                    names.join(", ")
+                ))
             })?,
             None => {
                 while next < slots.len() && slots[next].is_some() {
@@ -195,7 +208,10 @@ pub fn bind_named_inputs(
         .map(|(_, n)| n.as_str())
         .collect();
     if !missing.is_empty() {
-        return Err(Error::Inputs(format!("missing inputs: {}", missing.join(", "))));
+        return Err(Error::Inputs(format!(
+            "missing inputs: {}",
+            missing.join(", ")
+        )));
     }
     Ok(slots.into_iter().map(|s| s.expect("checked")).collect())
 }

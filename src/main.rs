@@ -94,13 +94,16 @@ enum Command {
 
 fn split_named(arg: &str) -> (Option<String>, PathBuf) {
     match arg.split_once('=') {
-        Some((n, p)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), PathBuf::from(p)),
+        Some((n, p)) if !n.is_empty() && !n.contains('/') => {
+            (Some(n.to_string()), PathBuf::from(p))
+        }
         _ => (None, PathBuf::from(arg)),
     }
 }
 
 fn sizes(spec: &str, default: u64) -> Result<SymbolSizes> {
-    let mut s = SymbolSizes::parse(spec).map_err(anyhow::Error::msg)
+    let mut s = SymbolSizes::parse(spec)
+        .map_err(anyhow::Error::msg)
         .with_context(|| format!("bad --bind `{spec}`"))?;
     s.default = default;
     Ok(s)
@@ -109,7 +112,11 @@ fn sizes(spec: &str, default: u64) -> Result<SymbolSizes> {
 fn summary(t: &Tensor) -> (f64, f64, Vec<f64>) {
     let d = t.data();
     let sum: f64 = d.iter().sum();
-    let mean = if d.is_empty() { 0.0 } else { sum / d.len() as f64 };
+    let mean = if d.is_empty() {
+        0.0
+    } else {
+        sum / d.len() as f64
+    };
     (sum, mean, d.iter().take(6).copied().collect())
 }
 
@@ -126,12 +133,21 @@ fn real_main() -> Result<()> {
         Command::Passes { json } => {
             let passes = fuselage::passes::registry::passes();
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "passes": passes }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "passes": passes }))?
+                );
             } else {
                 for p in passes {
                     println!("{:<16} {}", p.name, p.doc);
                     for o in p.options {
-                        println!("    {:<18} {:<10} default {:<10} {}", o.name, o.ty, o.default.to_string(), o.doc);
+                        println!(
+                            "    {:<18} {:<10} default {:<10} {}",
+                            o.name,
+                            o.ty,
+                            o.default.to_string(),
+                            o.doc
+                        );
                     }
                 }
             }
@@ -208,12 +224,19 @@ fn real_main() -> Result<()> {
             for (i, a) in output.iter().enumerate() {
                 let (name, path) = split_named(a);
                 let t = match &name {
-                    Some(n) => outs.iter().find(|(o, _)| o == n).map(|(_, t)| t).with_context(|| {
-                        format!(
-                            "no output named `{n}` (outputs: {})",
-                            outs.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(", ")
-                        )
-                    })?,
+                    Some(n) => outs
+                        .iter()
+                        .find(|(o, _)| o == n)
+                        .map(|(_, t)| t)
+                        .with_context(|| {
+                            format!(
+                                "no output named `{n}` (outputs: {})",
+                                outs.iter()
+                                    .map(|(o, _)| o.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        })?,
                     None if i == 0 => &outs.first().context("the model has no outputs")?.1,
                     None => bail!("only the first --output may omit NAME= ({a})"),
                 };
@@ -228,7 +251,10 @@ fn real_main() -> Result<()> {
                             "sum": sum, "mean": mean, "head": head})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outputs": v }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "outputs": v }))?
+                );
             } else {
                 for (n, t) in &outs {
                     let (sum, mean, head) = summary(t);
@@ -243,7 +269,10 @@ fn real_main() -> Result<()> {
         }
         Command::Dot { model, output } => {
             let m = fuselage::load(&model)?;
-            let entry = m.entry_name().context("the module has no functions")?.to_string();
+            let entry = m
+                .entry_name()
+                .context("the module has no functions")?
+                .to_string();
             let dot = fuselage::ir::dot::to_dot(&m, &entry)?;
             match output {
                 Some(p) => fuselage::npy::write_atomic(&p, dot.as_bytes())

@@ -118,7 +118,14 @@ fn passes_lists_every_standard_pass_with_options() {
     let o = fuselage(&["passes"]);
     assert!(o.status.success());
     let s = stdout(&o);
-    for p in ["dce", "cse", "fold-constants", "shape-infer", "canonicalize", "node-limit"] {
+    for p in [
+        "dce",
+        "cse",
+        "fold-constants",
+        "shape-infer",
+        "canonicalize",
+        "node-limit",
+    ] {
         assert!(s.contains(p), "{p} missing from:\n{s}");
     }
     let j = fuselage(&["passes", "--json"]);
@@ -169,7 +176,12 @@ fn unknown_pass_lists_the_allowed_ones() {
 
 #[test]
 fn unknown_pass_option_lists_the_allowed_keys() {
-    let o = fuselage(&["compile", "builtin:mlp", "--pipeline", "canonicalize{node-limt=5}"]);
+    let o = fuselage(&[
+        "compile",
+        "builtin:mlp",
+        "--pipeline",
+        "canonicalize{node-limt=5}",
+    ]);
     assert_clear_error(&o, &["node-limt", "node-limit"]);
 }
 
@@ -184,9 +196,17 @@ fn unknown_model_lists_the_builtins() {
 #[test]
 fn wrong_inputs_name_what_the_model_takes() {
     let x = tmp("x.npy");
-    fuselage::npy::write_npy(&x, &fuselage::ir::Tensor::from_f32(vec![3], &[1., 2., 3.]).unwrap())
-        .unwrap();
-    let o = fuselage(&["run", "builtin:mlp", "--input", &format!("y={}", x.display())]);
+    fuselage::npy::write_npy(
+        &x,
+        &fuselage::ir::Tensor::from_f32(vec![3], &[1., 2., 3.]).unwrap(),
+    )
+    .unwrap();
+    let o = fuselage(&[
+        "run",
+        "builtin:mlp",
+        "--input",
+        &format!("y={}", x.display()),
+    ]);
     assert_clear_error(&o, &["no input named `y`", "x"]);
     let o = fuselage(&["run", "builtin:mlp", "--input", x.to_str().unwrap()]);
     assert_clear_error(&o, &["f32[B,64]"]);
@@ -197,8 +217,19 @@ fn run_reads_and_writes_npy() {
     let x = tmp("mlp-x.npy");
     let y = tmp("mlp-y.npy");
     let xs: Vec<f32> = (0..128).map(|i| (i as f32 - 64.0) / 32.0).collect();
-    fuselage::npy::write_npy(&x, &fuselage::ir::Tensor::from_f32(vec![2, 64], &xs).unwrap()).unwrap();
-    let o = fuselage(&["run", "builtin:mlp", "--input", x.to_str().unwrap(), "--output", y.to_str().unwrap()]);
+    fuselage::npy::write_npy(
+        &x,
+        &fuselage::ir::Tensor::from_f32(vec![2, 64], &xs).unwrap(),
+    )
+    .unwrap();
+    let o = fuselage(&[
+        "run",
+        "builtin:mlp",
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        y.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let m = fuselage::load("builtin:mlp").unwrap();
     let want = fuselage::run(&m, &[read_npy(&x)]).unwrap();
@@ -228,6 +259,13 @@ fn dump_dir_and_print_ir_after_and_max_steps() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     assert!(files.iter().any(|f| f.contains("cse")), "{files:?}");
-    assert!(!files.iter().any(|f| f.contains("fold")), "max-steps 2 must stop before fold: {files:?}");
-    assert!(stdout(&o).to_lowercase().contains("stopped"), "{}", stdout(&o));
+    assert!(
+        !files.iter().any(|f| f.contains("fold")),
+        "max-steps 2 must stop before fold: {files:?}"
+    );
+    assert!(
+        stdout(&o).to_lowercase().contains("stopped"),
+        "{}",
+        stdout(&o)
+    );
 }

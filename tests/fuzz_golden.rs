@@ -15,12 +15,19 @@ fn golden_files() -> Vec<(String, String)> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "fir") {
-                out.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
             }
         }
     }
     out.sort();
-    assert!(out.len() >= 5, "expected golden files under {}", root.display());
+    assert!(
+        out.len() >= 5,
+        "expected golden files under {}",
+        root.display()
+    );
     out
 }
 
@@ -40,8 +47,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (
             any::<usize>(),
             prop::sample::select(vec![
-                "%", "#", "(", ")", "{", "}", "\"", ":", ",", "[", "]", "=", "%99", "-1",
-                "f4e2m1", "B", "\u{00e9}", "\n", "1e400", "%0#7", "@", "0x", "{}", "null",
+                "%", "#", "(", ")", "{", "}", "\"", ":", ",", "[", "]", "=", "%99", "-1", "f4e2m1",
+                "B", "\u{00e9}", "\n", "1e400", "%0#7", "@", "0x", "{}", "null",
             ])
             .prop_map(str::to_string)
         )

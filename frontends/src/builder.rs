@@ -157,7 +157,13 @@ impl ModelBuilder {
     }
 
     /// A seeded parameter (normal with `init_std`, or a constant fill) named within the scope.
-    pub fn param(&mut self, name: &str, dtype: DType, shape: &[usize], init: Init) -> BuildResult<ValueId> {
+    pub fn param(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+        init: Init,
+    ) -> BuildResult<ValueId> {
         let full = self.scoped(name);
         let seed = self.seed ^ name_hash(&full);
         let c = Constant::seeded(TensorType::fixed(dtype, shape), seed, init);
@@ -169,7 +175,8 @@ impl ModelBuilder {
     /// A dense constant from a tensor.
     pub fn constant(&mut self, name: &str, t: &Tensor) -> BuildResult<ValueId> {
         let full = self.module.fresh_constant_name(&self.scoped(name));
-        self.module.add_constant(full.clone(), Constant::from_tensor(t));
+        self.module
+            .add_constant(full.clone(), Constant::from_tensor(t));
         self.constant_node(full)
     }
 
@@ -269,7 +276,15 @@ impl ModelBuilder {
         self.push_scope(name);
         let w = self.weight("weight", d, &[d_in, d_out]);
         let b = if bias {
-            Some(self.param("bias", d, &[d_out], Init::Normal { mean: 0.0, std: 0.02 }))
+            Some(self.param(
+                "bias",
+                d,
+                &[d_out],
+                Init::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                },
+            ))
         } else {
             None
         };
@@ -278,9 +293,14 @@ impl ModelBuilder {
         if let Some(b) = b {
             operands.push(b?);
         }
-        self.op_multi(Op::from_attrs("linear", json!({})).map_err(|source| {
-            FrontendError::Build { context: name.into(), source }
-        })?, &operands, Some(name))
+        self.op_multi(
+            Op::from_attrs("linear", json!({})).map_err(|source| FrontendError::Build {
+                context: name.into(),
+                source,
+            })?,
+            &operands,
+            Some(name),
+        )
         .map(|v| v[0])
     }
 
@@ -297,7 +317,15 @@ impl ModelBuilder {
         self.push_scope(name);
         let w = self.weight("weight", d, &[d_in, d_out]);
         let b = if bias {
-            Some(self.param("bias", d, &[d_out], Init::Normal { mean: 0.0, std: 0.02 }))
+            Some(self.param(
+                "bias",
+                d,
+                &[d_out],
+                Init::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                },
+            ))
         } else {
             None
         };
@@ -310,17 +338,43 @@ impl ModelBuilder {
     }
 
     /// LayerNorm over the last dim as one op, with seeded scale (ones) and bias (zeros).
-    pub fn layer_norm(&mut self, name: &str, x: ValueId, dim: usize, eps: f64) -> BuildResult<ValueId> {
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        dim: usize,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
         let d = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", d, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
-        let b = self.param("bias", d, &[dim], Init::Normal { mean: 0.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
+        let b = self.param(
+            "bias",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 0.0,
+                std: 0.02,
+            },
+        );
         self.pop_scope();
         let (g, b) = (g?, b?);
         self.named(
             name,
-            Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps}))
-                .map_err(|source| FrontendError::Build { context: name.into(), source })?,
+            Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps})).map_err(|source| {
+                FrontendError::Build {
+                    context: name.into(),
+                    source,
+                }
+            })?,
             &[x, g, b],
         )
     }
@@ -336,8 +390,24 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let dt = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", dt, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
-        let b = self.param("bias", dt, &[dim], Init::Normal { mean: 0.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            dt,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
+        let b = self.param(
+            "bias",
+            dt,
+            &[dim],
+            Init::Normal {
+                mean: 0.0,
+                std: 0.02,
+            },
+        );
         let e = self.scalar("eps", dt, eps);
         self.pop_scope();
         let (g, b, e) = (g?, b?, e?);
@@ -353,16 +423,34 @@ impl ModelBuilder {
     }
 
     /// RMSNorm as one op with a seeded scale.
-    pub fn rms_norm(&mut self, name: &str, x: ValueId, dim: usize, eps: f64) -> BuildResult<ValueId> {
+    pub fn rms_norm(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        dim: usize,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
         let d = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", d, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
         self.pop_scope();
         let g = g?;
         self.named(
             name,
-            Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
-                .map_err(|source| FrontendError::Build { context: name.into(), source })?,
+            Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps})).map_err(|source| {
+                FrontendError::Build {
+                    context: name.into(),
+                    source,
+                }
+            })?,
             &[x, g],
         )
     }
@@ -377,7 +465,15 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let dt = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", dt, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            dt,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
         let e = self.scalar("eps", dt, eps);
         self.pop_scope();
         let (g, e) = (g?, e?);
@@ -478,7 +574,14 @@ impl ModelBuilder {
     }
 
     /// Two-layer MLP `fc2(act(fc1(x)))` with GELU.
-    pub fn mlp(&mut self, name: &str, x: ValueId, hidden: usize, ffn: usize, primitives: bool) -> BuildResult<ValueId> {
+    pub fn mlp(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        hidden: usize,
+        ffn: usize,
+        primitives: bool,
+    ) -> BuildResult<ValueId> {
         self.push_scope(name);
         let res = (|| {
             if primitives {
@@ -496,7 +599,13 @@ impl ModelBuilder {
     }
 
     /// SwiGLU MLP (Llama): `down(silu(gate(x)) · up(x))`, no biases.
-    pub fn swiglu(&mut self, name: &str, x: ValueId, hidden: usize, ffn: usize) -> BuildResult<ValueId> {
+    pub fn swiglu(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        hidden: usize,
+        ffn: usize,
+    ) -> BuildResult<ValueId> {
         self.push_scope(name);
         let res = (|| {
             let g = self.linear_primitives("gate", x, hidden, ffn, false)?;
@@ -522,7 +631,16 @@ impl ModelBuilder {
         let res = (|| {
             let h = cfg.hidden;
             let a = self.attention(
-                "attention", x, h, cfg.heads, cfg.heads, Mask::None, mask_bias, None, primitives, true,
+                "attention",
+                x,
+                h,
+                cfg.heads,
+                cfg.heads,
+                Mask::None,
+                mask_bias,
+                None,
+                primitives,
+                true,
             )?;
             let x1 = self.add(x, a)?;
             let x1 = if primitives {
@@ -583,9 +701,11 @@ impl ModelBuilder {
     /// Finish into a function of the given name.
     pub fn finish_named(mut self, name: &str) -> BuildResult<Module> {
         self.module.functions.insert(name.to_string(), self.graph);
-        fuselage_ir::verify::verify(&self.module).map_err(|source: IrError| FrontendError::Build {
-            context: format!("module (@{name})"),
-            source,
+        fuselage_ir::verify::verify(&self.module).map_err(|source: IrError| {
+            FrontendError::Build {
+                context: format!("module (@{name})"),
+                source,
+            }
         })?;
         Ok(self.module)
     }
