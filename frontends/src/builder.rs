@@ -123,7 +123,7 @@ impl ModelBuilder {
         let id = self
             .graph
             .add_inferred(&self.module, op, operands.to_vec(), name)
-            .map_err(|source| FrontendError::Build { context, source })?;
+            .map_err(|source| FrontendError::build(context, source))?;
         let n = self.graph.node(id).map(|n| n.results.len()).unwrap_or(0);
         Ok((0..n as u32).map(|s| ValueId::new(id, s)).collect())
     }
@@ -145,10 +145,8 @@ impl ModelBuilder {
         attrs: serde_json::Value,
         operands: &[ValueId],
     ) -> BuildResult<ValueId> {
-        let op = Op::from_attrs(name, attrs).map_err(|source| FrontendError::Build {
-            context: self.scoped(name),
-            source,
-        })?;
+        let op = Op::from_attrs(name, attrs)
+            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
         self.op(op, operands)
     }
 
@@ -294,10 +292,8 @@ impl ModelBuilder {
             operands.push(b?);
         }
         self.op_multi(
-            Op::from_attrs("linear", json!({})).map_err(|source| FrontendError::Build {
-                context: name.into(),
-                source,
-            })?,
+            Op::from_attrs("linear", json!({}))
+                .map_err(|source| FrontendError::build(name, source))?,
             &operands,
             Some(name),
         )
@@ -369,12 +365,8 @@ impl ModelBuilder {
         let (g, b) = (g?, b?);
         self.named(
             name,
-            Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps})).map_err(|source| {
-                FrontendError::Build {
-                    context: name.into(),
-                    source,
-                }
-            })?,
+            Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps}))
+                .map_err(|source| FrontendError::build(name, source))?,
             &[x, g, b],
         )
     }
@@ -445,12 +437,8 @@ impl ModelBuilder {
         let g = g?;
         self.named(
             name,
-            Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps})).map_err(|source| {
-                FrontendError::Build {
-                    context: name.into(),
-                    source,
-                }
-            })?,
+            Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
+                .map_err(|source| FrontendError::build(name, source))?,
             &[x, g],
         )
     }
@@ -518,7 +506,11 @@ impl ModelBuilder {
         primitives: bool,
         qkv_bias: bool,
     ) -> BuildResult<ValueId> {
-        if heads == 0 || kv_heads == 0 || hidden % heads != 0 || heads % kv_heads != 0 {
+        if heads == 0
+            || kv_heads == 0
+            || !hidden.is_multiple_of(heads)
+            || !heads.is_multiple_of(kv_heads)
+        {
             return Err(FrontendError::Config(format!(
                 "{name}: hidden {hidden}, heads {heads}, kv_heads {kv_heads} do not divide"
             )));
@@ -701,12 +693,8 @@ impl ModelBuilder {
     /// Finish into a function of the given name.
     pub fn finish_named(mut self, name: &str) -> BuildResult<Module> {
         self.module.functions.insert(name.to_string(), self.graph);
-        fuselage_ir::verify::verify(&self.module).map_err(|source: IrError| {
-            FrontendError::Build {
-                context: format!("module (@{name})"),
-                source,
-            }
-        })?;
+        fuselage_ir::verify::verify(&self.module)
+            .map_err(|source: IrError| FrontendError::build(format!("module (@{name})"), source))?;
         Ok(self.module)
     }
 
