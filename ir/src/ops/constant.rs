@@ -39,3 +39,34 @@ impl OpSpec for Constant {
         Ok(vec![(*t).clone()])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::dtype::ALL_DTYPES;
+    use crate::ops::testing::{eval_op_in, rand_tensor};
+    use crate::ops::{constant::Constant, Op};
+    use crate::Module;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A constant evaluates to exactly the tensor it was made from, in every dtype
+        /// (dense storage is the dtype's own encoding).
+        #[test]
+        fn evaluates_to_its_tensor(d in 0usize..ALL_DTYPES.len(), n in 0usize..9, m in 1usize..4,
+                                   seed in 0u64..1000) {
+            let t = rand_tensor(ALL_DTYPES[d], vec![n, m], seed);
+            let mut module = Module::new();
+            module.add_constant("c", crate::Constant::from_tensor(&t));
+            let out = eval_op_in(module, Op::Constant(Constant { name: "c".into() }), &[]).unwrap();
+            prop_assert_eq!(&out[0], &t);
+        }
+    }
+
+    #[test]
+    fn missing_constant_is_a_type_error() {
+        let e = eval_op_in(Module::new(), Op::Constant(Constant { name: "w".into() }), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no constant named `w`"), "{e}");
+    }
+}
