@@ -79,7 +79,8 @@ impl Canonicalize {
         }
     }
 
-    /// The registry's constructor.
+    /// The registry's constructor (its signature is the registry's, hence the large error).
+    #[allow(clippy::result_large_err)]
     pub fn create(options: CanonicalizeOptions) -> Result<Self, PassError> {
         // Fail early on a bad rule file or cost table, naming the rule and line.
         rewrites().map_err(failed)?;

@@ -662,9 +662,11 @@ fn toml_step(v: &toml::Value, path: &str) -> Result<Vec<Step>, String> {
                             let mi = match ft.get("max-iters") {
                                 None => None,
                                 Some(toml::Value::Integer(n)) if *n >= 1 => Some(*n as usize),
-                                Some(other) => return Err(format!(
+                                Some(other) => {
+                                    return Err(format!(
                                     "{fpath}.max-iters: expected an integer ≥ 1, found `{other}`"
-                                )),
+                                ))
+                                }
                             };
                             (items.as_slice(), mi)
                         }
