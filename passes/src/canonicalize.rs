@@ -196,11 +196,20 @@ fn rewrite_function(
     for (i, &id) in order.iter().enumerate() {
         let node = g.node(id).expect("topo order yields live nodes");
         let level = i as u32 + 1;
+        let operands: Vec<Id> = node
+            .operands
+            .iter()
+            .map(|v| {
+                class_of.get(v).copied().ok_or_else(|| {
+                    err(format!("{} uses {v}, which does not exist", g.describe(id)))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let name = node.op.name();
         let mut enode = None;
         if node.results.len() == 1 && !matches!(name, "input" | "call" | "for") {
             let attrs = canonical_attrs(&node.op);
-            let ops: Vec<Id> = node.operands.iter().map(|v| class_of[v]).collect();
+            let ops = operands.clone();
             let tys: Option<Vec<_>> = ops.iter().map(|c| eg[*c].data.ty.clone()).collect();
             let sym = Symbol::from(name);
             if let Some(tys) = tys {
@@ -221,7 +230,7 @@ fn rewrite_function(
             None => {
                 if name != "input" {
                     unmodelled.push(id);
-                    roots.extend(node.operands.iter().map(|v| class_of[v]));
+                    roots.extend(operands.iter().copied());
                 }
                 for (slot, ty) in node.results.iter().enumerate() {
                     let v = ValueId::new(id, slot as u32);
@@ -332,7 +341,11 @@ fn rewrite_function(
         val.insert(c, v);
     }
     let remap = |v: &ValueId| -> Result<ValueId, RewriteError> {
-        let c = eg.find(class_of[v]);
+        let c = eg.find(
+            *class_of
+                .get(v)
+                .ok_or_else(|| err(format!("value {v} does not exist")))?,
+        );
         val.get(&c)
             .copied()
             .ok_or_else(|| err(format!("value {v} was not extracted")))

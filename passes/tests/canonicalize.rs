@@ -393,3 +393,18 @@ fn runs_in_a_pipeline_with_the_numeric_check() {
         .to_string();
     assert!(e.contains("node-limt") && e.contains("node-limit"), "{e}");
 }
+
+#[test]
+fn a_dangling_operand_is_an_error_not_a_panic() {
+    let mut b = B::new();
+    let x = b.input("x", &[Dim::Fixed(4)]);
+    let y = b.op("exp", json!({}), &[x]);
+    let mut m = b.finish(&[y]);
+    let g = m.functions.get_mut("main").unwrap();
+    g.node_mut(y.node).unwrap().operands[0].slot = 3;
+    let e = Canonicalize::default().run(&mut m).unwrap_err().to_string();
+    assert!(
+        e.contains("canonicalize @main") && e.contains("does not exist"),
+        "{e}"
+    );
+}
