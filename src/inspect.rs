@@ -74,7 +74,10 @@ pub fn node_flops(
     default: u64,
 ) -> f64 {
     let out = results.first().map(|t| numel(t, b, default)).unwrap_or(0.0);
-    let inp = operands.first().map(|t| numel(t, b, default)).unwrap_or(0.0);
+    let inp = operands
+        .first()
+        .map(|t| numel(t, b, default))
+        .unwrap_or(0.0);
     match op {
         "matmul" | "linear" => {
             let k = operands
@@ -199,11 +202,19 @@ impl std::fmt::Display for Inspection {
         for (k, v) in ops {
             writeln!(f, "  {v:>6}  {k}")?;
         }
-        let b: Vec<String> = self.bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let b: Vec<String> = self
+            .bindings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         writeln!(
             f,
             "estimated work at {}: {:.3} GFLOP per run, {:.3} MFLOP per token",
-            if b.is_empty() { "fixed shapes".to_string() } else { b.join(",") },
+            if b.is_empty() {
+                "fixed shapes".to_string()
+            } else {
+                b.join(",")
+            },
             self.flops / 1e9,
             self.flops_per_token / 1e6
         )

@@ -1,6 +1,24 @@
 //! # fuselage
 //!
-//! The compile API. The CLI (`src/main.rs`) is a thin layer over these functions.
+//! A compiler for trained models. This crate is the compile API; the `fuselage` CLI is a thin
+//! layer over it. Load a model, run a pass pipeline over it (each pass verified and numerically
+//! checked against the f64 reference interpreter), save or run the result:
+//!
+//! ```
+//! let module = fuselage::load("builtin:mlp")?;
+//! let pipeline = fuselage::Pipeline::parse("dce,fixpoint(cse,fold-constants),canonicalize")?;
+//! let compiled = fuselage::compile(&module, &pipeline, &fuselage::CompileOptions::default())?;
+//! assert!(compiled.module.node_count() < module.node_count());
+//! println!("{}", compiled.report.table());
+//!
+//! // Same outputs on the same seeded inputs, before and after.
+//! let sizes = fuselage::ir::sample::SymbolSizes::parse("B=2")?;
+//! let inputs = fuselage::sample_inputs(&module, &sizes, 0)?;
+//! let before = fuselage::run(&module, &inputs)?;
+//! let after = fuselage::run(&compiled.module, &inputs)?;
+//! assert_eq!(before[0].0, after[0].0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs)]
 
 pub mod inspect;
@@ -10,4 +28,190 @@ pub mod npy;
 pub use fuselage_backends as backends;
 pub use fuselage_frontends as frontends;
 pub use fuselage_ir as ir;
+pub use fuselage_passes as passes;
+pub use fuselage_passes::{PassManagerOptions, PassReport, Pipeline};
+pub use inspect::{inspect, Inspection};
 pub use model::{load, save, ModelError};
+
+use fuselage_ir::sample::SymbolSizes;
+use fuselage_ir::{Executor, Module, Reference, Tensor};
+use std::path::PathBuf;
+
+/// Errors of the compile API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Loading or saving a model.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A pass, pipeline or the pass manager.
+    #[error(transparent)]
+    Pass(#[from] fuselage_passes::PassError),
+    /// The IR (evaluation, verification).
+    #[error(transparent)]
+    Ir(#[from] fuselage_ir::IrError),
+    /// Reading or writing `.npy`.
+    #[error(transparent)]
+    Npy(#[from] npy::NpyError),
+    /// Inputs that do not fit the model.
+    #[error("{0}")]
+    Inputs(String),
+}
+
+/// Options of [`compile`].
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Run the numeric check after every pass.
+    pub numeric_check: bool,
+    /// Sizes of symbolic dims for the numeric check (`None`: the pass manager's defaults).
+    pub check_sizes: Option<SymbolSizes>,
+    /// Print the IR after these passes (names or `all`) to stderr.
+    pub print_ir_after: Vec<String>,
+    /// Dump the IR after every pass into this folder.
+    pub dump_dir: Option<PathBuf>,
+    /// Stop after this many pass executions.
+    pub max_steps: Option<usize>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            numeric_check: true,
+            check_sizes: None,
+            print_ir_after: vec![],
+            dump_dir: None,
+            max_steps: None,
+        }
+    }
+}
+
+/// The result of [`compile`].
+#[derive(Debug)]
+pub struct Compiled {
+    /// The compiled module.
+    pub module: Module,
+    /// One entry per executed pass.
+    pub report: PassReport,
+    /// IR printed after the passes named in `print_ir_after`: (step, pass, text).
+    pub ir_dumps: Vec<(usize, String, String)>,
+}
+
+/// Run `pipeline` over a copy of `module` (constants are shared, not copied).
+pub fn compile(
+    module: &Module,
+    pipeline: &Pipeline,
+    options: &CompileOptions,
+) -> Result<Compiled, Error> {
+    let mut pm_opts = PassManagerOptions {
+        print_ir_after: options.print_ir_after.clone(),
+        dump_dir: options.dump_dir.clone(),
+        max_steps: options.max_steps,
+        ..Default::default()
+    };
+    pm_opts.numeric.enabled = options.numeric_check;
+    if let Some(s) = &options.check_sizes {
+        pm_opts.numeric.default_sym_size = s.default;
+        for (k, v) in &s.bindings {
+            pm_opts.numeric.sym_sizes.insert(k.clone(), *v);
+        }
+    }
+    let mut dumps = vec![];
+    let mut m = module.clone();
+    let report = {
+        let mut pm = fuselage_passes::PassManager::new(pm_opts);
+        pm.set_ir_sink(|d| dumps.push((d.step, d.pass.clone(), d.text.clone())));
+        pm.run(pipeline, &mut m)?
+    };
+    Ok(Compiled {
+        module: m,
+        report,
+        ir_dumps: dumps,
+    })
+}
+
+/// Seeded sample inputs for the entry function.
+pub fn sample_inputs(
+    module: &Module,
+    sizes: &SymbolSizes,
+    seed: u64,
+) -> Result<Vec<Tensor>, Error> {
+    let entry = entry_name(module)?;
+    Ok(fuselage_ir::sample::sample_inputs(
+        module, &entry, sizes, seed,
+    )?)
+}
+
+fn entry_name(module: &Module) -> Result<String, Error> {
+    module
+        .entry_name()
+        .map(str::to_string)
+        .ok_or_else(|| Error::Inputs("the module has no functions".into()))
+}
+
+/// Run the entry function on the reference interpreter; outputs with their names.
+pub fn run(module: &Module, inputs: &[Tensor]) -> Result<Vec<(String, Tensor)>, Error> {
+    run_with(module, inputs, &Reference)
+}
+
+/// Run the entry function on a given executor.
+pub fn run_with(
+    module: &Module,
+    inputs: &[Tensor],
+    executor: &dyn Executor,
+) -> Result<Vec<(String, Tensor)>, Error> {
+    let entry = entry_name(module)?;
+    let outs = executor.run(module, &entry, inputs)?;
+    let g = &module.functions[&entry];
+    Ok(g.outputs.iter().map(|o| o.name.clone()).zip(outs).collect())
+}
+
+/// Order named inputs (`NAME=tensor`, or unnamed in parameter order) as the entry function's
+/// parameters; errors name the missing and unknown inputs.
+pub fn bind_named_inputs(
+    module: &Module,
+    given: Vec<(Option<String>, Tensor)>,
+) -> Result<Vec<Tensor>, Error> {
+    let entry = entry_name(module)?;
+    let names = module.functions[&entry].input_names();
+    let mut slots: Vec<Option<Tensor>> = vec![None; names.len()];
+    let mut next = 0;
+    for (name, t) in given {
+        let i = match name {
+            Some(n) => names.iter().position(|x| *x == n).ok_or_else(|| {
+                Error::Inputs(format!(
+                    "no input named `{n}` (inputs: {})",
+                    names.join(", ")
+                ))
+            })?,
+            None => {
+                while next < slots.len() && slots[next].is_some() {
+                    next += 1;
+                }
+                if next >= slots.len() {
+                    return Err(Error::Inputs(format!(
+                        "too many inputs: the model takes {} ({})",
+                        names.len(),
+                        names.join(", ")
+                    )));
+                }
+                next
+            }
+        };
+        if slots[i].is_some() {
+            return Err(Error::Inputs(format!("input `{}` given twice", names[i])));
+        }
+        slots[i] = Some(t);
+    }
+    let missing: Vec<&str> = slots
+        .iter()
+        .zip(&names)
+        .filter(|(s, _)| s.is_none())
+        .map(|(_, n)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Inputs(format!(
+            "missing inputs: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(slots.into_iter().map(|s| s.expect("checked")).collect())
+}

@@ -1,1 +1,285 @@
-fn main() {}
+//! The `fuselage` command line: a thin layer over the compile API in `lib.rs`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use fuselage::ir::sample::SymbolSizes;
+use fuselage::ir::Tensor;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "fuselage", version, about = "A compiler for trained models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every pass with its options and what it does.
+    Passes {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ops by kind, parameters, bytes and estimated FLOPs per token of a model.
+    Inspect {
+        /// builtin:NAME, a .fir or a .json module.
+        model: String,
+        /// Sizes of symbolic dims for the estimate, e.g. `S=512` (defaults: B=1, others 128).
+        #[arg(long, default_value = "")]
+        bind: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a pass pipeline over a model and print the per-pass report.
+    Compile {
+        /// builtin:NAME, a .fir or a .json module.
+        model: String,
+        /// A pipeline file (.toml) or a one-line spec such as `dce,fixpoint(cse,fold-constants)`.
+        #[arg(long, short)]
+        pipeline: String,
+        /// Write the compiled module (.fir or .json).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Print the IR after this pass (repeatable; `all` for every pass).
+        #[arg(long)]
+        print_ir_after: Vec<String>,
+        /// Write the IR after every pass into this folder.
+        #[arg(long)]
+        dump_dir: Option<PathBuf>,
+        /// Stop after N pass executions (to bisect which pass broke a model).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Skip the numeric check after each pass.
+        #[arg(long)]
+        no_numeric_check: bool,
+        /// Symbol sizes of the numeric check's inputs, e.g. `B=1,S=8`.
+        #[arg(long)]
+        bind: Option<String>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a model on the reference interpreter.
+    Run {
+        /// builtin:NAME, a .fir or a .json module.
+        model: String,
+        /// An input: `FILE.npy` (in parameter order) or `NAME=FILE.npy` (repeatable). Without
+        /// inputs, seeded sample inputs are used.
+        #[arg(long)]
+        input: Vec<String>,
+        /// Write an output: `FILE.npy` (the first output) or `NAME=FILE.npy` (repeatable).
+        #[arg(long)]
+        output: Vec<String>,
+        /// Symbol sizes of sample inputs, e.g. `B=1,S=8` (others: 4).
+        #[arg(long, default_value = "")]
+        bind: String,
+        /// Seed of sample inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a Graphviz DOT picture of a model's entry function.
+    Dot {
+        /// builtin:NAME, a .fir or a .json module.
+        model: String,
+        /// Output .dot file (stdout when absent).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn split_named(arg: &str) -> (Option<String>, PathBuf) {
+    match arg.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !n.contains('/') => {
+            (Some(n.to_string()), PathBuf::from(p))
+        }
+        _ => (None, PathBuf::from(arg)),
+    }
+}
+
+fn sizes(spec: &str, default: u64) -> Result<SymbolSizes> {
+    let mut s = SymbolSizes::parse(spec)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("bad --bind `{spec}`"))?;
+    s.default = default;
+    Ok(s)
+}
+
+fn summary(t: &Tensor) -> (f64, f64, Vec<f64>) {
+    let d = t.data();
+    let sum: f64 = d.iter().sum();
+    let mean = if d.is_empty() {
+        0.0
+    } else {
+        sum / d.len() as f64
+    };
+    (sum, mean, d.iter().take(6).copied().collect())
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Passes { json } => {
+            let passes = fuselage::passes::registry::passes();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "passes": passes }))?
+                );
+            } else {
+                for p in passes {
+                    println!("{:<16} {}", p.name, p.doc);
+                    for o in p.options {
+                        println!(
+                            "    {:<18} {:<10} default {:<10} {}",
+                            o.name,
+                            o.ty,
+                            o.default.to_string(),
+                            o.doc
+                        );
+                    }
+                }
+            }
+        }
+        Command::Inspect { model, bind, json } => {
+            let m = fuselage::load(&model)?;
+            let i = fuselage::inspect(&m, &sizes(&format!("B=1,{bind}"), 128)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                print!("{i}");
+            }
+        }
+        Command::Compile {
+            model,
+            pipeline,
+            output,
+            print_ir_after,
+            dump_dir,
+            max_steps,
+            no_numeric_check,
+            bind,
+            json,
+        } => {
+            let m = fuselage::load(&model)?;
+            let p = fuselage::Pipeline::load(&pipeline)?;
+            let opts = fuselage::CompileOptions {
+                numeric_check: !no_numeric_check,
+                check_sizes: bind.as_deref().map(|b| sizes(b, 4)).transpose()?,
+                print_ir_after,
+                dump_dir,
+                max_steps,
+            };
+            let c = fuselage::compile(&m, &p, &opts)?;
+            for (step, pass, text) in &c.ir_dumps {
+                eprintln!("// ----- IR after {pass} (step {step}) -----\n{text}");
+            }
+            if let Some(o) = &output {
+                fuselage::save(&c.module, o)?;
+            }
+            if json {
+                let mut v = serde_json::to_value(&c.report)?;
+                if let Some(o) = &output {
+                    v["output"] = serde_json::json!(o.display().to_string());
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}", c.report.table());
+                if let Some(o) = &output {
+                    println!("wrote {}", o.display());
+                }
+            }
+        }
+        Command::Run {
+            model,
+            input,
+            output,
+            bind,
+            seed,
+            json,
+        } => {
+            let m = fuselage::load(&model)?;
+            let inputs = if input.is_empty() {
+                fuselage::sample_inputs(&m, &sizes(&bind, 4)?, seed)?
+            } else {
+                let mut given = vec![];
+                for a in &input {
+                    let (name, path) = split_named(a);
+                    given.push((name, fuselage::npy::read_npy(&path)?));
+                }
+                fuselage::bind_named_inputs(&m, given)?
+            };
+            let outs = fuselage::run(&m, &inputs)?;
+            for (i, a) in output.iter().enumerate() {
+                let (name, path) = split_named(a);
+                let t = match &name {
+                    Some(n) => outs
+                        .iter()
+                        .find(|(o, _)| o == n)
+                        .map(|(_, t)| t)
+                        .with_context(|| {
+                            format!(
+                                "no output named `{n}` (outputs: {})",
+                                outs.iter()
+                                    .map(|(o, _)| o.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        })?,
+                    None if i == 0 => &outs.first().context("the model has no outputs")?.1,
+                    None => bail!("only the first --output may omit NAME= ({a})"),
+                };
+                fuselage::npy::write_npy(&path, t)?;
+            }
+            if json {
+                let v: Vec<_> = outs
+                    .iter()
+                    .map(|(n, t)| {
+                        let (sum, mean, head) = summary(t);
+                        serde_json::json!({"name": n, "dtype": t.dtype().name(), "shape": t.shape(),
+                            "sum": sum, "mean": mean, "head": head})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "outputs": v }))?
+                );
+            } else {
+                for (n, t) in &outs {
+                    let (sum, mean, head) = summary(t);
+                    println!(
+                        "{n}: {}{:?} sum {sum:.9e} mean {mean:.6e} first {:?}",
+                        t.dtype(),
+                        t.shape(),
+                        head.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+        Command::Dot { model, output } => {
+            let m = fuselage::load(&model)?;
+            let entry = m
+                .entry_name()
+                .context("the module has no functions")?
+                .to_string();
+            let dot = fuselage::ir::dot::to_dot(&m, &entry)?;
+            match output {
+                Some(p) => fuselage::npy::write_atomic(&p, dot.as_bytes())
+                    .with_context(|| format!("writing {}", p.display()))?,
+                None => print!("{dot}"),
+            }
+        }
+    }
+    Ok(())
+}

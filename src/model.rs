@@ -22,7 +22,9 @@ pub enum ModelError {
         source: std::io::Error,
     },
     /// A spec of a kind not understood.
-    #[error("cannot load `{0}`: expected builtin:NAME (one of {1}), a .fir file or a .json module")]
+    #[error(
+        "cannot load `{0}`: expected builtin:NAME (one of {1}), a .fir file or a .json module"
+    )]
     UnknownSpec(String, String),
     /// An output path with an unknown extension.
     #[error("cannot write `{0}`: the extension must be .fir or .json")]
@@ -68,5 +70,6 @@ pub fn save(m: &Module, path: &Path) -> Result<(), ModelError> {
         Some("json") => fuselage_ir::text::to_json(m),
         _ => return Err(ModelError::UnknownOutput(p)),
     };
-    crate::npy::write_atomic(path, text.as_bytes()).map_err(|source| ModelError::Io { path: p, source })
+    crate::npy::write_atomic(path, text.as_bytes())
+        .map_err(|source| ModelError::Io { path: p, source })
 }

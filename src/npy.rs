@@ -85,9 +85,13 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
     let end = start
         .checked_add(hlen)
         .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| fmt(format!("header of {hlen} bytes runs past the end of the file")))?;
-    let header = std::str::from_utf8(&bytes[start..end])
-        .map_err(|_| fmt("header is not UTF-8".into()))?;
+        .ok_or_else(|| {
+            fmt(format!(
+                "header of {hlen} bytes runs past the end of the file"
+            ))
+        })?;
+    let header =
+        std::str::from_utf8(&bytes[start..end]).map_err(|_| fmt("header is not UTF-8".into()))?;
     let field = |key: &str| -> Option<&str> {
         let k = header.find(&format!("'{key}'"))?;
         let rest = &header[k + key.len() + 2..];
@@ -106,7 +110,9 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
     })?;
     let fo = field("fortran_order").ok_or_else(|| fmt("header has no 'fortran_order'".into()))?;
     if fo.starts_with("True") {
-        return Err(fmt("Fortran-ordered arrays are not supported (save with C order)".into()));
+        return Err(fmt(
+            "Fortran-ordered arrays are not supported (save with C order)".into(),
+        ));
     }
     let sh = field("shape").ok_or_else(|| fmt("header has no 'shape'".into()))?;
     let sh = sh

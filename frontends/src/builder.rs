@@ -123,7 +123,7 @@ impl ModelBuilder {
         let id = self
             .graph
             .add_inferred(&self.module, op, operands.to_vec(), name)
-            .map_err(|source| FrontendError::Build { context, source })?;
+            .map_err(|source| FrontendError::build(context, source))?;
         let n = self.graph.node(id).map(|n| n.results.len()).unwrap_or(0);
         Ok((0..n as u32).map(|s| ValueId::new(id, s)).collect())
     }
@@ -145,10 +145,8 @@ impl ModelBuilder {
         attrs: serde_json::Value,
         operands: &[ValueId],
     ) -> BuildResult<ValueId> {
-        let op = Op::from_attrs(name, attrs).map_err(|source| FrontendError::Build {
-            context: self.scoped(name),
-            source,
-        })?;
+        let op = Op::from_attrs(name, attrs)
+            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
         self.op(op, operands)
     }
 
@@ -157,7 +155,13 @@ impl ModelBuilder {
     }
 
     /// A seeded parameter (normal with `init_std`, or a constant fill) named within the scope.
-    pub fn param(&mut self, name: &str, dtype: DType, shape: &[usize], init: Init) -> BuildResult<ValueId> {
+    pub fn param(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+        init: Init,
+    ) -> BuildResult<ValueId> {
         let full = self.scoped(name);
         let seed = self.seed ^ name_hash(&full);
         let c = Constant::seeded(TensorType::fixed(dtype, shape), seed, init);
@@ -169,7 +173,8 @@ impl ModelBuilder {
     /// A dense constant from a tensor.
     pub fn constant(&mut self, name: &str, t: &Tensor) -> BuildResult<ValueId> {
         let full = self.module.fresh_constant_name(&self.scoped(name));
-        self.module.add_constant(full.clone(), Constant::from_tensor(t));
+        self.module
+            .add_constant(full.clone(), Constant::from_tensor(t));
         self.constant_node(full)
     }
 
@@ -269,7 +274,15 @@ impl ModelBuilder {
         self.push_scope(name);
         let w = self.weight("weight", d, &[d_in, d_out]);
         let b = if bias {
-            Some(self.param("bias", d, &[d_out], Init::Normal { mean: 0.0, std: 0.02 }))
+            Some(self.param(
+                "bias",
+                d,
+                &[d_out],
+                Init::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                },
+            ))
         } else {
             None
         };
@@ -278,9 +291,12 @@ impl ModelBuilder {
         if let Some(b) = b {
             operands.push(b?);
         }
-        self.op_multi(Op::from_attrs("linear", json!({})).map_err(|source| {
-            FrontendError::Build { context: name.into(), source }
-        })?, &operands, Some(name))
+        self.op_multi(
+            Op::from_attrs("linear", json!({}))
+                .map_err(|source| FrontendError::build(name, source))?,
+            &operands,
+            Some(name),
+        )
         .map(|v| v[0])
     }
 
@@ -297,7 +313,15 @@ impl ModelBuilder {
         self.push_scope(name);
         let w = self.weight("weight", d, &[d_in, d_out]);
         let b = if bias {
-            Some(self.param("bias", d, &[d_out], Init::Normal { mean: 0.0, std: 0.02 }))
+            Some(self.param(
+                "bias",
+                d,
+                &[d_out],
+                Init::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                },
+            ))
         } else {
             None
         };
@@ -310,17 +334,39 @@ impl ModelBuilder {
     }
 
     /// LayerNorm over the last dim as one op, with seeded scale (ones) and bias (zeros).
-    pub fn layer_norm(&mut self, name: &str, x: ValueId, dim: usize, eps: f64) -> BuildResult<ValueId> {
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        dim: usize,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
         let d = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", d, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
-        let b = self.param("bias", d, &[dim], Init::Normal { mean: 0.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
+        let b = self.param(
+            "bias",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 0.0,
+                std: 0.02,
+            },
+        );
         self.pop_scope();
         let (g, b) = (g?, b?);
         self.named(
             name,
             Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps}))
-                .map_err(|source| FrontendError::Build { context: name.into(), source })?,
+                .map_err(|source| FrontendError::build(name, source))?,
             &[x, g, b],
         )
     }
@@ -336,8 +382,24 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let dt = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", dt, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
-        let b = self.param("bias", dt, &[dim], Init::Normal { mean: 0.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            dt,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
+        let b = self.param(
+            "bias",
+            dt,
+            &[dim],
+            Init::Normal {
+                mean: 0.0,
+                std: 0.02,
+            },
+        );
         let e = self.scalar("eps", dt, eps);
         self.pop_scope();
         let (g, b, e) = (g?, b?, e?);
@@ -353,16 +415,30 @@ impl ModelBuilder {
     }
 
     /// RMSNorm as one op with a seeded scale.
-    pub fn rms_norm(&mut self, name: &str, x: ValueId, dim: usize, eps: f64) -> BuildResult<ValueId> {
+    pub fn rms_norm(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        dim: usize,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
         let d = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", d, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
         self.pop_scope();
         let g = g?;
         self.named(
             name,
             Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
-                .map_err(|source| FrontendError::Build { context: name.into(), source })?,
+                .map_err(|source| FrontendError::build(name, source))?,
             &[x, g],
         )
     }
@@ -377,7 +453,15 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let dt = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param("weight", dt, &[dim], Init::Normal { mean: 1.0, std: 0.02 });
+        let g = self.param(
+            "weight",
+            dt,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        );
         let e = self.scalar("eps", dt, eps);
         self.pop_scope();
         let (g, e) = (g?, e?);
@@ -422,7 +506,11 @@ impl ModelBuilder {
         primitives: bool,
         qkv_bias: bool,
     ) -> BuildResult<ValueId> {
-        if heads == 0 || kv_heads == 0 || hidden % heads != 0 || heads % kv_heads != 0 {
+        if heads == 0
+            || kv_heads == 0
+            || !hidden.is_multiple_of(heads)
+            || !heads.is_multiple_of(kv_heads)
+        {
             return Err(FrontendError::Config(format!(
                 "{name}: hidden {hidden}, heads {heads}, kv_heads {kv_heads} do not divide"
             )));
@@ -478,7 +566,14 @@ impl ModelBuilder {
     }
 
     /// Two-layer MLP `fc2(act(fc1(x)))` with GELU.
-    pub fn mlp(&mut self, name: &str, x: ValueId, hidden: usize, ffn: usize, primitives: bool) -> BuildResult<ValueId> {
+    pub fn mlp(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        hidden: usize,
+        ffn: usize,
+        primitives: bool,
+    ) -> BuildResult<ValueId> {
         self.push_scope(name);
         let res = (|| {
             if primitives {
@@ -496,7 +591,13 @@ impl ModelBuilder {
     }
 
     /// SwiGLU MLP (Llama): `down(silu(gate(x)) · up(x))`, no biases.
-    pub fn swiglu(&mut self, name: &str, x: ValueId, hidden: usize, ffn: usize) -> BuildResult<ValueId> {
+    pub fn swiglu(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        hidden: usize,
+        ffn: usize,
+    ) -> BuildResult<ValueId> {
         self.push_scope(name);
         let res = (|| {
             let g = self.linear_primitives("gate", x, hidden, ffn, false)?;
@@ -522,7 +623,16 @@ impl ModelBuilder {
         let res = (|| {
             let h = cfg.hidden;
             let a = self.attention(
-                "attention", x, h, cfg.heads, cfg.heads, Mask::None, mask_bias, None, primitives, true,
+                "attention",
+                x,
+                h,
+                cfg.heads,
+                cfg.heads,
+                Mask::None,
+                mask_bias,
+                None,
+                primitives,
+                true,
             )?;
             let x1 = self.add(x, a)?;
             let x1 = if primitives {
@@ -583,10 +693,8 @@ impl ModelBuilder {
     /// Finish into a function of the given name.
     pub fn finish_named(mut self, name: &str) -> BuildResult<Module> {
         self.module.functions.insert(name.to_string(), self.graph);
-        fuselage_ir::verify::verify(&self.module).map_err(|source: IrError| FrontendError::Build {
-            context: format!("module (@{name})"),
-            source,
-        })?;
+        fuselage_ir::verify::verify(&self.module)
+            .map_err(|source: IrError| FrontendError::build(format!("module (@{name})"), source))?;
         Ok(self.module)
     }
 

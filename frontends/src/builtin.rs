@@ -99,7 +99,11 @@ pub fn builtin(name: &str) -> Result<Module, FrontendError> {
         "mlp" => mlp(),
         _ => Err(FrontendError::UnknownBuiltin {
             name: name.to_string(),
-            available: BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            available: BUILTINS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -120,14 +124,26 @@ pub fn bert(cfg: &BertConfig, seed: u64, primitives: bool) -> BuildResult<Module
     let ids = b.input("input_ids", DType::I64, &[bd.clone(), sd.clone()]);
     let mask = b.input("attention_mask", DType::I64, &[bd.clone(), sd.clone()]);
     let h = cfg.hidden;
-    let std = Init::Normal { mean: 0.0, std: 0.02 };
+    let std = Init::Normal {
+        mean: 0.0,
+        std: 0.02,
+    };
     b.push_scope("embeddings");
     let word = b.param("word_embeddings", DType::F32, &[cfg.vocab, h], std.clone())?;
-    let pos_table = b.param("position_embeddings", DType::F32, &[cfg.max_positions, h], std.clone())?;
+    let pos_table = b.param(
+        "position_embeddings",
+        DType::F32,
+        &[cfg.max_positions, h],
+        std.clone(),
+    )?;
     let types = b.param("token_type_embeddings", DType::F32, &[2, h], std)?;
     b.pop_scope();
     let x = b.op_json("gather", json!({"axis": 0}), &[word, ids])?;
-    let pos = b.op_json("iota", json!({"shape": ["S"], "axis": 0, "dtype": "i64"}), &[])?;
+    let pos = b.op_json(
+        "iota",
+        json!({"shape": ["S"], "axis": 0, "dtype": "i64"}),
+        &[],
+    )?;
     let p = b.op_json("gather", json!({"axis": 0}), &[pos_table, pos])?;
     let t = b.op_json("slice", json!({"axis": 0, "start": 0, "end": 1}), &[types])?;
     let x = b.add(x, p)?;
@@ -143,16 +159,33 @@ pub fn bert(cfg: &BertConfig, seed: u64, primitives: bool) -> BuildResult<Module
     let big = b.scalar("mask_value", DType::F32, -10000.0)?;
     let inv = b.sub(one, m)?;
     let bias = b.mul(inv, big)?;
-    let bias = b.reshape(bias, &[bd.clone(), Dim::Fixed(1), Dim::Fixed(1), sd.clone()])?;
+    let bias = b.reshape(
+        bias,
+        &[bd.clone(), Dim::Fixed(1), Dim::Fixed(1), sd.clone()],
+    )?;
     for l in 0..cfg.layers {
-        x = b.bert_layer(&format!("encoder.layer.{l}"), x, cfg, Some(bias), primitives)?;
+        x = b.bert_layer(
+            &format!("encoder.layer.{l}"),
+            x,
+            cfg,
+            Some(bias),
+            primitives,
+        )?;
     }
     b.output("last_hidden_state", x);
     // Mean pooling over unmasked tokens.
     let m3 = b.reshape(m, &[bd, sd, Dim::Fixed(1)])?;
     let xm = b.mul(x, m3)?;
-    let s = b.op_json("reduce", json!({"kind": "sum", "axes": [1], "keepdims": false}), &[xm])?;
-    let c = b.op_json("reduce", json!({"kind": "sum", "axes": [1], "keepdims": false}), &[m3])?;
+    let s = b.op_json(
+        "reduce",
+        json!({"kind": "sum", "axes": [1], "keepdims": false}),
+        &[xm],
+    )?;
+    let c = b.op_json(
+        "reduce",
+        json!({"kind": "sum", "axes": [1], "keepdims": false}),
+        &[m3],
+    )?;
     let tiny = b.scalar("count_floor", DType::F32, 1e-9)?;
     let c = b.op_json("maximum", json!({}), &[c, tiny])?;
     let e = b.div(s, c)?;
@@ -168,10 +201,17 @@ pub fn llama(cfg: &LlamaConfig, seed: u64) -> BuildResult<Module> {
         "embed_tokens",
         DType::F32,
         &[cfg.vocab, cfg.hidden],
-        Init::Normal { mean: 0.0, std: 0.02 },
+        Init::Normal {
+            mean: 0.0,
+            std: 0.02,
+        },
     )?;
     let mut x = b.op_json("gather", json!({"axis": 0}), &[embed, ids])?;
-    let pos = b.op_json("iota", json!({"shape": ["S"], "axis": 0, "dtype": "i64"}), &[])?;
+    let pos = b.op_json(
+        "iota",
+        json!({"shape": ["S"], "axis": 0, "dtype": "i64"}),
+        &[],
+    )?;
     for l in 0..cfg.layers {
         x = b.llama_block(&format!("layers.{l}"), x, cfg, pos)?;
     }

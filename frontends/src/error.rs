@@ -12,7 +12,7 @@ pub enum FrontendError {
         context: String,
         /// The IR error.
         #[source]
-        source: fuselage_ir::IrError,
+        source: Box<fuselage_ir::IrError>,
     },
     /// A model name that is not built in.
     #[error("unknown built-in model `{name}` (available: {available})")]
@@ -25,4 +25,14 @@ pub enum FrontendError {
     /// A bad configuration value.
     #[error("model config: {0}")]
     Config(String),
+}
+
+impl FrontendError {
+    /// A build error with its context.
+    pub fn build(context: impl Into<String>, source: fuselage_ir::IrError) -> Self {
+        FrontendError::Build {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
 }

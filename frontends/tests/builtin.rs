@@ -18,7 +18,10 @@ fn every_builtin_builds_round_trips_and_runs() {
         let out = Reference.run(&m, "main", &inputs).unwrap();
         assert_eq!(out.len(), m.functions["main"].outputs.len());
         for t in &out {
-            assert!(t.data().iter().all(|x| x.is_finite()), "{name}: non-finite output");
+            assert!(
+                t.data().iter().all(|x| x.is_finite()),
+                "{name}: non-finite output"
+            );
             assert_eq!(t.shape()[0], 2, "{name}: batch dim");
         }
     }

@@ -8,6 +8,7 @@
 use crate::dtype::DType;
 use crate::error::IrError;
 use crate::module::Module;
+use crate::ops::Op;
 use crate::tensor::Tensor;
 use crate::types::Dim;
 use rand::{Rng, SeedableRng};
@@ -64,18 +65,18 @@ fn index_bounds(module: &Module, function: &str) -> HashMap<usize, u64> {
     };
     for (pos, &inp) in g.inputs.iter().enumerate() {
         for (_, n) in g.nodes() {
-            if n.op.name() == "gather" {
-                if n.operands.len() == 2 && n.operands[1].node == inp {
-                    if let Some(t) = g.value_type(n.operands[0]) {
-                        let r = t.rank() as i64;
-                        let axis = n.op.attrs()["axis"].as_i64().unwrap_or(0);
-                        let ax = if axis < 0 { axis + r } else { axis };
-                        if let Some(Dim::Fixed(sz)) = t.shape.get(ax.max(0) as usize) {
-                            let e = out.entry(pos).or_insert(*sz);
-                            *e = (*e).min(*sz);
-                        }
-                    }
-                }
+            let Op::Gather(ga) = &n.op else { continue };
+            if n.operands.len() != 2 || n.operands[1].node != inp {
+                continue;
+            }
+            let Some(t) = g.value_type(n.operands[0]) else {
+                continue;
+            };
+            let r = t.rank() as i64;
+            let ax = if ga.axis < 0 { ga.axis + r } else { ga.axis };
+            if let Some(Dim::Fixed(sz)) = t.shape.get(ax.max(0) as usize) {
+                let e = out.entry(pos).or_insert(*sz);
+                *e = (*e).min(*sz);
             }
         }
     }

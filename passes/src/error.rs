@@ -53,7 +53,7 @@ pub enum PassError {
         /// The pass.
         pass: String,
         /// The IR error.
-        source: IrError,
+        source: Box<IrError>,
     },
     /// The verifier rejected the module after a pass.
     #[error("verification failed after pass `{pass}` (step {step}): {source}")]
@@ -63,7 +63,7 @@ pub enum PassError {
         /// 1-based pass execution index.
         step: usize,
         /// The verifier's error.
-        source: IrError,
+        source: Box<IrError>,
     },
     /// The numeric check failed after a pass.
     #[error(

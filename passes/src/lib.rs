@@ -50,7 +50,7 @@ pub mod shape_infer;
 mod testutil;
 
 pub use error::PassError;
-pub use manager::{IrDump, PassManager, PassManagerOptions, PassReport, PassRun};
+pub use manager::{IrDump, PassManager, PassManagerOptions, PassReport, PassRun, Scheduled};
 pub use numeric::{NumericCheck, NumericOptions};
 pub use pass::{Changed, Pass, PassCx, PassKind, Tolerance};
 pub use pipeline::{OptValue, PassSpec, Pipeline, Step};

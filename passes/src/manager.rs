@@ -207,20 +207,52 @@ impl fmt::Display for PassReport {
     }
 }
 
-enum Inst {
+/// A pipeline with its passes created: what [`PassManager::run_scheduled`] runs. Built from a
+/// [`Pipeline`] by [`Scheduled::from_pipeline`], or by hand to run passes that are not in the
+/// registry.
+pub enum Scheduled {
+    /// One pass.
     Pass(Box<dyn Pass>),
-    Fixpoint(Vec<Inst>, usize),
+    /// A group rerun until no pass in it reports a change, at most `max_iters` times.
+    Fixpoint {
+        /// The group.
+        steps: Vec<Scheduled>,
+        /// Iteration bound.
+        max_iters: usize,
+    },
 }
 
-fn instantiate(steps: &[Step], default_iters: usize) -> Result<Vec<Inst>, PassError> {
+impl Scheduled {
+    /// Create every pass of `pipeline` through the registry; groups without `max-iters` get
+    /// `default_iters`.
+    pub fn from_pipeline(
+        pipeline: &Pipeline,
+        default_iters: usize,
+    ) -> Result<Vec<Scheduled>, PassError> {
+        instantiate(&pipeline.steps, default_iters)
+    }
+
+    fn label(steps: &[Scheduled]) -> String {
+        steps
+            .iter()
+            .map(|i| match i {
+                Scheduled::Pass(p) => p.name().to_string(),
+                Scheduled::Fixpoint { steps, .. } => format!("fixpoint({})", Self::label(steps)),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn instantiate(steps: &[Step], default_iters: usize) -> Result<Vec<Scheduled>, PassError> {
     steps
         .iter()
         .map(|s| match s {
-            Step::Pass(p) => registry::create(&p.name, &p.options_json()).map(Inst::Pass),
-            Step::Fixpoint(f) => Ok(Inst::Fixpoint(
-                instantiate(&f.steps, default_iters)?,
-                f.max_iters.unwrap_or(default_iters),
-            )),
+            Step::Pass(p) => registry::create(&p.name, &p.options_json()).map(Scheduled::Pass),
+            Step::Fixpoint(f) => Ok(Scheduled::Fixpoint {
+                steps: instantiate(&f.steps, default_iters)?,
+                max_iters: f.max_iters.unwrap_or(default_iters),
+            }),
         })
         .collect()
 }
@@ -292,21 +324,42 @@ impl<'e> PassManager<'e> {
         pipeline: &Pipeline,
         module: &mut Module,
     ) -> Result<PassReport, PassError> {
+        let mut steps = Scheduled::from_pipeline(pipeline, self.options.fixpoint_max_iters)?;
+        self.run_inner(&pipeline.to_string(), &mut steps, module)
+    }
+
+    /// Run passes created elsewhere (for passes outside the registry).
+    pub fn run_scheduled(
+        &mut self,
+        steps: &mut [Scheduled],
+        module: &mut Module,
+    ) -> Result<PassReport, PassError> {
+        let label = Scheduled::label(steps);
+        self.run_inner(&label, steps, module)
+    }
+
+    fn run_inner(
+        &mut self,
+        label: &str,
+        insts: &mut [Scheduled],
+        module: &mut Module,
+    ) -> Result<PassReport, PassError> {
         let t0 = Instant::now();
+        let mut known: Vec<String> = registry::PASS_NAMES.iter().map(|s| s.to_string()).collect();
+        collect_names(insts, &mut known);
         for n in &self.options.print_ir_after {
-            if n != "all" && !registry::PASS_NAMES.contains(&n.as_str()) {
+            if n != "all" && !known.contains(n) {
                 return Err(PassError::Config(format!(
                     "print-ir-after: unknown pass `{n}` (allowed: all, {})",
-                    registry::PASS_NAMES.join(", ")
+                    known.join(", ")
                 )));
             }
         }
-        let mut insts = instantiate(&pipeline.steps, self.options.fixpoint_max_iters)?;
         if self.options.verify {
             crate::irx::verify(module).map_err(|source| PassError::Verify {
                 pass: "<input>".into(),
                 step: 0,
-                source,
+                source: Box::new(source),
             })?;
         }
         if let Some(dir) = &self.options.dump_dir {
@@ -320,12 +373,12 @@ impl<'e> PassManager<'e> {
         self.stopped = false;
         self.cache = None;
         self.last = Some(PassReport {
-            pipeline: pipeline.to_string(),
+            pipeline: label.to_string(),
             executor: self.executor.name().to_string(),
             nodes_before: module.node_count(),
             ..Default::default()
         });
-        let result = self.run_steps(&mut insts, module, None);
+        let result = self.run_steps(insts, module, None);
         let report = self.last.as_mut().expect("set above");
         report.nodes_after = module.node_count();
         report.total_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -338,7 +391,7 @@ impl<'e> PassManager<'e> {
 
     fn run_steps(
         &mut self,
-        insts: &mut [Inst],
+        insts: &mut [Scheduled],
         module: &mut Module,
         iteration: Option<usize>,
     ) -> Result<bool, PassError> {
@@ -348,8 +401,11 @@ impl<'e> PassManager<'e> {
                 break;
             }
             match inst {
-                Inst::Pass(p) => any |= self.run_pass(p.as_mut(), module, iteration)?,
-                Inst::Fixpoint(inner, max_iters) => {
+                Scheduled::Pass(p) => any |= self.run_pass(p.as_mut(), module, iteration)?,
+                Scheduled::Fixpoint {
+                    steps: inner,
+                    max_iters,
+                } => {
                     let max_iters = *max_iters;
                     let mut converged = false;
                     for it in 1..=max_iters {
@@ -361,7 +417,7 @@ impl<'e> PassManager<'e> {
                         }
                     }
                     if !converged && !self.stopped {
-                        let names = pass_names(inner).join(",");
+                        let names = Scheduled::label(inner);
                         self.report()
                             .notes
                             .push(format!(
@@ -419,7 +475,7 @@ impl<'e> PassManager<'e> {
                 return Err(PassError::Verify {
                     pass: name.into(),
                     step,
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -538,14 +594,17 @@ impl<'e> PassManager<'e> {
     }
 }
 
-fn pass_names(insts: &[Inst]) -> Vec<String> {
-    insts
-        .iter()
-        .map(|i| match i {
-            Inst::Pass(p) => p.name().to_string(),
-            Inst::Fixpoint(inner, _) => format!("fixpoint({})", pass_names(inner).join(",")),
-        })
-        .collect()
+fn collect_names(steps: &[Scheduled], out: &mut Vec<String>) {
+    for s in steps {
+        match s {
+            Scheduled::Pass(p) => {
+                if !out.iter().any(|n| n == p.name()) {
+                    out.push(p.name().to_string());
+                }
+            }
+            Scheduled::Fixpoint { steps, .. } => collect_names(steps, out),
+        }
+    }
 }
 
 /// Write a file through a temporary file and a rename, never leaving it half-written.
@@ -559,4 +618,325 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), PassError> {
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, contents).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pass::{PassKind, Tolerance};
+    use fuselage_ir::text::parse_module;
+    use fuselage_ir::{Constant, DType, Tensor, TensorType};
+    use std::cell::RefCell;
+
+    const SRC: &str = r#"
+module {
+  const @"w" : f32[3,3] = {"kind":"seeded","seed":1,"dist":"normal","mean":0.0,"std":0.5}
+  func @main(%0 "x": f32[B,3]) {
+    %1 = constant {"name":"w"} : f32[3,3]
+    %2 = constant {"name":"w"} : f32[3,3]
+    %3 "h1" = matmul(%0, %1) : f32[B,3]
+    %4 "h2" = matmul(%0, %2) : f32[B,3]
+    %5 "sum" = add(%3, %4) : f32[B,3]
+    %6 = add(%5, %5) : f32[B,3]
+    return %5 "out"
+  }
+}
+"#;
+
+    fn model() -> Module {
+        parse_module(SRC, "test.fir").unwrap()
+    }
+
+    /// Scales the constant `w` by `factor`.
+    struct Perturb {
+        factor: f64,
+        kind: PassKind,
+    }
+    impl Pass for Perturb {
+        fn name(&self) -> &'static str {
+            "perturb"
+        }
+        fn kind(&self) -> PassKind {
+            self.kind
+        }
+        fn run(&mut self, m: &mut Module, _: &mut PassCx) -> Result<Changed, PassError> {
+            let w = m.constants["w"].value("w").unwrap();
+            let data = w.data().iter().map(|x| x * self.factor).collect();
+            let t = Tensor::new(DType::F32, w.shape().to_vec(), data).unwrap();
+            m.add_constant("w", Constant::from_tensor(&t));
+            Ok(Changed::Yes)
+        }
+    }
+
+    /// Declares a wrong result type.
+    struct BreakTypes;
+    impl Pass for BreakTypes {
+        fn name(&self) -> &'static str {
+            "break-types"
+        }
+        fn run(&mut self, m: &mut Module, _: &mut PassCx) -> Result<Changed, PassError> {
+            let g = m.functions.get_mut("main").unwrap();
+            g.node_mut(NodeId(5)).unwrap().results[0] = TensorType::fixed(DType::F32, &[7]);
+            Ok(Changed::Yes)
+        }
+    }
+
+    /// Changes the module but says it did not, or toggles a name and always says it did.
+    struct Renamer {
+        honest: bool,
+    }
+    impl Pass for Renamer {
+        fn name(&self) -> &'static str {
+            "renamer"
+        }
+        fn kind(&self) -> PassKind {
+            PassKind::Exact
+        }
+        fn run(&mut self, m: &mut Module, _: &mut PassCx) -> Result<Changed, PassError> {
+            let n = m
+                .functions
+                .get_mut("main")
+                .unwrap()
+                .node_mut(NodeId(5))
+                .unwrap();
+            n.name = Some(
+                if n.name.as_deref() == Some("a") {
+                    "b"
+                } else {
+                    "a"
+                }
+                .into(),
+            );
+            Ok(self.honest.into())
+        }
+    }
+
+    use fuselage_ir::NodeId;
+
+    fn quiet(opts: PassManagerOptions) -> PassManager<'static> {
+        let mut pm = PassManager::new(opts);
+        pm.set_ir_sink(|_| {});
+        pm
+    }
+
+    #[test]
+    fn runs_a_pipeline_with_checks_and_fixpoint() {
+        let mut m = model();
+        let p = Pipeline::parse("fixpoint(cse,dce),fold-constants").unwrap();
+        let mut pm = quiet(PassManagerOptions::default());
+        let r = pm.run(&p, &mut m).unwrap();
+        let names: Vec<_> = r
+            .passes
+            .iter()
+            .map(|p| (p.name.as_str(), p.iteration))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("cse", Some(1)),
+                ("dce", Some(1)),
+                ("cse", Some(2)),
+                ("dce", Some(2)),
+                ("fold-constants", None)
+            ]
+        );
+        assert!(r.passes[0].changed && r.passes[1].changed && !r.passes[2].changed);
+        assert_eq!(r.passes[0].stats["nodes-merged"], 2);
+        assert_eq!((r.passes[1].nodes_before, r.passes[1].nodes_after), (5, 4));
+        let n = r.passes[0].numeric.as_ref().unwrap();
+        assert!(n.passed && n.max_abs == 0.0 && n.outputs[0].name == "out");
+        assert!(r.passes[2].numeric.is_none(), "unchanged: no check");
+        assert_eq!((r.nodes_before, r.nodes_after), (7, 4));
+        assert_eq!(r.pipeline, "fixpoint(cse,dce),fold-constants");
+        assert!(r.notes.is_empty() && r.stopped_after_steps.is_none());
+        let t = r.table();
+        assert!(
+            t.contains("cse (iter 1)") && t.contains("7 → 5") && t.contains("ok"),
+            "{t}"
+        );
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["passes"][0]["numeric"]["passed"], serde_json::json!(true));
+    }
+
+    #[test]
+    fn numeric_failure_names_pass_and_first_diverging_node_and_rolls_back() {
+        let orig = model();
+        let mut m = orig.clone();
+        let mut pm = quiet(PassManagerOptions::default());
+        let mut steps = vec![
+            Scheduled::Pass(registry::create("dce", &serde_json::Value::Null).unwrap()),
+            Scheduled::Pass(Box::new(Perturb {
+                factor: 1.001,
+                kind: PassKind::Exact,
+            })),
+        ];
+        let e = pm.run_scheduled(&mut steps, &mut m).unwrap_err();
+        let PassError::Numeric {
+            pass,
+            step,
+            first_diverging,
+            summary,
+        } = &e
+        else {
+            panic!("{e}")
+        };
+        assert_eq!((pass.as_str(), *step), ("perturb", 2));
+        assert!(
+            first_diverging.starts_with("%1 (constant) in @main result 0"),
+            "{first_diverging}"
+        );
+        assert!(summary.contains("output `out`"), "{summary}");
+        // Rolled back to the module after dce; the report keeps the dce step.
+        let mut after_dce = orig.clone();
+        crate::testutil::run_pass("dce", &mut after_dce);
+        assert_eq!(m, after_dce);
+        assert_eq!(pm.last_report().unwrap().passes.len(), 1);
+    }
+
+    #[test]
+    fn tolerance_by_kind_and_override() {
+        let tiny = || {
+            vec![Scheduled::Pass(Box::new(Perturb {
+                factor: 1.0 + 1e-6,
+                kind: PassKind::Algebra,
+            }))]
+        };
+        let mut m = model();
+        let r = quiet(PassManagerOptions::default())
+            .run_scheduled(&mut tiny(), &mut m)
+            .unwrap();
+        let n = r.passes[0].numeric.as_ref().unwrap();
+        assert!(
+            n.passed && n.max_abs > 0.0 && n.max_rel < 1e-5,
+            "{}",
+            n.summary()
+        );
+        let mut opts = PassManagerOptions::default();
+        opts.numeric
+            .tolerance
+            .insert("perturb".into(), Tolerance::EXACT);
+        let e = quiet(opts)
+            .run_scheduled(&mut tiny(), &mut model())
+            .unwrap_err();
+        assert!(matches!(e, PassError::Numeric { .. }), "{e}");
+    }
+
+    #[test]
+    fn verify_failure_and_lying_pass() {
+        let mut m = model();
+        let e = quiet(PassManagerOptions::default())
+            .run_scheduled(&mut [Scheduled::Pass(Box::new(BreakTypes))], &mut m)
+            .unwrap_err();
+        assert!(
+            matches!(&e, PassError::Verify { pass, step: 1, .. } if pass == "break-types"),
+            "{e}"
+        );
+        assert_eq!(m, model(), "rolled back");
+        let e = quiet(PassManagerOptions::default())
+            .run_scheduled(
+                &mut [Scheduled::Pass(Box::new(Renamer { honest: false }))],
+                &mut m,
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("reported no change but changed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fixpoint_bound_is_reported() {
+        let mut steps = vec![Scheduled::Fixpoint {
+            steps: vec![Scheduled::Pass(Box::new(Renamer { honest: true }))],
+            max_iters: 3,
+        }];
+        let r = quiet(PassManagerOptions::default())
+            .run_scheduled(&mut steps, &mut model())
+            .unwrap();
+        assert_eq!(r.passes.len(), 3);
+        assert!(r.notes[0].contains("fixpoint(renamer) still changed the module after 3"));
+    }
+
+    #[test]
+    fn max_steps_stops_and_says_so() {
+        let mut m = model();
+        let opts = PassManagerOptions {
+            max_steps: Some(1),
+            ..Default::default()
+        };
+        let r = quiet(opts)
+            .run(&Pipeline::parse("cse,dce").unwrap(), &mut m)
+            .unwrap();
+        assert_eq!(r.passes.len(), 1);
+        assert_eq!(r.stopped_after_steps, Some(1));
+        assert!(r.table().contains("stopped after 1 steps"));
+        assert_eq!(m.node_count(), 5, "cse ran, dce did not");
+    }
+
+    #[test]
+    fn print_ir_after_and_dump_dir() {
+        let dir = std::env::temp_dir().join(format!("fuselage-dump-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dumps = RefCell::new(vec![]);
+        let opts = PassManagerOptions {
+            print_ir_after: vec!["dce".into()],
+            dump_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let mut m = model();
+        {
+            let mut pm = PassManager::new(opts);
+            pm.set_ir_sink(|d: &IrDump| dumps.borrow_mut().push(d.clone()));
+            pm.run(&Pipeline::parse("cse,dce").unwrap(), &mut m)
+                .unwrap();
+        }
+        let dumps = dumps.into_inner();
+        assert_eq!(dumps.len(), 1);
+        assert_eq!((dumps[0].step, dumps[0].pass.as_str()), (2, "dce"));
+        assert_eq!(parse_module(&dumps[0].text, "dump").unwrap(), m);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, vec!["00-input.fir", "01-cse.fir", "02-dce.fir"]);
+        let last = std::fs::read_to_string(dir.join("02-dce.fir")).unwrap();
+        assert_eq!(parse_module(&last, "02-dce.fir").unwrap(), m);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let bad = PassManagerOptions {
+            print_ir_after: vec!["dcee".into()],
+            ..Default::default()
+        };
+        let e = quiet(bad)
+            .run(&Pipeline::parse("dce").unwrap(), &mut model())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown pass `dcee` (allowed: all, dce"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shape_specialization_is_checked_on_the_bound_sizes() {
+        let mut m = model();
+        let r = quiet(PassManagerOptions::default())
+            .run(
+                &Pipeline::parse("shape-infer{bind=\"B=5\"}").unwrap(),
+                &mut m,
+            )
+            .unwrap();
+        assert!(r.passes[0].numeric.as_ref().unwrap().passed);
+        assert_eq!(m.entry().unwrap().input_types()[0].to_string(), "f32[5,3]");
+    }
+
+    #[test]
+    fn unknown_pass_fails_before_anything_runs() {
+        let mut m = model();
+        let e = quiet(PassManagerOptions::default())
+            .run(&Pipeline::parse("dce,nope").unwrap(), &mut m)
+            .unwrap_err();
+        assert!(matches!(e, PassError::UnknownPass { .. }));
+        assert_eq!(m, model());
+    }
 }

@@ -41,7 +41,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
 
-            let out = eval_op(Op::Abs(Abs {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Abs(Abs {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| if x < 0.0 { -x } else { x }).collect();
             check_exact(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }
@@ -53,12 +53,16 @@ mod tests {
 
     #[test]
     fn rejects_non_numeric_operands() {
-        let e = eval_op(Op::Abs(Abs {}), &[t(DType::Bool, &[1.0, 2.0])]).unwrap_err().to_string();
-        assert!(e.contains("numeric") && e.contains("[2]"), "{e}");
-        let e = eval_op(Op::Abs(Abs {}), &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])])
+        let e = eval_op(Op::Abs(Abs {}), &[t(DType::Bool, &[1.0, 2.0])])
             .unwrap_err()
             .to_string();
+        assert!(e.contains("numeric") && e.contains("[2]"), "{e}");
+        let e = eval_op(
+            Op::Abs(Abs {}),
+            &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("takes 1 operand, found 2"), "{e}");
     }
-
 }

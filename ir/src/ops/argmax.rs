@@ -44,7 +44,11 @@ impl OpSpec for ArgMax {
         let axis = normalize_axis(Self::NAME, self.axis, x.rank())?;
         let (outer, len, inner) = split_at_axis(x.shape(), axis);
         if len == 0 && outer * inner > 0 {
-            crate::bail!("argmax over an empty axis {} of shape {:?}", self.axis, x.shape());
+            crate::bail!(
+                "argmax over an empty axis {} of shape {:?}",
+                self.axis,
+                x.shape()
+            );
         }
         let d = x.data();
         let mut out = Vec::with_capacity(outer * inner);
@@ -96,7 +100,7 @@ mod tests {
             prop_assume!(axis >= -rank && axis < rank);
             let a = axis.rem_euclid(rank) as usize;
             let x = rand_tensor(dt, shape.clone(), seed);
-            let out = eval_op(Op::ArgMax(ArgMax { axis, keepdims }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::ArgMax(ArgMax { axis, keepdims }), std::slice::from_ref(&x)).unwrap();
             let mut keep = shape.clone();
             keep[a] = 1;
             let naive: Vec<f64> = indices(&keep)
@@ -121,13 +125,34 @@ mod tests {
     #[test]
     fn nan_wins_and_errors_are_clear() {
         let x = Tensor::new(DType::F32, vec![4], vec![1.0, f64::NAN, 5.0, f64::NAN]).unwrap();
-        let out = eval_op(Op::ArgMax(ArgMax { axis: 0, keepdims: false }), &[x]).unwrap();
+        let out = eval_op(
+            Op::ArgMax(ArgMax {
+                axis: 0,
+                keepdims: false,
+            }),
+            &[x],
+        )
+        .unwrap();
         assert_eq!(out[0].data(), &[1.0]);
         let e = rand_tensor(DType::F32, vec![2, 0], 0);
-        let err = eval_op(Op::ArgMax(ArgMax { axis: 1, keepdims: false }), &[e]).unwrap_err();
+        let err = eval_op(
+            Op::ArgMax(ArgMax {
+                axis: 1,
+                keepdims: false,
+            }),
+            &[e],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("empty axis"), "{err}");
         let b = rand_tensor(DType::Bool, vec![2], 0);
-        let err = eval_op(Op::ArgMax(ArgMax { axis: 0, keepdims: false }), &[b]).unwrap_err();
+        let err = eval_op(
+            Op::ArgMax(ArgMax {
+                axis: 0,
+                keepdims: false,
+            }),
+            &[b],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("numeric"), "{err}");
     }
 
@@ -135,7 +160,12 @@ mod tests {
     fn symbolic_dims_flow_through() {
         let m = crate::module::Module::new();
         let t = TensorType::new(DType::F16, vec![Dim::from("B"), Dim::from("V")]);
-        let out = ArgMax { axis: -1, keepdims: true }.infer(&InferCx { module: &m }, &[t]).unwrap();
+        let out = ArgMax {
+            axis: -1,
+            keepdims: true,
+        }
+        .infer(&InferCx { module: &m }, &[t])
+        .unwrap();
         assert_eq!(out[0].to_string(), "i64[B,1]");
     }
 }

@@ -41,8 +41,12 @@ pub struct Attention {
 }
 
 /// Check `q, k, v` of an attention op; returns the result type `[B,H,Sq,Dv]`.
-pub(crate) fn infer_qkv(op: &str, q: &TensorType, k: &TensorType, v: &TensorType)
-    -> Result<TensorType, OpError> {
+pub(crate) fn infer_qkv(
+    op: &str,
+    q: &TensorType,
+    k: &TensorType,
+    v: &TensorType,
+) -> Result<TensorType, OpError> {
     let d = same_dtype(op, &[q.clone(), k.clone(), v.clone()])?;
     expect_float(op, "q", q)?;
     expect_rank(op, "q[B,H,Sq,D]", q, 4)?;
@@ -60,7 +64,7 @@ pub(crate) fn infer_qkv(op: &str, q: &TensorType, k: &TensorType, v: &TensorType
     }
     if qs[1] != ks[1] {
         match (&qs[1], &ks[1]) {
-            (Dim::Fixed(h), Dim::Fixed(hk)) if *hk > 0 && h % hk == 0 => {}
+            (Dim::Fixed(h), Dim::Fixed(hk)) if *hk > 0 && h.is_multiple_of(*hk) => {}
             _ => crate::bail!(
                 "{op}: key/value heads {} must divide query heads {} (q {q}, k {k})",
                 ks[1],
@@ -68,7 +72,10 @@ pub(crate) fn infer_qkv(op: &str, q: &TensorType, k: &TensorType, v: &TensorType
             ),
         }
     }
-    Ok(TensorType::new(d, [qs[0].clone(), qs[1].clone(), qs[2].clone(), vs[3].clone()]))
+    Ok(TensorType::new(
+        d,
+        [qs[0].clone(), qs[1].clone(), qs[2].clone(), vs[3].clone()],
+    ))
 }
 
 /// Concrete q/k/v of an attention op with their dims.
@@ -92,12 +99,28 @@ impl<'a> Qkv<'a> {
             crate::bail!("{op} needs rank-4 q, k, v");
         }
         let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-        if qs[0] != ks[0] || ks[0] != vs[0] || qs[3] != ks[3] || ks[1] != vs[1] || ks[2] != vs[2]
-            || ks[1] == 0 || qs[1] % ks[1] != 0
+        if qs[0] != ks[0]
+            || ks[0] != vs[0]
+            || qs[3] != ks[3]
+            || ks[1] != vs[1]
+            || ks[2] != vs[2]
+            || ks[1] == 0
+            || qs[1] % ks[1] != 0
         {
             crate::bail!("{op}: inconsistent shapes q {qs:?}, k {ks:?}, v {vs:?}");
         }
-        Ok(Qkv { q, k, v, b: qs[0], h: qs[1], hk: ks[1], sq: qs[2], sk: ks[2], d: qs[3], dv: vs[3] })
+        Ok(Qkv {
+            q,
+            k,
+            v,
+            b: qs[0],
+            h: qs[1],
+            hk: ks[1],
+            sq: qs[2],
+            sk: ks[2],
+            d: qs[3],
+            dv: vs[3],
+        })
     }
 
     /// Unscaled logits `q[b,h,i]·k[b,hk(h),j]` for all `j`.
@@ -108,7 +131,10 @@ impl<'a> Qkv<'a> {
         (0..self.sk)
             .map(|j| {
                 let ko = ((b * self.hk + kh) * self.sk + j) * self.d;
-                qrow.iter().zip(&self.k.data()[ko..ko + self.d]).map(|(a, c)| a * c).sum()
+                qrow.iter()
+                    .zip(&self.k.data()[ko..ko + self.d])
+                    .map(|(a, c)| a * c)
+                    .sum()
             })
             .collect()
     }
@@ -123,7 +149,10 @@ impl<'a> Qkv<'a> {
                 continue;
             }
             let vo = ((b * self.hk + kh) * self.sk + j) * self.dv;
-            for (o, &x) in out[start..].iter_mut().zip(&self.v.data()[vo..vo + self.dv]) {
+            for (o, &x) in out[start..]
+                .iter_mut()
+                .zip(&self.v.data()[vo..vo + self.dv])
+            {
                 *o += wj * x;
             }
         }
@@ -152,7 +181,10 @@ impl OpSpec for Attention {
 
     fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
         if inputs.len() < 3 {
-            crate::bail!("attention takes q, k, v and zero or more biases, found {} operands", inputs.len());
+            crate::bail!(
+                "attention takes q, k, v and zero or more biases, found {} operands",
+                inputs.len()
+            );
         }
         let out = infer_qkv(Self::NAME, &inputs[0], &inputs[1], &inputs[2])?;
         let (q, k) = (&inputs[0].shape, &inputs[1].shape);
@@ -181,7 +213,10 @@ impl OpSpec for Attention {
         let mut biases = vec![];
         for t in &inputs[3..] {
             if broadcast_shapes(Self::NAME, t.shape(), &logit_shape)? != logit_shape {
-                crate::bail!("attention bias {:?} does not broadcast to {logit_shape:?}", t.shape());
+                crate::bail!(
+                    "attention bias {:?} does not broadcast to {logit_shape:?}",
+                    t.shape()
+                );
             }
             biases.push((t.data(), broadcast_strides(t.shape(), &logit_shape)));
         }
@@ -217,8 +252,9 @@ impl OpSpec for Attention {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
-    use super::{AttnMask, Attention};
+    use super::{Attention, AttnMask};
     use crate::dtype::DType;
     use crate::ops::testing::{eval_op, rand_tensor};
     use crate::ops::Op;
@@ -228,37 +264,56 @@ mod tests {
     /// Naive: repeat k/v heads, full logits matrix, additive -inf causal mask, softmax with the
     /// max subtracted, then probabilities times v.
     #[allow(clippy::too_many_arguments)]
-    fn naive(q: &Tensor, k: &Tensor, v: &Tensor, biases: &[Tensor], causal: bool,
-             scale: f64) -> Vec<f64> {
+    fn naive(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        biases: &[Tensor],
+        causal: bool,
+        scale: f64,
+    ) -> Vec<f64> {
         let (b, h, sq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let (hk, sk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
         let rep = h / hk;
         let mut out = vec![];
-        for bi in 0..b { for hi in 0..h { for i in 0..sq {
-            let mut row = vec![0.0; sk];
-            for (j, r) in row.iter_mut().enumerate() {
-                let mut dot = 0.0;
-                for x in 0..d { dot += q.at(&[bi, hi, i, x]) * k.at(&[bi, hi / rep, j, x]); }
-                *r = dot * scale;
-                for bias in biases {
-                    let s = bias.shape();
-                    let full = [bi, hi, i, j];
-                    let idx: Vec<usize> = full[4 - s.len()..].iter().zip(s)
-                        .map(|(&n, &m)| if m == 1 { 0 } else { n }).collect();
-                    *r += bias.at(&idx);
+        for bi in 0..b {
+            for hi in 0..h {
+                for i in 0..sq {
+                    let mut row = vec![0.0; sk];
+                    for (j, r) in row.iter_mut().enumerate() {
+                        let mut dot = 0.0;
+                        for x in 0..d {
+                            dot += q.at(&[bi, hi, i, x]) * k.at(&[bi, hi / rep, j, x]);
+                        }
+                        *r = dot * scale;
+                        for bias in biases {
+                            let s = bias.shape();
+                            let full = [bi, hi, i, j];
+                            let idx: Vec<usize> = full[4 - s.len()..]
+                                .iter()
+                                .zip(s)
+                                .map(|(&n, &m)| if m == 1 { 0 } else { n })
+                                .collect();
+                            *r += bias.at(&idx);
+                        }
+                        if causal && j + sq > i + sk {
+                            *r = f64::NEG_INFINITY;
+                        }
+                    }
+                    let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = row.iter().map(|x| (x - m).exp()).sum();
+                    for c in 0..dv {
+                        let mut acc = 0.0;
+                        if m > f64::NEG_INFINITY {
+                            for j in 0..sk {
+                                acc += (row[j] - m).exp() / z * v.at(&[bi, hi / rep, j, c]);
+                            }
+                        }
+                        out.push(acc);
+                    }
                 }
-                if causal && j + sq > i + sk { *r = f64::NEG_INFINITY; }
             }
-            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = row.iter().map(|x| (x - m).exp()).sum();
-            for c in 0..dv {
-                let mut acc = 0.0;
-                if m > f64::NEG_INFINITY {
-                    for j in 0..sk { acc += (row[j] - m).exp() / z * v.at(&[bi, hi / rep, j, c]); }
-                }
-                out.push(acc);
-            }
-        }}}
+        }
         out
     }
 
@@ -294,15 +349,24 @@ mod tests {
     fn gqa_head_mismatch_and_bad_bias_are_type_errors() {
         let q = rand_tensor(DType::F32, vec![1, 3, 2, 4], 0);
         let k = rand_tensor(DType::F32, vec![1, 2, 2, 4], 0);
-        let e = eval_op(Op::Attention(Attention::default()), &[q.clone(), k.clone(), k])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("key/value heads 2 must divide query heads 3"), "{e}");
+        let e = eval_op(
+            Op::Attention(Attention::default()),
+            &[q.clone(), k.clone(), k],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("key/value heads 2 must divide query heads 3"),
+            "{e}"
+        );
         let k = rand_tensor(DType::F32, vec![1, 3, 5, 4], 0);
         let bias = rand_tensor(DType::F32, vec![3, 5], 0);
-        let e = eval_op(Op::Attention(Attention::default()), &[q, k.clone(), k, bias])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::Attention(Attention::default()),
+            &[q, k.clone(), k, bias],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bias 0"), "{e}");
     }
 }

@@ -35,15 +35,36 @@ pub struct AvgPool2d {
 impl AvgPool2d {
     fn out_hw(&self, h: u64, w: u64) -> Result<(u64, u64), OpError> {
         let p = self.padding;
-        let k = [self.kernel[0], self.kernel[1], self.kernel[0], self.kernel[1]];
+        let k = [
+            self.kernel[0],
+            self.kernel[1],
+            self.kernel[0],
+            self.kernel[1],
+        ];
         if p.iter().zip(k).any(|(&pad, k)| pad > k / 2) {
             crate::bail!(
                 "avg_pool2d: padding {p:?} must be at most half the kernel {:?}",
                 self.kernel
             );
         }
-        let ho = window_out("avg_pool2d", "height", h, p[0] + p[2], self.kernel[0], 1, self.stride[0])?;
-        let wo = window_out("avg_pool2d", "width", w, p[1] + p[3], self.kernel[1], 1, self.stride[1])?;
+        let ho = window_out(
+            "avg_pool2d",
+            "height",
+            h,
+            p[0].saturating_add(p[2]),
+            self.kernel[0],
+            1,
+            self.stride[0],
+        )?;
+        let wo = window_out(
+            "avg_pool2d",
+            "width",
+            w,
+            p[1].saturating_add(p[3]),
+            self.kernel[1],
+            1,
+            self.stride[1],
+        )?;
         Ok((ho, wo))
     }
 }
@@ -106,6 +127,7 @@ impl OpSpec for AvgPool2d {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::AvgPool2d;
     use crate::dtype::DType;
@@ -117,11 +139,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn matches_naive_window_mean(h in 2usize..6, w in 2usize..6, k in 1u64..3, s in 1u64..3,
-                                     p in 0u64..2, incl in proptest::bool::ANY, seed in 0u64..1000) {
+                                     p in 0u64..2, incl in proptest::bool::ANY,
+                                     seed in 0u64..1000) {
             let p = p.min(k - 1);
             let x = rand_tensor(DType::F64, vec![1, 2, h, w], seed);
-            let op = AvgPool2d { kernel: [k, k], stride: [s, s], padding: [p, p, p, p], count_include_pad: incl };
-            let out = eval_op(Op::AvgPool2d(op), &[x.clone()]).unwrap();
+            let op = AvgPool2d {
+                kernel: [k, k], stride: [s, s], padding: [p, p, p, p], count_include_pad: incl,
+            };
+            let out = eval_op(Op::AvgPool2d(op), std::slice::from_ref(&x)).unwrap();
             let (k, s, p) = (k as i64, s as i64, p as i64);
             let ho = ((h as i64 + 2 * p - k) / s + 1) as usize;
             let wo = ((w as i64 + 2 * p - k) / s + 1) as usize;
@@ -147,10 +172,22 @@ mod tests {
     #[test]
     fn oversized_padding_and_kernel_are_errors() {
         let x = rand_tensor(DType::F32, vec![1, 1, 3, 3], 0);
-        let op = AvgPool2d { kernel: [2, 2], stride: [1, 1], padding: [2, 0, 0, 0], count_include_pad: false };
-        let e = eval_op(Op::AvgPool2d(op), &[x.clone()]).unwrap_err().to_string();
+        let op = AvgPool2d {
+            kernel: [2, 2],
+            stride: [1, 1],
+            padding: [2, 0, 0, 0],
+            count_include_pad: false,
+        };
+        let e = eval_op(Op::AvgPool2d(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at most half the kernel"), "{e}");
-        let op = AvgPool2d { kernel: [4, 4], stride: [1, 1], padding: [0; 4], count_include_pad: true };
+        let op = AvgPool2d {
+            kernel: [4, 4],
+            stride: [1, 1],
+            padding: [0; 4],
+            count_include_pad: true,
+        };
         let e = eval_op(Op::AvgPool2d(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("kernel span 4"), "{e}");
     }

@@ -23,7 +23,10 @@ impl OpSpec for BroadcastTo {
         let x = &inputs[0];
         let t = &self.shape;
         if x.rank() > t.len() {
-            crate::bail!("broadcast_to: operand {x} has higher rank than target [{}]", join(t));
+            crate::bail!(
+                "broadcast_to: operand {x} has higher rank than target [{}]",
+                join(t)
+            );
         }
         let off = t.len() - x.rank();
         for (i, d) in x.shape.iter().enumerate() {
@@ -43,11 +46,17 @@ impl OpSpec for BroadcastTo {
         let x = inputs[0];
         let out = resolve_dims(Self::NAME, &self.shape, cx.bindings)?;
         let off = out.len().checked_sub(x.rank()).ok_or_else(|| {
-            OpError::new(format!("broadcast_to: {:?} has higher rank than {out:?}", x.shape()))
+            OpError::new(format!(
+                "broadcast_to: {:?} has higher rank than {out:?}",
+                x.shape()
+            ))
         })?;
         for (i, &d) in x.shape().iter().enumerate() {
             if d != out[off + i] && d != 1 {
-                crate::bail!("broadcast_to: {:?} does not broadcast to {out:?}", x.shape());
+                crate::bail!(
+                    "broadcast_to: {:?} does not broadcast to {out:?}",
+                    x.shape()
+                );
             }
         }
         let s = broadcast_strides(x.shape(), &out);
@@ -59,6 +68,7 @@ impl OpSpec for BroadcastTo {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::BroadcastTo;
     use crate::dtype::DType;
@@ -73,7 +83,7 @@ mod tests {
                                 seed in 0u64..1000) {
             let x = rand_tensor(DType::F16, vec![b, 1], seed);
             let op = BroadcastTo { shape: vec![a.into(), b.into(), c.into()] };
-            let out = eval_op(Op::BroadcastTo(op), &[x.clone()]).unwrap();
+            let out = eval_op(Op::BroadcastTo(op), std::slice::from_ref(&x)).unwrap();
             for i in 0..a { for j in 0..b { for k in 0..c {
                 prop_assert_eq!(out[0].at(&[i, j, k]), x.at(&[j, 0]));
             }}}
@@ -83,7 +93,9 @@ mod tests {
     #[test]
     fn incompatible_dim_is_a_type_error() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
-        let op = BroadcastTo { shape: vec![2usize.into(), 4usize.into()] };
+        let op = BroadcastTo {
+            shape: vec![2usize.into(), 4usize.into()],
+        };
         let e = eval_op(Op::BroadcastTo(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("3 vs 4"), "{e}");
     }

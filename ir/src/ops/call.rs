@@ -24,7 +24,11 @@ pub(crate) fn function<'m>(op: &str, m: &'m Module, name: &str) -> Result<&'m Gr
     m.functions.get(name).ok_or_else(|| {
         OpError::new(format!(
             "{op}: no function @{name} in the module (functions: {})",
-            m.functions.keys().map(|k| format!("@{k}")).collect::<Vec<_>>().join(", ")
+            m.functions
+                .keys()
+                .map(|k| format!("@{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })
 }
@@ -75,6 +79,7 @@ impl OpSpec for Call {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Call;
     use crate::dtype::DType;
@@ -94,8 +99,12 @@ mod tests {
         let mut g = Graph::new();
         let a = g.add_input("a", TensorType::fixed(DType::F32, &[m, k]));
         let b = g.add_input("b", TensorType::fixed(DType::F32, &[k, n]));
-        let p = g.add_inferred(&md, Op::MatMul(MatMul {}), vec![a.into(), b.into()], None).unwrap();
-        let s = g.add_inferred(&md, Op::Add(Add {}), vec![p.into(), p.into()], None).unwrap();
+        let p = g
+            .add_inferred(&md, Op::MatMul(MatMul {}), vec![a.into(), b.into()], None)
+            .unwrap();
+        let s = g
+            .add_inferred(&md, Op::Add(Add {}), vec![p.into(), p.into()], None)
+            .unwrap();
         g.add_output("s", s.into());
         g.add_output("p", p.into());
         md.functions.insert("f".into(), g);
@@ -126,10 +135,17 @@ mod tests {
     fn type_mismatch_unknown_callee_and_recursion_are_errors() {
         let a = rand_tensor(DType::F32, vec![2, 3], 0);
         let b = rand_tensor(DType::F32, vec![3, 5], 0);
-        let e = eval_op_in(callee_module(2, 3, 4), Op::Call(Call { callee: "f".into() }), &[a.clone(), b])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("operand 1 must be f32[3,4], found f32[3,5]"), "{e}");
+        let e = eval_op_in(
+            callee_module(2, 3, 4),
+            Op::Call(Call { callee: "f".into() }),
+            &[a.clone(), b],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("operand 1 must be f32[3,4], found f32[3,5]"),
+            "{e}"
+        );
         let e = eval_op_in(Module::new(), Op::Call(Call { callee: "g".into() }), &[a])
             .unwrap_err()
             .to_string();
@@ -143,7 +159,9 @@ mod tests {
             let mut g = Graph::new();
             let x = g.add_input("x", ty.clone());
             let c = g.add_node(crate::graph::Node {
-                op: Op::Call(Call { callee: other.into() }),
+                op: Op::Call(Call {
+                    callee: other.into(),
+                }),
                 operands: vec![x.into()],
                 results: vec![ty.clone()],
                 name: None,
@@ -153,13 +171,20 @@ mod tests {
         }
         let call = Call { callee: "r".into() };
         let e = call
-            .infer(&crate::ops::InferCx { module: &md }, std::slice::from_ref(&ty))
+            .infer(
+                &crate::ops::InferCx { module: &md },
+                std::slice::from_ref(&ty),
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("recursive call"), "{e}");
         let x = rand_tensor(DType::F32, vec![2], 1);
         let b = HashMap::new();
-        let cx = EvalCx { module: &md, bindings: &b, result_types: std::slice::from_ref(&ty) };
+        let cx = EvalCx {
+            module: &md,
+            bindings: &b,
+            result_types: std::slice::from_ref(&ty),
+        };
         let e = call.eval(&cx, &[&x]).unwrap_err().to_string();
         assert!(e.contains("nesting deeper than"), "{e}");
     }

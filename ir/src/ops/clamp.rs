@@ -75,7 +75,7 @@ mod tests {
         ) {
             let hi = if has_hi { Some(lo.unwrap_or(-1.0) + width) } else { None };
             let x = rand_tensor(dt, shape.clone(), seed);
-            let out = eval_op(Op::Clamp(Clamp { min: lo, max: hi }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Clamp(Clamp { min: lo, max: hi }), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| {
                 let mut y = x;
                 if let Some(l) = lo { if y < l { y = l; } }
@@ -90,7 +90,9 @@ mod tests {
     fn inverted_bounds_and_bool_are_rejected() {
         let x = Tensor::new(DType::F32, vec![2], vec![1.0, f64::NAN]).unwrap();
         let op = |min, max| Op::Clamp(Clamp { min, max });
-        let e = eval_op(op(Some(2.0), Some(1.0)), &[x.clone()]).unwrap_err().to_string();
+        let e = eval_op(op(Some(2.0), Some(1.0)), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("min (2) must not exceed max (1)"), "{e}");
         let out = eval_op(op(Some(2.0), None), &[x]).unwrap();
         assert_eq!(out[0].data()[0], 2.0);

@@ -53,14 +53,22 @@ impl OpSpec for Compare {
     const NAME: &'static str = "compare";
 
     fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
-        Ok(vec![infer_binary(Self::NAME, inputs, false)?.with_dtype(DType::Bool)])
+        Ok(vec![
+            infer_binary(Self::NAME, inputs, false)?.with_dtype(DType::Bool)
+        ])
     }
 
     fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         expect_arity(Self::NAME, inputs, 2)?;
         let p = self.predicate;
         let f = |x, y| if p.apply(x, y) { 1.0 } else { 0.0 };
-        Ok(vec![binary_map(Self::NAME, inputs[0], inputs[1], DType::Bool, f)?])
+        Ok(vec![binary_map(
+            Self::NAME,
+            inputs[0],
+            inputs[1],
+            DType::Bool,
+            f,
+        )?])
     }
 }
 
@@ -74,6 +82,7 @@ mod tests {
     use crate::ops::{compare::Compare, Op};
     use crate::tensor::Tensor;
     use proptest::prelude::*;
+    use std::cmp::Ordering;
 
     proptest! {
         #[test]
@@ -98,13 +107,14 @@ mod tests {
                 .iter()
                 .map(|i| {
                     let (x, y) = (at_broadcast(&a, i), at_broadcast(&b, i));
+                    let o = x.partial_cmp(&y);
                     let r = match p {
-                        Predicate::Eq => !(x < y || x > y),
-                        Predicate::Ne => x < y || x > y,
-                        Predicate::Lt => y - x > 0.0,
-                        Predicate::Le => !(x > y),
-                        Predicate::Gt => x - y > 0.0,
-                        Predicate::Ge => !(x < y),
+                        Predicate::Eq => o == Some(Ordering::Equal),
+                        Predicate::Ne => o != Some(Ordering::Equal),
+                        Predicate::Lt => o == Some(Ordering::Less),
+                        Predicate::Le => matches!(o, Some(Ordering::Less | Ordering::Equal)),
+                        Predicate::Gt => o == Some(Ordering::Greater),
+                        Predicate::Ge => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
                     };
                     r as u8 as f64
                 })
@@ -117,8 +127,14 @@ mod tests {
     fn nan_compares_unequal_and_dtypes_must_match() {
         let a = Tensor::new(DType::F32, vec![1], vec![f64::NAN]).unwrap();
         let op = |predicate| Op::Compare(Compare { predicate });
-        assert_eq!(eval_op(op(Predicate::Eq), &[a.clone(), a.clone()]).unwrap()[0].data(), &[0.0]);
-        assert_eq!(eval_op(op(Predicate::Ne), &[a.clone(), a.clone()]).unwrap()[0].data(), &[1.0]);
+        assert_eq!(
+            eval_op(op(Predicate::Eq), &[a.clone(), a.clone()]).unwrap()[0].data(),
+            &[0.0]
+        );
+        assert_eq!(
+            eval_op(op(Predicate::Ne), &[a.clone(), a.clone()]).unwrap()[0].data(),
+            &[1.0]
+        );
         let b = Tensor::new(DType::F16, vec![1], vec![1.0]).unwrap();
         let e = eval_op(op(Predicate::Lt), &[a, b]).unwrap_err().to_string();
         assert!(e.contains("share a dtype"), "{e}");

@@ -28,7 +28,9 @@ impl OpSpec for Concat {
         let mut sym: Option<Dim> = None;
         for (i, t) in inputs.iter().enumerate() {
             if t.rank() != first.rank() {
-                crate::bail!("concat operands must share a rank: operand 0 is {first}, operand {i} is {t}");
+                crate::bail!(
+                    "concat operands must share a rank: operand 0 is {first}, operand {i} is {t}"
+                );
             }
             for (k, (a, b)) in first.shape.iter().zip(&t.shape).enumerate() {
                 if k != ax && a != b {
@@ -38,12 +40,18 @@ impl OpSpec for Concat {
                 }
             }
             match &t.shape[ax] {
-                Dim::Fixed(n) => total += n,
+                Dim::Fixed(n) => {
+                    total = total.checked_add(*n).ok_or_else(|| {
+                        OpError::new(format!("concat along axis {ax}: size overflows u64"))
+                    })?
+                }
                 s @ Dim::Sym(_) => {
                     if sym.is_some() {
+                        let parts: Vec<String> =
+                            inputs.iter().map(|t| t.shape[ax].to_string()).collect();
                         crate::bail!(
-                            "concat along axis {ax} of symbolic dims ({}) cannot be expressed as one dim",
-                            inputs.iter().map(|t| t.shape[ax].to_string()).collect::<Vec<_>>().join(" + ")
+                            "concat along axis {ax} of symbolic dims ({}) cannot be one dim",
+                            parts.join(" + ")
                         );
                     }
                     sym = Some(s.clone());
@@ -55,7 +63,11 @@ impl OpSpec for Concat {
             Some(s) if total == 0 => s,
             Some(s) => crate::bail!(
                 "concat along axis {ax}: {s} + {total} cannot be expressed as one dim (shapes: {})",
-                inputs.iter().map(|t| format!("[{}]", join(&t.shape))).collect::<Vec<_>>().join(", ")
+                inputs
+                    .iter()
+                    .map(|t| format!("[{}]", join(&t.shape)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         let mut shape = first.shape.clone();
@@ -76,7 +88,11 @@ impl OpSpec for Concat {
                 || t.shape()[..ax] != first.shape()[..ax]
                 || t.shape()[ax + 1..] != first.shape()[ax + 1..]
             {
-                crate::bail!("concat: shapes {:?} and {:?} differ off axis {ax}", first.shape(), t.shape());
+                crate::bail!(
+                    "concat: shapes {:?} and {:?} differ off axis {ax}",
+                    first.shape(),
+                    t.shape()
+                );
             }
             shape[ax] += t.shape()[ax];
         }
@@ -92,6 +108,7 @@ impl OpSpec for Concat {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Concat;
     use crate::dtype::DType;
@@ -119,7 +136,9 @@ mod tests {
     fn off_axis_mismatch_is_a_type_error() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
         let y = rand_tensor(DType::F32, vec![3, 3], 0);
-        let e = eval_op(Op::Concat(Concat { axis: 1 }), &[x, y]).unwrap_err().to_string();
+        let e = eval_op(Op::Concat(Concat { axis: 1 }), &[x, y])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dim 0 (3 vs 2)"), "{e}");
     }
 }

@@ -33,7 +33,9 @@ impl OpSpec for Constant {
             .constants
             .get(&self.name)
             .ok_or_else(|| OpError::new(format!("no constant named `{}`", self.name)))?;
-        let t = c.value(&self.name).map_err(|e| OpError::new(e.to_string()))?;
+        let t = c
+            .value(&self.name)
+            .map_err(|e| OpError::new(e.to_string()))?;
         Ok(vec![(*t).clone()])
     }
 }

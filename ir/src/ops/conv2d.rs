@@ -38,7 +38,12 @@ pub struct Conv2d {
 
 impl Default for Conv2d {
     fn default() -> Self {
-        Conv2d { stride: ones2(), padding: [0; 4], dilation: ones2(), groups: 1 }
+        Conv2d {
+            stride: ones2(),
+            padding: [0; 4],
+            dilation: ones2(),
+            groups: 1,
+        }
     }
 }
 
@@ -55,14 +60,15 @@ pub(crate) fn window_out(
     if stride == 0 || dil == 0 || k == 0 {
         crate::bail!("{op}: stride, dilation and kernel must be >= 1 ({what})");
     }
-    let span = dil * (k - 1) + 1;
-    if n + pad < span {
+    let span = dil.saturating_mul(k - 1).saturating_add(1);
+    let padded = n.saturating_add(pad);
+    if padded < span {
         crate::bail!(
             "{op}: {what} of {n} (padded to {}) is smaller than the kernel span {span}",
-            n + pad
+            padded
         );
     }
-    Ok((n + pad - span) / stride + 1)
+    Ok((padded - span) / stride + 1)
 }
 
 impl Conv2d {
@@ -71,7 +77,7 @@ impl Conv2d {
             "conv2d",
             "height",
             h,
-            self.padding[0] + self.padding[2],
+            self.padding[0].saturating_add(self.padding[2]),
             kh,
             self.dilation[0],
             self.stride[0],
@@ -80,7 +86,7 @@ impl Conv2d {
             "conv2d",
             "width",
             w,
-            self.padding[1] + self.padding[3],
+            self.padding[1].saturating_add(self.padding[3]),
             kw,
             self.dilation[1],
             self.stride[1],
@@ -90,8 +96,10 @@ impl Conv2d {
 
     fn check_channels(&self, c: u64, o: u64, wc: u64) -> Result<(), OpError> {
         let g = self.groups;
-        if g == 0 || c % g != 0 || o % g != 0 {
-            crate::bail!("conv2d: groups {g} must divide input channels {c} and output channels {o}");
+        if g == 0 || !c.is_multiple_of(g) || !o.is_multiple_of(g) {
+            crate::bail!(
+                "conv2d: groups {g} must divide input channels {c} and output channels {o}"
+            );
         }
         if wc != c / g {
             crate::bail!("conv2d: weight has {wc} input channels per group, expected C/groups = {c}/{g} = {}", c / g);
@@ -124,7 +132,10 @@ impl OpSpec for Conv2d {
             }
         }
         let (ho, wo) = self.out_hw(h, wd, kh, kw)?;
-        Ok(vec![TensorType::new(d, [x.shape[0].clone(), o.into(), ho.into(), wo.into()])])
+        Ok(vec![TensorType::new(
+            d,
+            [x.shape[0].clone(), o.into(), ho.into(), wo.into()],
+        )])
     }
 
     fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -166,7 +177,8 @@ impl OpSpec for Conv2d {
                                     if ix < 0 || ix >= wd as i64 {
                                         continue;
                                     }
-                                    let xv = xd[((ni * c + xc) * h + iy as usize) * wd + ix as usize];
+                                    let xv =
+                                        xd[((ni * c + xc) * h + iy as usize) * wd + ix as usize];
                                     let wv = wdat[((oc * wc + ic) * kh + ky) * kw + kx];
                                     acc += xv * wv;
                                 }
@@ -177,11 +189,14 @@ impl OpSpec for Conv2d {
                 }
             }
         }
-        Ok(vec![Tensor::new(x.dtype(), vec![n, o, ho, wo], out).map_err(op_err)?])
+        Ok(vec![
+            Tensor::new(x.dtype(), vec![n, o, ho, wo], out).map_err(op_err)?
+        ])
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Conv2d;
     use crate::dtype::DType;
@@ -197,24 +212,42 @@ mod tests {
         let [pt, pl, pb, pr] = op.padding.map(|p| p as usize);
         let (hp, wp) = (h + pt + pb, wd + pl + pr);
         let mut padded = vec![0.0; n * c * hp * wp];
-        for a in 0..n { for ch in 0..c { for y in 0..h { for z in 0..wd {
-            padded[((a * c + ch) * hp + y + pt) * wp + z + pl] = x.at(&[a, ch, y, z]);
-        }}}}
+        for a in 0..n {
+            for ch in 0..c {
+                for y in 0..h {
+                    for z in 0..wd {
+                        padded[((a * c + ch) * hp + y + pt) * wp + z + pl] = x.at(&[a, ch, y, z]);
+                    }
+                }
+            }
+        }
         let (sh, sw) = (op.stride[0] as usize, op.stride[1] as usize);
         let (dh, dw) = (op.dilation[0] as usize, op.dilation[1] as usize);
         let ho = (hp - dh * (kh - 1) - 1) / sh + 1;
         let wo = (wp - dw * (kw - 1) - 1) / sw + 1;
         let opg = o / op.groups as usize;
         let mut out = vec![];
-        for a in 0..n { for oc in 0..o { for y in 0..ho { for z in 0..wo {
-            let mut s = b.at(&[oc]);
-            for ic in 0..wc { for ky in 0..kh { for kx in 0..kw {
-                let ch = (oc / opg) * wc + ic;
-                s += padded[((a * c + ch) * hp + y * sh + ky * dh) * wp + z * sw + kx * dw]
-                    * w.at(&[oc, ic, ky, kx]);
-            }}}
-            out.push(s);
-        }}}}
+        for a in 0..n {
+            for oc in 0..o {
+                for y in 0..ho {
+                    for z in 0..wo {
+                        let mut s = b.at(&[oc]);
+                        for ic in 0..wc {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let ch = (oc / opg) * wc + ic;
+                                    s += padded[((a * c + ch) * hp + y * sh + ky * dh) * wp
+                                        + z * sw
+                                        + kx * dw]
+                                        * w.at(&[oc, ic, ky, kx]);
+                                }
+                            }
+                        }
+                        out.push(s);
+                    }
+                }
+            }
+        }
         (vec![n, o, ho, wo], out)
     }
 
@@ -230,7 +263,9 @@ mod tests {
             let x = rand_tensor(DType::F64, vec![2, c, h, w], seed);
             let wt = rand_tensor(DType::F64, vec![o, cpg, k, k], seed + 1);
             let b = rand_tensor(DType::F64, vec![o], seed + 2);
-            let op = Conv2d { stride: [s, 1], padding: [p, 0, 1, p], dilation: [dil, 1], groups: g };
+            let op = Conv2d {
+                stride: [s, 1], padding: [p, 0, 1, p], dilation: [dil, 1], groups: g,
+            };
             let out = eval_op(Op::Conv2d(op.clone()), &[x.clone(), wt.clone(), b.clone()]).unwrap();
             let (shape, want) = naive(&x, &wt, &b, &op);
             prop_assert_eq!(out[0].shape(), &shape[..]);
@@ -244,14 +279,23 @@ mod tests {
     fn channel_and_group_errors() {
         let x = rand_tensor(DType::F32, vec![1, 4, 5, 5], 0);
         let w = rand_tensor(DType::F32, vec![2, 3, 3, 3], 0);
-        let e = eval_op(Op::Conv2d(Conv2d::default()), &[x.clone(), w]).unwrap_err().to_string();
+        let e = eval_op(Op::Conv2d(Conv2d::default()), &[x.clone(), w])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected C/groups = 4/1 = 4"), "{e}");
         let w = rand_tensor(DType::F32, vec![3, 2, 3, 3], 0);
-        let op = Conv2d { groups: 2, ..Conv2d::default() };
-        let e = eval_op(Op::Conv2d(op), &[x.clone(), w]).unwrap_err().to_string();
+        let op = Conv2d {
+            groups: 2,
+            ..Conv2d::default()
+        };
+        let e = eval_op(Op::Conv2d(op), &[x.clone(), w])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("groups 2 must divide"), "{e}");
         let w = rand_tensor(DType::F32, vec![2, 4, 7, 7], 0);
-        let e = eval_op(Op::Conv2d(Conv2d::default()), &[x, w]).unwrap_err().to_string();
+        let e = eval_op(Op::Conv2d(Conv2d::default()), &[x, w])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("smaller than the kernel"), "{e}");
     }
 }

@@ -32,7 +32,10 @@ impl OpSpec for Dequantize {
         expect_numeric(Self::NAME, "q", q)?;
         expect_float(Self::NAME, "scale", s)?;
         if !self.dtype.is_float() {
-            crate::bail!("dequantize: result dtype must be a float type, found {}", self.dtype);
+            crate::bail!(
+                "dequantize: result dtype must be a float type, found {}",
+                self.dtype
+            );
         }
         let want = self.granularity.scale_dims(Self::NAME, &q.shape)?;
         if s.shape != want {
@@ -53,12 +56,20 @@ impl OpSpec for Dequantize {
             crate::bail!("dequantize: scale shape {:?} must be {want:?}", s.shape());
         }
         let map = scale_index_map(q.shape(), &want);
-        let v = q.data().iter().zip(&map).map(|(&x, &i)| x * s.data()[i]).collect();
-        Ok(vec![Tensor::new(self.dtype, q.shape().to_vec(), v).map_err(op_err)?])
+        let v = q
+            .data()
+            .iter()
+            .zip(&map)
+            .map(|(&x, &i)| x * s.data()[i])
+            .collect();
+        Ok(vec![
+            Tensor::new(self.dtype, q.shape().to_vec(), v).map_err(op_err)?
+        ])
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Dequantize;
     use crate::dtype::DType;
@@ -77,7 +88,7 @@ mod tests {
             let x = rand_tensor(DType::F32, vec![a, b, c], seed);
             let qop = Quantize { dtype: DType::I8, granularity: g.clone(),
                                  convention: Convention::Paper, scale_dtype: DType::F32 };
-            let qs = eval_op(Op::Quantize(qop), &[x.clone()]).unwrap();
+            let qs = eval_op(Op::Quantize(qop), std::slice::from_ref(&x)).unwrap();
             let out = eval_op(Op::Dequantize(Dequantize { dtype: DType::F32, granularity: g }),
                               &qs).unwrap();
             for i in 0..a { for j in 0..b { for k in 0..c {
@@ -94,8 +105,13 @@ mod tests {
     fn scale_shape_mismatch_is_a_type_error() {
         let q = rand_tensor(DType::I8, vec![2, 4], 0);
         let s = rand_tensor(DType::F32, vec![2, 4], 0);
-        let op = Dequantize { dtype: DType::F32, granularity: Granularity::PerToken };
-        let e = eval_op(Op::Dequantize(op), &[q, s]).unwrap_err().to_string();
+        let op = Dequantize {
+            dtype: DType::F32,
+            granularity: Granularity::PerToken,
+        };
+        let e = eval_op(Op::Dequantize(op), &[q, s])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("must be [2,1], found f32[2,4]"), "{e}");
     }
 }

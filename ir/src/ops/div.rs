@@ -89,21 +89,30 @@ mod tests {
     #[test]
     fn integer_division_truncates_and_rejects_zero() {
         let t = |v: Vec<f64>| crate::tensor::Tensor::new(DType::I32, vec![v.len()], v).unwrap();
-        let out = eval_op(Op::Div(Div {}), &[t(vec![7.0, -7.0, 7.0, -7.0]), t(vec![2.0, 2.0, -2.0, -2.0])])
-            .unwrap();
+        let out = eval_op(
+            Op::Div(Div {}),
+            &[t(vec![7.0, -7.0, 7.0, -7.0]), t(vec![2.0, 2.0, -2.0, -2.0])],
+        )
+        .unwrap();
         assert_eq!(out[0].data(), &[3.0, -3.0, -3.0, 3.0]);
         let e = eval_op(Op::Div(Div {}), &[t(vec![1.0, 2.0]), t(vec![1.0, 0.0])])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("division by zero") && e.contains("element 1"), "{e}");
+        assert!(
+            e.contains("division by zero") && e.contains("element 1"),
+            "{e}"
+        );
     }
 
     #[test]
     fn float_division_by_zero_is_ieee() {
         let t = |v: Vec<f64>| crate::tensor::Tensor::new(DType::F16, vec![v.len()], v).unwrap();
-        let out = eval_op(Op::Div(Div {}), &[t(vec![1.0, -1.0, 0.0]), t(vec![0.0, 0.0, 0.0])]).unwrap();
+        let out = eval_op(
+            Op::Div(Div {}),
+            &[t(vec![1.0, -1.0, 0.0]), t(vec![0.0, 0.0, 0.0])],
+        )
+        .unwrap();
         assert_eq!(&out[0].data()[..2], &[f64::INFINITY, f64::NEG_INFINITY]);
         assert!(out[0].data()[2].is_nan());
     }
-
 }

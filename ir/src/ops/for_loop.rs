@@ -36,7 +36,11 @@ impl OpSpec for For {
             crate::bail!(
                 "for: body @{} must take the iteration index i64[] first, found parameters ({})",
                 self.body,
-                params.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                params
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         if params.len() != inputs.len() + 1 {
@@ -57,7 +61,10 @@ impl OpSpec for For {
         for (i, (p, t)) in params[1..].iter().zip(inputs).enumerate() {
             if p != t {
                 let what = if i < n { "carried" } else { "invariant" };
-                crate::bail!("for @{}: operand {i} ({what}) must be {p}, found {t}", self.body);
+                crate::bail!(
+                    "for @{}: operand {i} ({what}) must be {p}, found {t}",
+                    self.body
+                );
             }
         }
         for (i, (o, t)) in outs.iter().zip(inputs).enumerate() {
@@ -76,7 +83,10 @@ impl OpSpec for For {
         let g = function(Self::NAME, cx.module, &self.body)?;
         let n = g.outputs.len();
         if n > inputs.len() {
-            crate::bail!("for: body returns {n} values, only {} operands", inputs.len());
+            crate::bail!(
+                "for: body returns {n} values, only {} operands",
+                inputs.len()
+            );
         }
         let _depth = CallDepthGuard::enter(Self::NAME, &self.body)?;
         let mut carried: Vec<Tensor> = inputs[..n].iter().map(|t| (*t).clone()).collect();
@@ -93,6 +103,7 @@ impl OpSpec for For {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::For;
     use crate::dtype::DType;
@@ -112,8 +123,12 @@ mod tests {
         g.add_input("i", index_ty);
         let h = g.add_input("h", TensorType::fixed(DType::F32, &[1, n]));
         let w = g.add_input("w", TensorType::fixed(DType::F32, &[n, n]));
-        let p = g.add_inferred(&md, Op::MatMul(MatMul {}), vec![h.into(), w.into()], None).unwrap();
-        let s = g.add_inferred(&md, Op::Add(Add {}), vec![p.into(), h.into()], None).unwrap();
+        let p = g
+            .add_inferred(&md, Op::MatMul(MatMul {}), vec![h.into(), w.into()], None)
+            .unwrap();
+        let s = g
+            .add_inferred(&md, Op::Add(Add {}), vec![p.into(), h.into()], None)
+            .unwrap();
         g.add_output("h", s.into());
         md.functions.insert("body".into(), g);
         md
@@ -141,7 +156,8 @@ mod tests {
             }
             for j in 0..n {
                 let got = out[0].at(&[0, j]);
-                prop_assert!((got - h[j]).abs() <= 1e-5 * (1.0 + h[j].abs()), "{} vs {}", got, h[j]);
+                let tol = 1e-5 * (1.0 + h[j].abs());
+                prop_assert!((got - h[j]).abs() <= tol, "{} vs {}", got, h[j]);
             }
         }
     }
@@ -150,14 +166,24 @@ mod tests {
     fn signature_errors_are_clear() {
         let h0 = rand_tensor(DType::F32, vec![1, 2], 0);
         let w = rand_tensor(DType::F32, vec![2, 2], 1);
-        let op = Op::For(For { body: "body".into(), trip_count: 2 });
+        let op = Op::For(For {
+            body: "body".into(),
+            trip_count: 2,
+        });
         let md = body_module(2, TensorType::scalar(DType::I32));
-        let e = eval_op_in(md, op.clone(), &[h0.clone(), w.clone()]).unwrap_err().to_string();
+        let e = eval_op_in(md, op.clone(), &[h0.clone(), w.clone()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("iteration index i64[]"), "{e}");
         let md = body_module(2, TensorType::scalar(DType::I64));
-        let e = eval_op_in(md.clone(), op.clone(), &[h0.clone()]).unwrap_err().to_string();
+        let e = eval_op_in(md.clone(), op.clone(), std::slice::from_ref(&h0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("takes 2 values after the index, found 1"), "{e}");
         let e = eval_op_in(md, op, &[w.clone(), w]).unwrap_err().to_string();
-        assert!(e.contains("operand 0 (carried) must be f32[1,2], found f32[2,2]"), "{e}");
+        assert!(
+            e.contains("operand 0 (carried) must be f32[1,2], found f32[2,2]"),
+            "{e}"
+        );
     }
 }

@@ -57,6 +57,7 @@ impl OpSpec for Gather {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Gather;
     use crate::dtype::DType;
@@ -99,7 +100,9 @@ mod tests {
             .to_string();
         assert!(e.contains("integer indices"), "{e}");
         let ids = Tensor::new(DType::I32, vec![1], vec![4.0]).unwrap();
-        let e = eval_op(Op::Gather(Gather { axis: 0 }), &[data, ids]).unwrap_err().to_string();
+        let e = eval_op(Op::Gather(Gather { axis: 0 }), &[data, ids])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("out of range"), "{e}");
     }
 }

@@ -80,7 +80,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
             let approximate = if tanh { GeluApproximate::Tanh } else { GeluApproximate::None };
-            let out = eval_op(Op::Gelu(Gelu { approximate }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Gelu(Gelu { approximate }), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| {
                 if tanh {
                     let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
@@ -101,7 +101,9 @@ mod tests {
         assert_eq!(g.approximate, GeluApproximate::Tanh);
         assert!(serde_json::from_str::<Gelu>(r#"{"approximate":"fast"}"#).is_err());
         let x = Tensor::new(DType::I32, vec![1], vec![1.0]).unwrap();
-        let e = eval_op(Op::Gelu(Gelu::default()), &[x]).unwrap_err().to_string();
+        let e = eval_op(Op::Gelu(Gelu::default()), &[x])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float") && e.contains("i32[1]"), "{e}");
     }
 }

@@ -37,8 +37,11 @@ impl OpSpec for GroupNorm {
             crate::bail!("group_norm expects x[N, C, ...] of rank >= 2, found {x}");
         }
         let c = fixed_dim(Self::NAME, "channel dim C", &x.shape[1])?;
-        if self.groups == 0 || c % self.groups != 0 {
-            crate::bail!("group_norm: groups {} must divide channels {c} (x is {x})", self.groups);
+        if self.groups == 0 || !c.is_multiple_of(self.groups) {
+            crate::bail!(
+                "group_norm: groups {} must divide channels {c} (x is {x})",
+                self.groups
+            );
         }
         for (i, p) in inputs[1..].iter().enumerate() {
             if p.shape != [Dim::Fixed(c)] {
@@ -59,7 +62,7 @@ impl OpSpec for GroupNorm {
         }
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let g = self.groups as usize;
-        if g == 0 || c % g != 0 {
+        if g == 0 || !c.is_multiple_of(g) {
             crate::bail!("group_norm: groups {g} must divide channels {c}");
         }
         for p in &inputs[1..] {
@@ -91,11 +94,14 @@ impl OpSpec for GroupNorm {
                 }
             }
         }
-        Ok(vec![Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?])
+        Ok(vec![
+            Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?
+        ])
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::GroupNorm;
     use crate::dtype::DType;
@@ -122,7 +128,8 @@ mod tests {
                 let m = vals.iter().sum::<f64>() / vals.len() as f64;
                 let v = vals.iter().map(|a| (a - m).powi(2)).sum::<f64>() / vals.len() as f64;
                 for ch in gi * cpg..(gi + 1) * cpg { for y in 0..h { for z in 0..w {
-                    let want = (x.at(&[ni, ch, y, z]) - m) / (v + 1e-5).sqrt() * s.at(&[ch]) + b.at(&[ch]);
+                    let want = (x.at(&[ni, ch, y, z]) - m) / (v + 1e-5).sqrt() * s.at(&[ch])
+                        + b.at(&[ch]);
                     prop_assert!((out[0].at(&[ni, ch, y, z]) - want).abs() < 1e-9);
                 }}}
             }}
@@ -132,14 +139,26 @@ mod tests {
     #[test]
     fn groups_must_divide_channels() {
         let x = rand_tensor(DType::F32, vec![1, 6, 2, 2], 0);
-        let e = eval_op(Op::GroupNorm(GroupNorm { groups: 4, eps: 1e-5 }), &[x.clone()])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::GroupNorm(GroupNorm {
+                groups: 4,
+                eps: 1e-5,
+            }),
+            std::slice::from_ref(&x),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("groups 4 must divide channels 6"), "{e}");
         let s = rand_tensor(DType::F32, vec![3], 0);
-        let e = eval_op(Op::GroupNorm(GroupNorm { groups: 3, eps: 1e-5 }), &[x, s])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::GroupNorm(GroupNorm {
+                groups: 3,
+                eps: 1e-5,
+            }),
+            &[x, s],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("scale must be [6]"), "{e}");
     }
 }

@@ -78,7 +78,11 @@ mod tests {
         let mut m = Module::new();
         let mut g = Graph::new();
         let x = g.add_input("x", TensorType::new(DType::F32, vec!["S".into()]));
-        let op = Iota { shape: vec!["S".into(), 2u64.into()], axis: 0, dtype: DType::I64 };
+        let op = Iota {
+            shape: vec!["S".into(), 2u64.into()],
+            axis: 0,
+            dtype: DType::I64,
+        };
         let p = g.add_inferred(&m, Op::Iota(op), vec![], None).unwrap();
         assert_eq!(g.node(p).unwrap().results[0].to_string(), "i64[S,2]");
         g.add_output("x", x.into());
@@ -92,7 +96,13 @@ mod tests {
 
     #[test]
     fn bad_axis_operands_and_dtype_are_rejected() {
-        let op = |axis, dtype| Op::Iota(Iota { shape: vec![Dim::Fixed(2)], axis, dtype });
+        let op = |axis, dtype| {
+            Op::Iota(Iota {
+                shape: vec![Dim::Fixed(2)],
+                axis,
+                dtype,
+            })
+        };
         let e = eval_op(op(1, DType::I32), &[]).unwrap_err().to_string();
         assert!(e.contains("axis 1 is out of range for rank 1"), "{e}");
         let e = eval_op(op(0, DType::Bool), &[]).unwrap_err().to_string();

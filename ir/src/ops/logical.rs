@@ -34,7 +34,11 @@ impl OpSpec for Logical {
     fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
         let t = infer_binary(Self::NAME, inputs, false)?;
         if t.dtype != DType::Bool {
-            crate::bail!("logical expects bool operands, found {} and {}", inputs[0], inputs[1]);
+            crate::bail!(
+                "logical expects bool operands, found {} and {}",
+                inputs[0],
+                inputs[1]
+            );
         }
         Ok(vec![t])
     }
@@ -55,7 +59,13 @@ impl OpSpec for Logical {
                 0.0
             }
         };
-        Ok(vec![binary_map(Self::NAME, inputs[0], inputs[1], DType::Bool, f)?])
+        Ok(vec![binary_map(
+            Self::NAME,
+            inputs[0],
+            inputs[1],
+            DType::Bool,
+            f,
+        )?])
     }
 }
 
@@ -102,9 +112,14 @@ mod tests {
     #[test]
     fn non_bool_operands_are_rejected() {
         let a = rand_tensor(DType::I8, vec![2], 0);
-        let e = eval_op(Op::Logical(Logical { kind: LogicalKind::And }), &[a.clone(), a])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::Logical(Logical {
+                kind: LogicalKind::And,
+            }),
+            &[a.clone(), a],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("expects bool operands, found i8[2]"), "{e}");
     }
 }

@@ -125,7 +125,9 @@ mod tests {
     fn contraction_mismatch_names_both_shapes() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
         let w = rand_tensor(DType::F32, vec![4, 5], 0);
-        let e = eval_op(Op::MatMul(MatMul {}), &[x, w]).unwrap_err().to_string();
+        let e = eval_op(Op::MatMul(MatMul {}), &[x, w])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[2,3]") && e.contains("[4,5]"), "{e}");
     }
 }

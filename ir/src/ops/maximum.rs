@@ -73,8 +73,9 @@ mod tests {
         let b = crate::tensor::Tensor::new(DType::F32, vec![2], vec![0.0, f64::NAN]).unwrap();
         let out = eval_op(Op::Maximum(Maximum {}), &[a.clone(), b]).unwrap();
         assert!(out[0].data().iter().all(|x| x.is_nan()));
-        let e = eval_op(Op::Maximum(Maximum {}), &[a]).unwrap_err().to_string();
+        let e = eval_op(Op::Maximum(Maximum {}), &[a])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("takes 2 operands, found 1"), "{e}");
     }
-
 }

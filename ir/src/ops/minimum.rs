@@ -71,8 +71,12 @@ mod tests {
     fn mismatched_dtypes_are_a_type_error() {
         let a = rand_tensor(DType::I32, vec![2], 0);
         let b = rand_tensor(DType::F32, vec![2], 0);
-        let e = eval_op(Op::Minimum(Minimum {}), &[a, b]).unwrap_err().to_string();
-        assert!(e.contains("share a dtype") && e.contains("i32") && e.contains("f32"), "{e}");
+        let e = eval_op(Op::Minimum(Minimum {}), &[a, b])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("share a dtype") && e.contains("i32") && e.contains("f32"),
+            "{e}"
+        );
     }
-
 }

@@ -68,7 +68,11 @@ impl OpSpec for MmcaAttention {
         expect_rank(Self::NAME, "token_types[B,Sk]", t, 2)?;
         let (q, k) = (&inputs[0], &inputs[1]);
         if t.shape[0] != k.shape[0] || t.shape[1] != k.shape[2] {
-            crate::bail!("mmca_attention: token_types must be [B,Sk] = [{},{}], found {t}", k.shape[0], k.shape[2]);
+            crate::bail!(
+                "mmca_attention: token_types must be [B,Sk] = [{},{}], found {t}",
+                k.shape[0],
+                k.shape[2]
+            );
         }
         if let (Dim::Fixed(sq), Dim::Fixed(sk)) = (&q.shape[2], &k.shape[2]) {
             if sq > sk {
@@ -83,9 +87,18 @@ impl OpSpec for MmcaAttention {
         let a = Qkv::new(Self::NAME, inputs[0], inputs[1], inputs[2])?;
         let tt = inputs[3];
         if tt.shape() != [a.b, a.sk] {
-            crate::bail!("mmca_attention: token_types {:?} must be [{}, {}]", tt.shape(), a.b, a.sk);
+            crate::bail!(
+                "mmca_attention: token_types {:?} must be [{}, {}]",
+                tt.shape(),
+                a.b,
+                a.sk
+            );
         }
-        if let Some(bad) = tt.data().iter().find(|&&x| x != 0.0 && x != TEXT && x != IMAGE) {
+        if let Some(bad) = tt
+            .data()
+            .iter()
+            .find(|&&x| x != 0.0 && x != TEXT && x != IMAGE)
+        {
             crate::bail!("mmca_attention: token type {bad} is not 0 (pad), 1 (text) or 2 (image)");
         }
         if a.sq > a.sk {
@@ -100,13 +113,14 @@ impl OpSpec for MmcaAttention {
                     let p = i + a.sk - a.sq;
                     let s: Vec<f64> = a.logits(b, h, i).into_iter().map(|x| x * scale).collect();
                     let branch = |visible: &dyn Fn(usize) -> bool| -> Vec<f64> {
-                        let row: Vec<Option<f64>> =
-                            (0..a.sk).map(|j| (j <= p && visible(j)).then_some(s[j])).collect();
+                        let row: Vec<Option<f64>> = (0..a.sk)
+                            .map(|j| (j <= p && visible(j)).then_some(s[j]))
+                            .collect();
                         match (masked_softmax(&row), self.empty_row) {
                             (Some(w), _) => w,
-                            (None, EmptyRow::Uniform) => {
-                                (0..a.sk).map(|j| if j <= p { 1.0 / (p + 1) as f64 } else { 0.0 }).collect()
-                            }
+                            (None, EmptyRow::Uniform) => (0..a.sk)
+                                .map(|j| if j <= p { 1.0 / (p + 1) as f64 } else { 0.0 })
+                                .collect(),
                             (None, EmptyRow::Zero) => vec![0.0; a.sk],
                         }
                     };
@@ -127,6 +141,7 @@ impl OpSpec for MmcaAttention {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{EmptyRow, MmcaAttention};
     use crate::dtype::DType;
@@ -143,31 +158,41 @@ mod tests {
         let (h, d) = (q.shape()[1], q.shape()[3]);
         let (hk, sk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
         let mut out = vec![];
-        for hi in 0..h { for i in 0..sq {
-            let p = i + sk - sq;
-            let mut img = vec![0.0; sk];
-            let mut txt = vec![0.0; sk];
-            for j in 0..sk {
-                let mut dot = 0.0;
-                for x in 0..d { dot += q.at(&[0, hi, i, x]) * k.at(&[0, hi / (h / hk), j, x]); }
-                let s = dot / (d as f64).sqrt();
-                let causal = if j > p { f64::NEG_INFINITY } else { 0.0 };
-                let img_ok = if types[p] == 2.0 { j == p } else { types[j] == 2.0 };
-                img[j] = s + causal + if img_ok { 0.0 } else { MIN };
-                txt[j] = s + causal + if types[j] == 1.0 { 0.0 } else { MIN };
+        for hi in 0..h {
+            for i in 0..sq {
+                let p = i + sk - sq;
+                let mut img = vec![0.0; sk];
+                let mut txt = vec![0.0; sk];
+                for j in 0..sk {
+                    let mut dot = 0.0;
+                    for x in 0..d {
+                        dot += q.at(&[0, hi, i, x]) * k.at(&[0, hi / (h / hk), j, x]);
+                    }
+                    let s = dot / (d as f64).sqrt();
+                    let causal = if j > p { f64::NEG_INFINITY } else { 0.0 };
+                    let img_ok = if types[p] == 2.0 {
+                        j == p
+                    } else {
+                        types[j] == 2.0
+                    };
+                    img[j] = s + causal + if img_ok { 0.0 } else { MIN };
+                    txt[j] = s + causal + if types[j] == 1.0 { 0.0 } else { MIN };
+                }
+                let sm = |r: &[f64]| -> Vec<f64> {
+                    let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = r.iter().map(|x| (x - m).exp()).sum();
+                    r.iter().map(|x| (x - m).exp() / z).collect()
+                };
+                let (pi, pt) = (sm(&img), sm(&txt));
+                for c in 0..dv {
+                    let mut acc = 0.0;
+                    for j in 0..sk {
+                        acc += (pi[j] + pt[j]) * v.at(&[0, hi / (h / hk), j, c]);
+                    }
+                    out.push(acc);
+                }
             }
-            let sm = |r: &[f64]| -> Vec<f64> {
-                let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = r.iter().map(|x| (x - m).exp()).sum();
-                r.iter().map(|x| (x - m).exp() / z).collect()
-            };
-            let (pi, pt) = (sm(&img), sm(&txt));
-            for c in 0..dv {
-                let mut acc = 0.0;
-                for j in 0..sk { acc += (pi[j] + pt[j]) * v.at(&[0, hi / (h / hk), j, c]); }
-                out.push(acc);
-            }
-        }}
+        }
         out
     }
 
@@ -207,7 +232,10 @@ mod tests {
         for &x in out[0].data() {
             assert!((x - 2.0).abs() < 1e-12, "{x}");
         }
-        let zero = MmcaAttention { empty_row: EmptyRow::Zero, ..Default::default() };
+        let zero = MmcaAttention {
+            empty_row: EmptyRow::Zero,
+            ..Default::default()
+        };
         let out = eval_op(Op::MmcaAttention(zero), &ins).unwrap();
         assert!((out[0].data()[0] - 1.0).abs() < 1e-12, "{:?}", out[0]);
         assert!((out[0].data()[2] - 2.0).abs() < 1e-12, "{:?}", out[0]);
@@ -217,14 +245,20 @@ mod tests {
     fn bad_token_types_are_errors() {
         let q = rand_tensor(DType::F32, vec![1, 1, 2, 2], 0);
         let tt = Tensor::new(DType::I32, vec![1, 2], vec![1.0, 3.0]).unwrap();
-        let e = eval_op(Op::MmcaAttention(MmcaAttention::default()), &[q.clone(), q.clone(), q.clone(), tt])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::MmcaAttention(MmcaAttention::default()),
+            &[q.clone(), q.clone(), q.clone(), tt],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("token type 3"), "{e}");
         let tf = rand_tensor(DType::F32, vec![1, 2], 0);
-        let e = eval_op(Op::MmcaAttention(MmcaAttention::default()), &[q.clone(), q.clone(), q, tf])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::MmcaAttention(MmcaAttention::default()),
+            &[q.clone(), q.clone(), q, tf],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("integer token_types"), "{e}");
     }
 }

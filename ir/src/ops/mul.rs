@@ -66,7 +66,9 @@ mod tests {
         let a = rand_tensor(DType::F32, vec![2, 3], 0);
         let b = rand_tensor(DType::F32, vec![4], 1);
         let e = eval_op(Op::Mul(Mul {}), &[a, b]).unwrap_err().to_string();
-        assert!(e.contains("do not broadcast") && e.contains("[2,3]") && e.contains("[4]"), "{e}");
+        assert!(
+            e.contains("do not broadcast") && e.contains("[2,3]") && e.contains("[4]"),
+            "{e}"
+        );
     }
-
 }

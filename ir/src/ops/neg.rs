@@ -41,7 +41,7 @@ mod tests {
         ) {
             let x = rand_tensor(dt, shape.clone(), seed);
 
-            let out = eval_op(Op::Neg(Neg {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Neg(Neg {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| 0.0 - x).collect();
             check_exact(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }
@@ -53,11 +53,16 @@ mod tests {
 
     #[test]
     fn rejects_non_numeric_operands() {
-        let e = eval_op(Op::Neg(Neg {}), &[t(DType::Bool, &[1.0, 2.0])]).unwrap_err().to_string();
-        assert!(e.contains("numeric") && e.contains("[2]"), "{e}");
-        let e = eval_op(Op::Neg(Neg {}), &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])])
+        let e = eval_op(Op::Neg(Neg {}), &[t(DType::Bool, &[1.0, 2.0])])
             .unwrap_err()
             .to_string();
+        assert!(e.contains("numeric") && e.contains("[2]"), "{e}");
+        let e = eval_op(
+            Op::Neg(Neg {}),
+            &[t(DType::F32, &[1.0]), t(DType::F32, &[1.0])],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("takes 1 operand, found 2"), "{e}");
     }
 
@@ -66,5 +71,4 @@ mod tests {
         let out = eval_op(Op::Neg(Neg {}), &[t(DType::I8, &[-128.0, 5.0])]).unwrap();
         assert_eq!(out[0].data(), &[127.0, -5.0]);
     }
-
 }

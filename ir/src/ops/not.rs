@@ -41,7 +41,7 @@ mod tests {
         fn matches_naive_formula(shape in prop::collection::vec(1usize..5, 0..4),
                                  seed in 0u64..1000) {
             let x = rand_tensor(DType::Bool, shape.clone(), seed);
-            let out = eval_op(Op::Not(Not {}), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Not(Not {}), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = x.data().iter().map(|&x| 1.0 - x).collect();
             check_exact(&out[0], DType::Bool, &shape, &naive).map_err(TestCaseError::fail)?;
         }

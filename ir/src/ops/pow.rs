@@ -68,7 +68,9 @@ mod tests {
     #[test]
     fn integer_operands_are_rejected_and_special_cases_hold() {
         let a = rand_tensor(DType::I32, vec![2], 0);
-        let e = eval_op(Op::Pow(Pow {}), &[a.clone(), a]).unwrap_err().to_string();
+        let e = eval_op(Op::Pow(Pow {}), &[a.clone(), a])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float") && e.contains("i32[2]"), "{e}");
         let a = crate::tensor::Tensor::new(DType::F32, vec![3], vec![-2.0, -2.0, 0.0]).unwrap();
         let b = crate::tensor::Tensor::new(DType::F32, vec![3], vec![3.0, 0.5, 0.0]).unwrap();
@@ -77,5 +79,4 @@ mod tests {
         assert!(out[0].data()[1].is_nan());
         assert_eq!(out[0].data()[2], 1.0);
     }
-
 }

@@ -82,7 +82,7 @@ impl Granularity {
                     Dim::Fixed(n) => *n,
                     d => crate::bail!("{op}: per_group needs a fixed axis dim, axis {a} is {d}"),
                 };
-                if *size == 0 || n % size != 0 {
+                if *size == 0 || !n.is_multiple_of(*size) {
                     crate::bail!(
                         "{op}: per_group size {size} must divide axis {a} of size {n} (use a size that divides it or pad the tensor)"
                     );
@@ -113,7 +113,7 @@ pub(crate) fn scale_index_map(shape: &[usize], scale_shape: &[usize]) -> Vec<usi
     let div: Vec<usize> = shape
         .iter()
         .zip(scale_shape)
-        .map(|(&d, &s)| if s == 0 { 1 } else { (d / s).max(1) })
+        .map(|(&d, &s)| d.checked_div(s).unwrap_or(1).max(1))
         .collect();
     let mut idx = vec![0usize; shape.len()];
     let mut out = Vec::with_capacity(n);
@@ -187,7 +187,10 @@ fn target(op: &str, d: DType) -> Result<Target, OpError> {
 impl Quantize {
     fn check(&self) -> Result<Target, OpError> {
         if !self.scale_dtype.is_float() {
-            crate::bail!("quantize: scale_dtype must be a float type, found {}", self.scale_dtype);
+            crate::bail!(
+                "quantize: scale_dtype must be a float type, found {}",
+                self.scale_dtype
+            );
         }
         target(Self::NAME, self.dtype)
     }
@@ -202,7 +205,10 @@ impl OpSpec for Quantize {
         expect_float(Self::NAME, "operand", x)?;
         self.check()?;
         let s = self.granularity.scale_dims(Self::NAME, &x.shape)?;
-        Ok(vec![x.with_dtype(self.dtype), TensorType::new(self.scale_dtype, s)])
+        Ok(vec![
+            x.with_dtype(self.dtype),
+            TensorType::new(self.scale_dtype, s),
+        ])
     }
 
     fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -222,7 +228,11 @@ impl OpSpec for Quantize {
         };
         let mut scales = Vec::with_capacity(absmax.len());
         for &a in &absmax {
-            let s = if a == 0.0 { 1.0 } else { self.scale_dtype.round(a / divisor) };
+            let s = if a == 0.0 {
+                1.0
+            } else {
+                self.scale_dtype.round(a / divisor)
+            };
             if s == 0.0 || !s.is_finite() {
                 crate::bail!(
                     "quantize: scale {} (absmax {a}) is not representable as a nonzero finite {}",
@@ -259,6 +269,7 @@ impl OpSpec for Quantize {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{Convention, Granularity, Quantize};
     use crate::dtype::DType;
@@ -269,7 +280,11 @@ mod tests {
 
     /// Ties to even, written independently of `numerics`.
     fn rne(v: f64) -> f64 {
-        if (v - v.trunc()).abs() == 0.5 { 2.0 * (v / 2.0).round() } else { v.round() }
+        if (v - v.trunc()).abs() == 0.5 {
+            2.0 * (v / 2.0).round()
+        } else {
+            v.round()
+        }
     }
 
     /// Naive: for x[m, n], the group id of (i, j) per granularity, then absmax per group.
@@ -283,9 +298,18 @@ mod tests {
                 Granularity::PerGroup { size, .. } => i * (n / *size as usize) + j / *size as usize,
             }
         };
-        let ngroups = (0..m).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| gid(i, j)).max().unwrap() + 1;
+        let ngroups = (0..m)
+            .flat_map(|i| (0..n).map(move |j| (i, j)))
+            .map(|(i, j)| gid(i, j))
+            .max()
+            .unwrap()
+            + 1;
         let mut amax = vec![0.0f64; ngroups];
-        for i in 0..m { for j in 0..n { amax[gid(i, j)] = amax[gid(i, j)].max(x.at(&[i, j]).abs()); } }
+        for i in 0..m {
+            for j in 0..n {
+                amax[gid(i, j)] = amax[gid(i, j)].max(x.at(&[i, j]).abs());
+            }
+        }
         let (div, lo, hi) = match (d, conv) {
             (DType::I8, Convention::Paper) => (127.0, -127.0, 127.0),
             (DType::I8, Convention::Deepspeed) => (128.0, -128.0, 127.0),
@@ -295,12 +319,27 @@ mod tests {
             (DType::F8E5M2, _) => (57344.0, -57344.0, 57344.0),
             _ => (6.0, -6.0, 6.0),
         };
-        let scales: Vec<f64> = amax.iter().map(|&a| if a == 0.0 { 1.0 } else { (a / div) as f32 as f64 }).collect();
+        let scales: Vec<f64> = amax
+            .iter()
+            .map(|&a| {
+                if a == 0.0 {
+                    1.0
+                } else {
+                    (a / div) as f32 as f64
+                }
+            })
+            .collect();
         let mut q = vec![];
-        for i in 0..m { for j in 0..n {
-            let r = x.at(&[i, j]) / scales[gid(i, j)];
-            q.push(if d.is_int() { rne(r).clamp(lo, hi) } else { d.round(r.clamp(lo, hi)) });
-        }}
+        for i in 0..m {
+            for j in 0..n {
+                let r = x.at(&[i, j]) / scales[gid(i, j)];
+                q.push(if d.is_int() {
+                    rne(r).clamp(lo, hi)
+                } else {
+                    d.round(r.clamp(lo, hi))
+                });
+            }
+        }
         (q, scales)
     }
 
@@ -316,11 +355,13 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn matches_naive_absmax_quantization(m in 1usize..4, half_n in 1usize..4, g in granularity(),
+        fn matches_naive_absmax_quantization(m in 1usize..4, half_n in 1usize..4,
+                                             g in granularity(),
                                              d in prop_oneof![Just(DType::I8), Just(DType::I4),
                                                  Just(DType::F8E4M3FN), Just(DType::F8E5M2),
                                                  Just(DType::F4E2M1)],
-                                             ds in proptest::bool::ANY, zero_row in proptest::bool::ANY,
+                                             ds in proptest::bool::ANY,
+                                             zero_row in proptest::bool::ANY,
                                              seed in 0u64..1000) {
             let n = 2 * half_n;
             let mut x = rand_tensor(DType::F32, vec![m, n], seed);
@@ -330,8 +371,10 @@ mod tests {
                 x = Tensor::new(DType::F32, vec![m, n], v).unwrap();
             }
             let conv = if ds { Convention::Deepspeed } else { Convention::Paper };
-            let op = Quantize { dtype: d, granularity: g.clone(), convention: conv, scale_dtype: DType::F32 };
-            let out = eval_op(Op::Quantize(op), &[x.clone()]).unwrap();
+            let op = Quantize {
+                dtype: d, granularity: g.clone(), convention: conv, scale_dtype: DType::F32,
+            };
+            let out = eval_op(Op::Quantize(op), std::slice::from_ref(&x)).unwrap();
             let (q, s) = naive(&x, &g, d, conv);
             prop_assert_eq!(out[0].data(), &q[..]);
             prop_assert_eq!(out[1].data(), &s[..]);
@@ -341,16 +384,29 @@ mod tests {
 
     #[test]
     fn scale_shapes_and_conventions() {
-        let x = Tensor::new(DType::F32, vec![2, 4], vec![1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
-        let op = Quantize { dtype: DType::I8, granularity: Granularity::PerToken,
-                            convention: Convention::Deepspeed, scale_dtype: DType::F32 };
-        let out = eval_op(Op::Quantize(op), &[x.clone()]).unwrap();
+        let x = Tensor::new(
+            DType::F32,
+            vec![2, 4],
+            vec![1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0],
+        )
+        .unwrap();
+        let op = Quantize {
+            dtype: DType::I8,
+            granularity: Granularity::PerToken,
+            convention: Convention::Deepspeed,
+            scale_dtype: DType::F32,
+        };
+        let out = eval_op(Op::Quantize(op), std::slice::from_ref(&x)).unwrap();
         assert_eq!(out[1].shape(), &[2, 1]);
         // +absmax maps to 128 and saturates to 127; the all-zero row gets scale 1.
         assert_eq!(out[1].data(), &[1.0 / 128.0, 1.0]);
         assert_eq!(&out[0].data()[..4], &[127.0, -64.0, 32.0, 0.0]);
-        let op = Quantize { dtype: DType::I8, granularity: Granularity::PerGroup { axis: 1, size: 2 },
-                            convention: Convention::Paper, scale_dtype: DType::F16 };
+        let op = Quantize {
+            dtype: DType::I8,
+            granularity: Granularity::PerGroup { axis: 1, size: 2 },
+            convention: Convention::Paper,
+            scale_dtype: DType::F16,
+        };
         let out = eval_op(Op::Quantize(op), &[x]).unwrap();
         assert_eq!(out[1].shape(), &[2, 2]);
         assert_eq!(out[0].data()[0], 127.0);
@@ -359,12 +415,22 @@ mod tests {
     #[test]
     fn bad_group_size_and_targets_are_errors() {
         let x = rand_tensor(DType::F32, vec![2, 6], 0);
-        let op = Quantize { dtype: DType::I8, granularity: Granularity::PerGroup { axis: -1, size: 4 },
-                            convention: Convention::Paper, scale_dtype: DType::F32 };
-        let e = eval_op(Op::Quantize(op), &[x.clone()]).unwrap_err().to_string();
+        let op = Quantize {
+            dtype: DType::I8,
+            granularity: Granularity::PerGroup { axis: -1, size: 4 },
+            convention: Convention::Paper,
+            scale_dtype: DType::F32,
+        };
+        let e = eval_op(Op::Quantize(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("size 4 must divide axis 1 of size 6"), "{e}");
-        let op = Quantize { dtype: DType::U8, granularity: Granularity::PerTensor,
-                            convention: Convention::Paper, scale_dtype: DType::F32 };
+        let op = Quantize {
+            dtype: DType::U8,
+            granularity: Granularity::PerTensor,
+            convention: Convention::Paper,
+            scale_dtype: DType::F32,
+        };
         let e = eval_op(Op::Quantize(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("found u8"), "{e}");
         let g: Result<Granularity, _> = serde_json::from_str(r#"{"kind":"per_group","axis":0}"#);

@@ -152,7 +152,7 @@ mod tests {
                 .map(|&a| if negate { a as i64 - rank as i64 } else { a as i64 })
                 .collect();
             let x = rand_tensor(dt, shape.clone(), seed);
-            let out = eval_op(Op::Reduce(Reduce { kind, axes, keepdims }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Reduce(Reduce { kind, axes, keepdims }), std::slice::from_ref(&x)).unwrap();
             // Naive: for every output position, collect the input elements that map onto it.
             let keep_shape: Vec<usize> = (0..rank)
                 .map(|i| if red.contains(&i) { 1 } else { shape[i] })
@@ -186,30 +186,57 @@ mod tests {
     fn symbolic_axes_keep_other_symbols() {
         let m = crate::module::Module::new();
         let cx = InferCx { module: &m };
-        let t = TensorType::new(DType::F32, vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)]);
-        let r = |axes: Vec<i64>, keepdims| Reduce { kind: ReduceKind::Mean, axes, keepdims };
-        let out = r(vec![1], false).infer(&cx, &[t.clone()]).unwrap();
+        let t = TensorType::new(
+            DType::F32,
+            vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)],
+        );
+        let r = |axes: Vec<i64>, keepdims| Reduce {
+            kind: ReduceKind::Mean,
+            axes,
+            keepdims,
+        };
+        let out = r(vec![1], false)
+            .infer(&cx, std::slice::from_ref(&t))
+            .unwrap();
         assert_eq!(out[0].to_string(), "f32[B,8]");
-        let out = r(vec![-1, 0], true).infer(&cx, &[t.clone()]).unwrap();
+        let out = r(vec![-1, 0], true)
+            .infer(&cx, std::slice::from_ref(&t))
+            .unwrap();
         assert_eq!(out[0].to_string(), "f32[1,S,1]");
     }
 
     #[test]
     fn bad_axes_dtypes_and_empty_reductions_are_errors() {
         let x = rand_tensor(DType::F32, vec![2, 0], 0);
-        let op = |kind, axes: Vec<i64>| Op::Reduce(Reduce { kind, axes, keepdims: false });
-        let e = eval_op(op(ReduceKind::Sum, vec![]), &[x.clone()]).unwrap_err().to_string();
+        let op = |kind, axes: Vec<i64>| {
+            Op::Reduce(Reduce {
+                kind,
+                axes,
+                keepdims: false,
+            })
+        };
+        let e = eval_op(op(ReduceKind::Sum, vec![]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least one axis"), "{e}");
-        let e = eval_op(op(ReduceKind::Sum, vec![1, -1]), &[x.clone()]).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Sum, vec![1, -1]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listed twice"), "{e}");
-        let e = eval_op(op(ReduceKind::Sum, vec![2]), &[x.clone()]).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Sum, vec![2]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("axis 2 is out of range for rank 2"), "{e}");
-        let e = eval_op(op(ReduceKind::Max, vec![1]), &[x.clone()]).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Max, vec![1]), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("zero elements"), "{e}");
         let out = eval_op(op(ReduceKind::Sum, vec![1]), &[x]).unwrap();
         assert_eq!(out[0].data(), &[0.0, 0.0]);
         let i = rand_tensor(DType::I32, vec![2], 0);
-        let e = eval_op(op(ReduceKind::Mean, vec![0]), &[i]).unwrap_err().to_string();
+        let e = eval_op(op(ReduceKind::Mean, vec![0]), &[i])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float") && e.contains("i32[2]"), "{e}");
         let n = Tensor::new(DType::F32, vec![2], vec![f64::NAN, 1.0]).unwrap();
         assert!(eval_op(op(ReduceKind::Max, vec![0]), &[n]).unwrap()[0].data()[0].is_nan());

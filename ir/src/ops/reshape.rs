@@ -148,7 +148,7 @@ impl OpSpec for Reshape {
                         self.shape_str()
                     );
                 }
-                if fi % fo != 0 {
+                if !fi.is_multiple_of(fo) {
                     return Err(mismatch());
                 }
                 let q = fi / fo;
@@ -189,7 +189,7 @@ impl OpSpec for Reshape {
         }
         if let Some(p) = pos {
             let other: usize = shape.iter().product();
-            if other == 0 || x.numel() % other != 0 {
+            if other == 0 || !x.numel().is_multiple_of(other) {
                 crate::bail!(
                     "reshape cannot infer -1: {:?} ({} elements) into {shape:?}",
                     x.shape(),
@@ -211,6 +211,7 @@ impl OpSpec for Reshape {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{Reshape, ReshapeDim};
     use crate::dtype::DType;
@@ -229,7 +230,7 @@ mod tests {
             let x = rand_tensor(DType::F32, vec![a, b, c], seed);
             let first = if infer { ReshapeDim::Size(-1) } else { ReshapeDim::Size((a * b) as i64) };
             let op = Reshape { shape: vec![first, ReshapeDim::Size(c as i64)] };
-            let out = eval_op(Op::Reshape(op), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Reshape(op), std::slice::from_ref(&x)).unwrap();
             prop_assert_eq!(out[0].shape(), &[a * b, c][..]);
             // Naive: element (i, j, k) lands at row i*b + j, column k.
             for i in 0..a { for j in 0..b { for k in 0..c {
@@ -248,7 +249,10 @@ mod tests {
         let ty = TensorType::new(DType::F32, ["B".into(), "S".into(), 384u64.into()]);
         let op: Reshape = serde_json::from_str(r#"{"shape":["B","S",6,-1]}"#).unwrap();
         let t = infer(&op, ty.clone()).unwrap();
-        assert_eq!(t[0].shape, vec![Dim::from("B"), "S".into(), 6u64.into(), 64u64.into()]);
+        assert_eq!(
+            t[0].shape,
+            vec![Dim::from("B"), "S".into(), 6u64.into(), 64u64.into()]
+        );
         let op: Reshape = serde_json::from_str(r#"{"shape":[-1,"S",384]}"#).unwrap();
         assert_eq!(infer(&op, ty.clone()).unwrap()[0].shape[0], Dim::from("B"));
         // B·S cannot be one dim, and a new symbol cannot appear.
@@ -263,12 +267,16 @@ mod tests {
         let m = Module::new();
         let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), 6u64.into()]));
         let op: Reshape = serde_json::from_str(r#"{"shape":[2,"B",3]}"#).unwrap();
-        let y = g.add_inferred(&m, Op::Reshape(op), vec![x.into()], None).unwrap();
+        let y = g
+            .add_inferred(&m, Op::Reshape(op), vec![x.into()], None)
+            .unwrap();
         g.add_output("y", y.into());
         let mut m = m;
         m.functions.insert("main".into(), g);
         let xt = rand_tensor(DType::F32, vec![5, 6], 3);
-        let out = crate::eval::run_function(&m, "main", &[xt.clone()], &mut |_, _, _| {}).unwrap();
+        let out =
+            crate::eval::run_function(&m, "main", std::slice::from_ref(&xt), &mut |_, _, _| {})
+                .unwrap();
         assert_eq!(out[0].shape(), &[2, 5, 3]);
         assert_eq!(out[0].data(), xt.data());
     }
@@ -276,10 +284,16 @@ mod tests {
     #[test]
     fn element_count_mismatch_is_a_type_error() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
-        let op = Reshape { shape: vec![ReshapeDim::Size(4), ReshapeDim::Size(2)] };
-        let e = eval_op(Op::Reshape(op), &[x.clone()]).unwrap_err().to_string();
+        let op = Reshape {
+            shape: vec![ReshapeDim::Size(4), ReshapeDim::Size(2)],
+        };
+        let e = eval_op(Op::Reshape(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("6 elements") && e.contains("8 elements"), "{e}");
-        let op = Reshape { shape: vec![ReshapeDim::Size(-1), ReshapeDim::Size(-1)] };
+        let op = Reshape {
+            shape: vec![ReshapeDim::Size(-1), ReshapeDim::Size(-1)],
+        };
         let e = eval_op(Op::Reshape(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("more than one -1"), "{e}");
     }

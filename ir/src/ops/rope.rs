@@ -45,18 +45,25 @@ pub struct Rope {
 
 impl Default for Rope {
     fn default() -> Self {
-        Rope { style: RopeStyle::Half, theta: default_theta(), rotary_dim: None }
+        Rope {
+            style: RopeStyle::Half,
+            theta: default_theta(),
+            rotary_dim: None,
+        }
     }
 }
 
 impl Rope {
     fn rotary(&self, d: u64) -> Result<usize, OpError> {
         let r = self.rotary_dim.unwrap_or(d);
-        if r == 0 || r % 2 != 0 || r > d {
+        if r == 0 || !r.is_multiple_of(2) || r > d {
             crate::bail!("rope rotary_dim must be even and in 2..={d} (head dim), found {r}");
         }
         if !(self.theta.is_finite() && self.theta > 0.0) {
-            crate::bail!("rope theta must be a positive finite number, found {}", self.theta);
+            crate::bail!(
+                "rope theta must be a positive finite number, found {}",
+                self.theta
+            );
         }
         Ok(r as usize)
     }
@@ -96,7 +103,10 @@ impl OpSpec for Rope {
         let r = self.rotary(d as u64)?;
         let lead = &x.shape()[..x.rank() - 1];
         if broadcast_shapes(Self::NAME, p.shape(), lead)? != lead {
-            crate::bail!("rope positions {:?} do not broadcast to {lead:?}", p.shape());
+            crate::bail!(
+                "rope positions {:?} do not broadcast to {lead:?}",
+                p.shape()
+            );
         }
         let h = r / 2;
         let inv: Vec<f64> = (0..h)
@@ -121,11 +131,14 @@ impl OpSpec for Rope {
             }
             row += 1;
         });
-        Ok(vec![Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?])
+        Ok(vec![
+            Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?
+        ])
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::{Rope, RopeStyle};
     use crate::dtype::DType;
@@ -142,10 +155,18 @@ mod tests {
         for j in 0..r {
             let (k, partner, sign) = match style {
                 RopeStyle::Half => {
-                    if j < r / 2 { (j, j + r / 2, -1.0) } else { (j - r / 2, j - r / 2, 1.0) }
+                    if j < r / 2 {
+                        (j, j + r / 2, -1.0)
+                    } else {
+                        (j - r / 2, j - r / 2, 1.0)
+                    }
                 }
                 RopeStyle::Interleaved => {
-                    if j % 2 == 0 { (j / 2, j + 1, -1.0) } else { (j / 2, j - 1, 1.0) }
+                    if j.is_multiple_of(2) {
+                        (j / 2, j + 1, -1.0)
+                    } else {
+                        (j / 2, j - 1, 1.0)
+                    }
                 }
             };
             let ang = pos / theta.powf(2.0 * k as f64 / r as f64);
@@ -159,13 +180,16 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn matches_naive_rotation(h in 1usize..3, s in 1usize..5, half_d in 1usize..4,
-                                  partial in proptest::bool::ANY, interleaved in proptest::bool::ANY,
+                                  partial in proptest::bool::ANY,
+                                  interleaved in proptest::bool::ANY,
                                   seed in 0u64..1000) {
             let d = 2 * half_d + if partial { 2 } else { 0 };
             let r = 2 * half_d;
             let style = if interleaved { RopeStyle::Interleaved } else { RopeStyle::Half };
             let x = rand_tensor(DType::F64, vec![h, s, d], seed);
-            let pos = Tensor::from_fn(DType::I64, vec![s], |i| (i[0] * 3 + seed as usize % 5) as f64);
+            let pos = Tensor::from_fn(DType::I64, vec![s], |i| {
+                (i[0] * 3 + seed as usize % 5) as f64
+            });
             let op = Rope { style, theta: 10000.0, rotary_dim: partial.then_some(r as u64) };
             let out = eval_op(Op::Rope(op), &[x.clone(), pos.clone()]).unwrap();
             for hi in 0..h { for si in 0..s {
@@ -182,11 +206,18 @@ mod tests {
     fn bad_rotary_dim_and_positions_are_errors() {
         let x = rand_tensor(DType::F32, vec![2, 3, 4], 0);
         let pos = Tensor::from_fn(DType::I64, vec![3], |i| i[0] as f64);
-        let op = Rope { rotary_dim: Some(3), ..Rope::default() };
-        let e = eval_op(Op::Rope(op), &[x.clone(), pos]).unwrap_err().to_string();
+        let op = Rope {
+            rotary_dim: Some(3),
+            ..Rope::default()
+        };
+        let e = eval_op(Op::Rope(op), &[x.clone(), pos])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("even"), "{e}");
         let bad = Tensor::from_fn(DType::I64, vec![5], |i| i[0] as f64);
-        let e = eval_op(Op::Rope(Rope::default()), &[x, bad]).unwrap_err().to_string();
+        let e = eval_op(Op::Rope(Rope::default()), &[x, bad])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("broadcast"), "{e}");
     }
 }

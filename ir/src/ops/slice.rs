@@ -110,6 +110,7 @@ impl OpSpec for Slice {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Slice;
     use crate::dtype::DType;
@@ -139,7 +140,7 @@ mod tests {
                                   step in prop_oneof![-3i64..0, 1i64..4], seed in 0u64..100) {
             let x = rand_tensor(DType::F32, vec![2, n], seed);
             let op = Slice { axis: 1, start, end, step };
-            let out = eval_op(Op::Slice(op), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Slice(op), std::slice::from_ref(&x)).unwrap();
             let idx = py_indices(n as i64, start, end, step);
             prop_assert_eq!(out[0].shape(), &[2, idx.len()][..]);
             for r in 0..2 { for (k, &i) in idx.iter().enumerate() {
@@ -151,10 +152,22 @@ mod tests {
     #[test]
     fn zero_step_and_bad_axis_are_errors() {
         let x = rand_tensor(DType::F32, vec![4], 0);
-        let op = Slice { axis: 0, start: 0, end: 4, step: 0 };
-        let e = eval_op(Op::Slice(op), &[x.clone()]).unwrap_err().to_string();
+        let op = Slice {
+            axis: 0,
+            start: 0,
+            end: 4,
+            step: 0,
+        };
+        let e = eval_op(Op::Slice(op), std::slice::from_ref(&x))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("step must not be 0"), "{e}");
-        let op = Slice { axis: 1, start: 0, end: i64::MAX, step: 1 };
+        let op = Slice {
+            axis: 1,
+            start: 0,
+            end: i64::MAX,
+            step: 1,
+        };
         let e = eval_op(Op::Slice(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
     }

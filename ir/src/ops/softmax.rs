@@ -42,7 +42,9 @@ impl OpSpec for Softmax {
                 }
             }
         }
-        Ok(vec![Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?])
+        Ok(vec![
+            Tensor::new(x.dtype(), x.shape().to_vec(), out).map_err(op_err)?
+        ])
     }
 }
 
@@ -67,7 +69,7 @@ mod tests {
             prop_assume!(axis >= -rank && axis < rank);
             let a = axis.rem_euclid(rank) as usize;
             let x = rand_tensor(dt, shape.clone(), seed);
-            let out = eval_op(Op::Softmax(Softmax { axis }), &[x.clone()]).unwrap();
+            let out = eval_op(Op::Softmax(Softmax { axis }), std::slice::from_ref(&x)).unwrap();
             let naive: Vec<f64> = indices(&shape)
                 .iter()
                 .map(|i| {
@@ -87,20 +89,29 @@ mod tests {
     #[test]
     fn large_inputs_do_not_overflow_and_errors_are_clear() {
         let x = Tensor::new(DType::F32, vec![2], vec![1000.0, 1000.0]).unwrap();
-        let out = eval_op(Op::Softmax(Softmax { axis: 0 }), &[x.clone()]).unwrap();
+        let out = eval_op(Op::Softmax(Softmax { axis: 0 }), std::slice::from_ref(&x)).unwrap();
         assert_eq!(out[0].data(), &[0.5, 0.5]);
-        let e = eval_op(Op::Softmax(Softmax { axis: 1 }), &[x]).unwrap_err().to_string();
+        let e = eval_op(Op::Softmax(Softmax { axis: 1 }), &[x])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("axis 1 is out of range for rank 1"), "{e}");
         let i = Tensor::new(DType::I32, vec![2], vec![1.0, 2.0]).unwrap();
-        let e = eval_op(Op::Softmax(Softmax { axis: 0 }), &[i]).unwrap_err().to_string();
+        let e = eval_op(Op::Softmax(Softmax { axis: 0 }), &[i])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float") && e.contains("i32[2]"), "{e}");
     }
 
     #[test]
     fn symbolic_dims_flow_through() {
         let m = crate::module::Module::new();
-        let t = TensorType::new(DType::BF16, vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)]);
-        let out = Softmax { axis: -2 }.infer(&InferCx { module: &m }, &[t.clone()]).unwrap();
+        let t = TensorType::new(
+            DType::BF16,
+            vec![Dim::from("B"), Dim::from("S"), Dim::from(8u64)],
+        );
+        let out = Softmax { axis: -2 }
+            .infer(&InferCx { module: &m }, std::slice::from_ref(&t))
+            .unwrap();
         assert_eq!(out, vec![t]);
     }
 }

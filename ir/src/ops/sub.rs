@@ -64,7 +64,9 @@ mod tests {
     #[test]
     fn bool_operands_are_rejected() {
         let a = rand_tensor(DType::Bool, vec![2], 0);
-        let e = eval_op(Op::Sub(Sub {}), &[a.clone(), a]).unwrap_err().to_string();
+        let e = eval_op(Op::Sub(Sub {}), &[a.clone(), a])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("numeric") && e.contains("bool[2]"), "{e}");
     }
 
@@ -75,5 +77,4 @@ mod tests {
         let out = eval_op(Op::Sub(Sub {}), &[a, b]).unwrap();
         assert_eq!(out[0].data(), &[-128.0]);
     }
-
 }

@@ -49,7 +49,11 @@ impl OpSpec for TopK {
         let axis = normalize_axis(Self::NAME, self.axis, x.rank())?;
         if let Dim::Fixed(n) = x.shape[axis] {
             if self.k > n {
-                crate::bail!("top_k: k = {} exceeds axis {} of {x} (size {n})", self.k, self.axis);
+                crate::bail!(
+                    "top_k: k = {} exceeds axis {} of {x} (size {n})",
+                    self.k,
+                    self.axis
+                );
             }
         }
         let mut shape = x.shape.clone();
@@ -67,7 +71,11 @@ impl OpSpec for TopK {
         let (outer, len, inner) = split_at_axis(x.shape(), axis);
         let k = self.k as usize;
         if k > len {
-            crate::bail!("top_k: k = {k} exceeds axis {} of shape {:?}", self.axis, x.shape());
+            crate::bail!(
+                "top_k: k = {k} exceeds axis {} of shape {:?}",
+                self.axis,
+                x.shape()
+            );
         }
         let d = x.data();
         let mut vals = vec![0.0; outer * k * inner];
@@ -123,7 +131,7 @@ mod tests {
             let k = (kfrac * shape[a] as f64).round() as usize;
             let x = rand_tensor(dt, shape.clone(), seed);
             let op = Op::TopK(TopK { k: k as u64, axis, largest });
-            let out = eval_op(op, &[x.clone()]).unwrap();
+            let out = eval_op(op, std::slice::from_ref(&x)).unwrap();
             let mut oshape = shape.clone();
             oshape[a] = k;
             // Naive: repeatedly pick the best remaining element, scanning from index 0 so that
@@ -154,14 +162,41 @@ mod tests {
     #[test]
     fn ties_nan_and_errors() {
         let x = Tensor::new(DType::F32, vec![5], vec![2.0, f64::NAN, 2.0, 3.0, 2.0]).unwrap();
-        let out = eval_op(Op::TopK(TopK { k: 3, axis: 0, largest: true }), &[x.clone()]).unwrap();
+        let out = eval_op(
+            Op::TopK(TopK {
+                k: 3,
+                axis: 0,
+                largest: true,
+            }),
+            std::slice::from_ref(&x),
+        )
+        .unwrap();
         assert!(out[0].data()[0].is_nan());
         assert_eq!(&out[0].data()[1..], &[3.0, 2.0]);
         assert_eq!(out[1].data(), &[1.0, 3.0, 0.0]);
-        let out = eval_op(Op::TopK(TopK { k: 2, axis: 0, largest: false }), &[x.clone()]).unwrap();
+        let out = eval_op(
+            Op::TopK(TopK {
+                k: 2,
+                axis: 0,
+                largest: false,
+            }),
+            std::slice::from_ref(&x),
+        )
+        .unwrap();
         assert_eq!(out[1].data(), &[0.0, 2.0]);
-        let e = eval_op(Op::TopK(TopK { k: 6, axis: 0, largest: true }), &[x]).unwrap_err();
-        assert!(e.to_string().contains("k = 6 exceeds axis 0 of f32[5]"), "{e}");
+        let e = eval_op(
+            Op::TopK(TopK {
+                k: 6,
+                axis: 0,
+                largest: true,
+            }),
+            &[x],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("k = 6 exceeds axis 0 of f32[5]"),
+            "{e}"
+        );
         let t: TopK = serde_json::from_str(r#"{"k":1,"axis":-1}"#).unwrap();
         assert!(t.largest);
     }
@@ -170,7 +205,12 @@ mod tests {
     fn symbolic_dims_flow_through() {
         let m = crate::module::Module::new();
         let t = TensorType::new(DType::F32, vec![Dim::from("B"), Dim::from("V")]);
-        let out = TopK { k: 4, axis: 1, largest: true }.infer(&InferCx { module: &m }, &[t]);
+        let out = TopK {
+            k: 4,
+            axis: 1,
+            largest: true,
+        }
+        .infer(&InferCx { module: &m }, &[t]);
         let out = out.unwrap();
         assert_eq!(out[0].to_string(), "f32[B,4]");
         assert_eq!(out[1].to_string(), "i64[B,4]");

@@ -19,9 +19,10 @@ impl Transpose {
     fn check_perm(&self, rank: usize) -> Result<(), OpError> {
         let mut seen = vec![false; rank];
         let ok = self.perm.len() == rank
-            && self.perm.iter().all(|&p| {
-                p < rank && !std::mem::replace(&mut seen[p], true)
-            });
+            && self
+                .perm
+                .iter()
+                .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
         if !ok {
             crate::bail!(
                 "transpose perm {:?} is not a permutation of 0..{rank} (operand rank {rank})",
@@ -51,16 +52,15 @@ impl OpSpec for Transpose {
         let shape: Vec<usize> = self.perm.iter().map(|&p| x.shape()[p]).collect();
         let src = x.data();
         let mut out = Vec::with_capacity(x.numel());
-        super::util::for_each_index(
-            &shape,
-            &[self.perm.iter().map(|&p| xs[p]).collect()],
-            |o| out.push(src[o[0]]),
-        );
+        super::util::for_each_index(&shape, &[self.perm.iter().map(|&p| xs[p]).collect()], |o| {
+            out.push(src[o[0]])
+        });
         Ok(vec![Tensor::new(x.dtype(), shape, out).map_err(op_err)?])
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Transpose;
     use crate::dtype::DType;
@@ -76,7 +76,8 @@ mod tests {
             let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
             let perm = perms[p];
             let x = rand_tensor(DType::F32, vec![a, b, c], seed);
-            let out = eval_op(Op::Transpose(Transpose { perm: perm.to_vec() }), &[x.clone()])
+            let op = Op::Transpose(Transpose { perm: perm.to_vec() });
+            let out = eval_op(op, std::slice::from_ref(&x))
                 .unwrap();
             let dims = [a, b, c];
             prop_assert_eq!(out[0].shape(), &[dims[perm[0]], dims[perm[1]], dims[perm[2]]][..]);
@@ -91,13 +92,21 @@ mod tests {
     #[test]
     fn bad_perm_is_a_type_error() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
-        let e = eval_op(Op::Transpose(Transpose { perm: vec![0, 0] }), &[x.clone()])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::Transpose(Transpose { perm: vec![0, 0] }),
+            std::slice::from_ref(&x),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not a permutation"), "{e}");
-        let e = eval_op(Op::Transpose(Transpose { perm: vec![1, 0, 2] }), &[x])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op(
+            Op::Transpose(Transpose {
+                perm: vec![1, 0, 2],
+            }),
+            &[x],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("rank 2"), "{e}");
     }
 }

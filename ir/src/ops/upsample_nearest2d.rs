@@ -32,7 +32,9 @@ impl OpSpec for UpsampleNearest2d {
         let mut shape = x.shape.clone();
         for d in &mut shape[2..] {
             *d = match d {
-                Dim::Fixed(n) => Dim::Fixed(*n * self.scale),
+                Dim::Fixed(n) => Dim::Fixed(n.checked_mul(self.scale).ok_or_else(|| {
+                    OpError::new(format!("upsample_nearest2d: {n}·{} overflows", self.scale))
+                })?),
                 Dim::Sym(_) if self.scale == 1 => d.clone(),
                 Dim::Sym(s) => crate::bail!(
                     "upsample_nearest2d by {} of symbolic dim {s} cannot be expressed (x is {x})",
@@ -66,6 +68,7 @@ impl OpSpec for UpsampleNearest2d {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::UpsampleNearest2d;
     use crate::dtype::DType;
@@ -79,14 +82,16 @@ mod tests {
         fn every_output_copies_its_source_pixel(c in 1usize..3, h in 1usize..4, w in 1usize..4,
                                                 s in 1u64..4, seed in 0u64..1000) {
             let x = rand_tensor(DType::F16, vec![1, c, h, w], seed);
-            let out = eval_op(Op::UpsampleNearest2d(UpsampleNearest2d { scale: s }), &[x.clone()])
+            let op = Op::UpsampleNearest2d(UpsampleNearest2d { scale: s });
+            let out = eval_op(op, std::slice::from_ref(&x))
                 .unwrap();
             let s = s as usize;
             prop_assert_eq!(out[0].shape(), &[1, c, h * s, w * s][..]);
             // Naive: each input pixel fills an s×s block.
             for ch in 0..c { for y in 0..h { for z in 0..w {
                 for a in 0..s { for b in 0..s {
-                    prop_assert_eq!(out[0].at(&[0, ch, y * s + a, z * s + b]), x.at(&[0, ch, y, z]));
+                    let got = out[0].at(&[0, ch, y * s + a, z * s + b]);
+                    prop_assert_eq!(got, x.at(&[0, ch, y, z]));
                 }}
             }}}
         }

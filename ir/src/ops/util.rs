@@ -423,3 +423,158 @@ impl Drop for CallDepthGuard {
         CALL_DEPTH.with(|c| c.set(c.get().saturating_sub(1)));
     }
 }
+
+/// `-1`, the default axis of the normalization ops.
+pub fn minus_one() -> i64 {
+    -1
+}
+
+/// Check the operands of a normalization over `x.shape[axis..]` with optional per-element
+/// parameters shaped like the normalized dims; returns the normalized axis.
+pub fn check_norm_operands(
+    op: &str,
+    axis: i64,
+    eps: f64,
+    inputs: &[TensorType],
+    max_operands: usize,
+) -> Result<usize, OpError> {
+    expect_arity_range(op, inputs, 1, max_operands)?;
+    same_dtype(op, inputs)?;
+    expect_float(op, "operand", &inputs[0])?;
+    if !(eps >= 0.0 && eps.is_finite()) {
+        crate::bail!("{op}: eps must be finite and >= 0, found {eps}");
+    }
+    let x = &inputs[0];
+    let a = normalize_axis(op, axis, x.rank())?;
+    let norm = &x.shape[a..];
+    for (i, p) in inputs.iter().enumerate().skip(1) {
+        if p.shape != norm {
+            crate::bail!(
+                "{op}: operand {i} must be shaped like the normalized dims [{}] of {x}, found {p}",
+                join(norm)
+            );
+        }
+    }
+    Ok(a)
+}
+
+/// Check a collective's world size (>= 1).
+pub fn check_world(op: &str, world: u64) -> Result<(), OpError> {
+    if world == 0 {
+        crate::bail!("{op}: world size must be >= 1, found 0");
+    }
+    Ok(())
+}
+
+/// Reference semantics of a collective: on one rank (`world == 1`) every collective is the
+/// identity; with more ranks the reference interpreter has no peers to talk to.
+pub fn single_rank(
+    op: &str,
+    mesh_axis: &str,
+    world: u64,
+    inputs: &[&Tensor],
+) -> Result<Vec<Tensor>, OpError> {
+    expect_arity(op, inputs, 1)?;
+    check_world(op, world)?;
+    if world != 1 {
+        crate::bail!(
+            "{op} over mesh axis `{mesh_axis}` with world {world} needs a communicator (execution arrives with the collectives backend); the reference interpreter runs single-rank programs (world = 1)"
+        );
+    }
+    Ok(vec![inputs[0].clone()])
+}
+
+/// `d · k` as a dim (a symbolic `d` only when `k == 1`).
+pub fn scale_dim(op: &str, d: &Dim, k: u64, what: &str) -> Result<Dim, OpError> {
+    match d {
+        Dim::Fixed(n) => Ok(Dim::Fixed(n.checked_mul(k).ok_or_else(|| {
+            OpError::new(format!("{op}: {what} {n}·{k} overflows"))
+        })?)),
+        Dim::Sym(_) if k == 1 => Ok(d.clone()),
+        Dim::Sym(s) => crate::bail!(
+            "{op}: {what} {s}·{k} cannot be expressed as one dim (use a fixed size or a symbol for the gathered dim)"
+        ),
+    }
+}
+
+/// `d / k` as a dim; `k` must divide a fixed `d` (a symbolic `d` only when `k == 1`).
+pub fn divide_dim(op: &str, d: &Dim, k: u64, what: &str) -> Result<Dim, OpError> {
+    match d {
+        Dim::Fixed(n) if k > 0 && n.is_multiple_of(k) => Ok(Dim::Fixed(n / k)),
+        Dim::Fixed(n) => crate::bail!("{op}: world {k} must divide the {what} {n}"),
+        Dim::Sym(_) if k == 1 => Ok(d.clone()),
+        Dim::Sym(s) => crate::bail!(
+            "{op}: {what} {s}/{k} cannot be expressed as one dim (the {what} must be fixed)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::Op;
+
+    /// Every structural op's attributes survive `{"op", "attrs"}` JSON, with defaults filled in
+    /// and unknown fields rejected.
+    #[test]
+    fn attrs_round_trip_through_json() {
+        let cases = [
+            ("transpose", r#"{"perm":[1,0]}"#),
+            ("reshape", r#"{"shape":["B",-1,64]}"#),
+            ("broadcast_to", r#"{"shape":["B",4]}"#),
+            ("concat", r#"{"axis":-1}"#),
+            (
+                "slice",
+                r#"{"axis":1,"start":-3,"end":9223372036854775807}"#,
+            ),
+            ("split", r#"{"axis":0,"sizes":[2,3]}"#),
+            ("gather", r#"{"axis":0}"#),
+            (
+                "rope",
+                r#"{"style":"interleaved","theta":500000.0,"rotary_dim":32}"#,
+            ),
+            ("attention", r#"{"mask":"causal"}"#),
+            ("mmca_attention", r#"{"empty_row":"zero"}"#),
+            (
+                "conv2d",
+                r#"{"stride":[2,2],"padding":[1,1,1,1],"groups":2}"#,
+            ),
+            ("group_norm", r#"{"groups":32,"eps":1e-6}"#),
+            ("upsample_nearest2d", r#"{"scale":2}"#),
+            ("avg_pool2d", r#"{"kernel":[2,2],"stride":[2,2]}"#),
+            (
+                "quantize",
+                r#"{"dtype":"i4","granularity":{"kind":"per_group","axis":-1,"size":128},"convention":"deepspeed"}"#,
+            ),
+            (
+                "dequantize",
+                r#"{"dtype":"bf16","granularity":{"kind":"per_token"}}"#,
+            ),
+            ("all_gather", r#"{"axis":0,"mesh_axis":"tp","world":4}"#),
+            ("reduce_scatter", r#"{"axis":0,"mesh_axis":"dp","world":2}"#),
+            (
+                "all_reduce",
+                r#"{"mesh_axis":"tp","world":8,"reduce":"max"}"#,
+            ),
+            (
+                "all_to_all",
+                r#"{"split_axis":2,"concat_axis":1,"mesh_axis":"sp","world":4}"#,
+            ),
+            ("call", r#"{"callee":"block"}"#),
+            ("for", r#"{"body":"step","trip_count":50}"#),
+        ];
+        for (name, attrs) in cases {
+            let op = Op::from_attrs(name, serde_json::from_str(attrs).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(op.name(), name);
+            let json = serde_json::to_string(&op).unwrap();
+            let back: Op = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, op, "{json}");
+            let mut bad: serde_json::Value = serde_json::from_str(attrs).unwrap();
+            bad["bogus"] = serde_json::json!(1);
+            assert!(
+                Op::from_attrs(name, bad).is_err(),
+                "{name} accepted an unknown field"
+            );
+        }
+    }
+}

@@ -29,7 +29,10 @@ impl OpSpec for Where {
             );
         }
         let ab = broadcast_dims(Self::NAME, &a.shape, &b.shape)?;
-        Ok(vec![TensorType::new(a.dtype, broadcast_dims(Self::NAME, &c.shape, &ab)?)])
+        Ok(vec![TensorType::new(
+            a.dtype,
+            broadcast_dims(Self::NAME, &c.shape, &ab)?,
+        )])
     }
 
     fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -87,7 +90,9 @@ mod tests {
         let h = rand_tensor(DType::F16, vec![2], 0);
         let c = rand_tensor(DType::Bool, vec![2], 0);
         let op = || Op::Where(Where {});
-        let e = eval_op(op(), &[f.clone(), f.clone(), f.clone()]).unwrap_err().to_string();
+        let e = eval_op(op(), &[f.clone(), f.clone(), f.clone()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bool condition") && e.contains("f32[2]"), "{e}");
         let e = eval_op(op(), &[c, f, h]).unwrap_err().to_string();
         assert!(e.contains("f32[2] and f16[2]"), "{e}");

@@ -1,0 +1,271 @@
+//! The CLI as a user drives it: the main job, the round trip through a written `.fir`, and one
+//! clear error (never a panic) for each kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fuselage(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fuselage"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run fuselage")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fuselage-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Fails with a single clear error line, non-zero exit, no panic.
+fn assert_clear_error(o: &Output, must_contain: &[&str]) {
+    let e = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {e}");
+    assert!(!e.contains("panicked"), "panicked: {e}");
+    assert!(e.starts_with("error: "), "{e}");
+    for m in must_contain {
+        assert!(e.contains(m), "`{m}` not in: {e}");
+    }
+}
+
+fn read_npy(p: &Path) -> fuselage::ir::Tensor {
+    fuselage::npy::read_npy(p).unwrap()
+}
+
+#[test]
+fn compile_bert_tiny_with_canonicalize_then_run_the_written_fir() {
+    let out = tmp("bert-canon.fir");
+    let o = fuselage(&[
+        "compile",
+        "builtin:bert-tiny",
+        "--pipeline",
+        "pipelines/canonicalize.toml",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = stdout(&o);
+    assert!(report.contains("canonicalize"), "{report}");
+    assert!(report.contains("ok"), "numeric check column: {report}");
+
+    // The compiled model is smaller and fused.
+    let m = fuselage::load(out.to_str().unwrap()).unwrap();
+    let hist = m.op_histogram();
+    assert_eq!(hist.get("layer_norm"), Some(&5), "{hist:?}");
+    assert_eq!(hist.get("gelu"), Some(&2), "{hist:?}");
+    assert!(!hist.contains_key("erf"), "{hist:?}");
+
+    // Same inputs, same outputs: original vs the written .fir, through `fuselage run`.
+    let run = |model: &str, tag: &str| {
+        let a = tmp(&format!("{tag}-h.npy"));
+        let b = tmp(&format!("{tag}-e.npy"));
+        let o = fuselage(&[
+            "run",
+            model,
+            "--bind",
+            "B=2,S=7",
+            "--seed",
+            "3",
+            "--output",
+            &format!("last_hidden_state={}", a.display()),
+            "--output",
+            &format!("sentence_embedding={}", b.display()),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (read_npy(&a), read_npy(&b))
+    };
+    let (h0, e0) = run("builtin:bert-tiny", "orig");
+    let (h1, e1) = run(out.to_str().unwrap(), "canon");
+    for (x, y) in [(&h0, &h1), (&e0, &e1)] {
+        assert_eq!(x.shape(), y.shape());
+        // Fused ops round once where the primitives rounded per step: f32-ulp-level agreement.
+        for (a, b) in x.data().iter().zip(y.data()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn written_fir_runs_bit_identically_to_the_compiled_module() {
+    let out = tmp("llama-clean.fir");
+    let o = fuselage(&[
+        "compile",
+        "builtin:llama-tiny",
+        "--pipeline",
+        "dce,fixpoint(cse,fold-constants)",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = fuselage(&["run", "builtin:llama-tiny", "--bind", "B=1,S=5"]);
+    let b = fuselage(&["run", out.to_str().unwrap(), "--bind", "B=1,S=5"]);
+    assert!(a.status.success() && b.status.success());
+    // dce/cse/fold are exact: the printed checksums agree to the last digit.
+    assert_eq!(stdout(&a), stdout(&b));
+}
+
+#[test]
+fn passes_lists_every_standard_pass_with_options() {
+    let o = fuselage(&["passes"]);
+    assert!(o.status.success());
+    let s = stdout(&o);
+    for p in [
+        "dce",
+        "cse",
+        "fold-constants",
+        "shape-infer",
+        "canonicalize",
+        "node-limit",
+    ] {
+        assert!(s.contains(p), "{p} missing from:\n{s}");
+    }
+    let j = fuselage(&["passes", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert!(v["passes"].as_array().unwrap().len() >= 5);
+}
+
+#[test]
+fn inspect_reports_ops_parameters_and_flops() {
+    let o = fuselage(&["inspect", "builtin:llama-tiny", "--bind", "S=16", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ops"]["attention"], 2);
+    assert!(v["parameters"].as_u64().unwrap() > 10_000);
+    assert!(v["flops_per_token"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["tokens"], 16);
+}
+
+#[test]
+fn malformed_fir_gives_file_line_column() {
+    let p = tmp("bad.fir");
+    std::fs::write(
+        &p,
+        "module {\n  func @main(%0 \"x\": f32[2]) {\n    %1 = add(%0, %0 : f32[2]\n    return %1 \"y\"\n  }\n}\n",
+    )
+    .unwrap();
+    let o = fuselage(&["run", p.to_str().unwrap()]);
+    assert_clear_error(&o, &[&format!("{}:3:", p.display())]);
+}
+
+#[test]
+fn type_error_in_fir_names_the_node_and_types() {
+    let p = tmp("type.fir");
+    std::fs::write(
+        &p,
+        "module {\n  func @main(%0 \"x\": f32[2], %1 \"w\": f32[3]) {\n    %2 = add(%0, %1) : f32[2]\n    return %2 \"y\"\n  }\n}\n",
+    )
+    .unwrap();
+    let o = fuselage(&["run", p.to_str().unwrap()]);
+    assert_clear_error(&o, &["add", "broadcast"]);
+}
+
+#[test]
+fn unknown_pass_lists_the_allowed_ones() {
+    let o = fuselage(&["compile", "builtin:mlp", "--pipeline", "dce,frobnicate"]);
+    assert_clear_error(&o, &["frobnicate", "cse", "fold-constants"]);
+}
+
+#[test]
+fn unknown_pass_option_lists_the_allowed_keys() {
+    let o = fuselage(&[
+        "compile",
+        "builtin:mlp",
+        "--pipeline",
+        "canonicalize{node-limt=5}",
+    ]);
+    assert_clear_error(&o, &["node-limt", "node-limit"]);
+}
+
+#[test]
+fn unknown_model_lists_the_builtins() {
+    let o = fuselage(&["run", "builtin:gpt-5"]);
+    assert_clear_error(&o, &["gpt-5", "bert-tiny", "llama-tiny"]);
+    let o = fuselage(&["run", "model.onnx.txt"]);
+    assert_clear_error(&o, &["builtin:NAME"]);
+}
+
+#[test]
+fn wrong_inputs_name_what_the_model_takes() {
+    let x = tmp("x.npy");
+    fuselage::npy::write_npy(
+        &x,
+        &fuselage::ir::Tensor::from_f32(vec![3], &[1., 2., 3.]).unwrap(),
+    )
+    .unwrap();
+    let o = fuselage(&[
+        "run",
+        "builtin:mlp",
+        "--input",
+        &format!("y={}", x.display()),
+    ]);
+    assert_clear_error(&o, &["no input named `y`", "x"]);
+    let o = fuselage(&["run", "builtin:mlp", "--input", x.to_str().unwrap()]);
+    assert_clear_error(&o, &["f32[B,64]"]);
+}
+
+#[test]
+fn run_reads_and_writes_npy() {
+    let x = tmp("mlp-x.npy");
+    let y = tmp("mlp-y.npy");
+    let xs: Vec<f32> = (0..128).map(|i| (i as f32 - 64.0) / 32.0).collect();
+    fuselage::npy::write_npy(
+        &x,
+        &fuselage::ir::Tensor::from_f32(vec![2, 64], &xs).unwrap(),
+    )
+    .unwrap();
+    let o = fuselage(&[
+        "run",
+        "builtin:mlp",
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        y.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = fuselage::load("builtin:mlp").unwrap();
+    let want = fuselage::run(&m, &[read_npy(&x)]).unwrap();
+    assert_eq!(read_npy(&y), want[0].1);
+}
+
+#[test]
+fn dump_dir_and_print_ir_after_and_max_steps() {
+    let d = tmp("dumps");
+    let _ = std::fs::remove_dir_all(&d);
+    let o = fuselage(&[
+        "compile",
+        "builtin:mlp",
+        "--pipeline",
+        "dce,cse,fold-constants",
+        "--dump-dir",
+        d.to_str().unwrap(),
+        "--print-ir-after",
+        "cse",
+        "--max-steps",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("IR after cse"), "{}", stderr(&o));
+    let files: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(files.iter().any(|f| f.contains("cse")), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.contains("fold")),
+        "max-steps 2 must stop before fold: {files:?}"
+    );
+    assert!(
+        stdout(&o).to_lowercase().contains("stopped"),
+        "{}",
+        stdout(&o)
+    );
+}
