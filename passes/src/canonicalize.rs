@@ -292,8 +292,11 @@ fn rewrite_function(
     for (n, id) in &orig_enodes {
         let n = n.clone().map_children(|c| eg.find(c));
         orig.entry(n).or_insert(*id);
-        // The last original node of a class names a new node that replaces it.
-        class_orig.insert(eg.find(class_of[&ValueId::new(*id, 0)]), *id);
+        // The last named original node of a class names a new node that replaces it.
+        let c = eg.find(class_of[&ValueId::new(*id, 0)]);
+        if g.node(*id).is_some_and(|n| n.name.is_some()) || !class_orig.contains_key(&c) {
+            class_orig.insert(c, *id);
+        }
     }
     let orig_set: HashSet<TensorLang> = orig.keys().cloned().collect();
     let ex = extract(&eg, &levels, &orig_set, &roots, model).map_err(err)?;
