@@ -79,7 +79,8 @@ impl Canonicalize {
         }
     }
 
-    /// The registry's constructor.
+    /// The registry's constructor (its signature is the registry's, hence the large error).
+    #[allow(clippy::result_large_err)]
     pub fn create(options: CanonicalizeOptions) -> Result<Self, PassError> {
         // Fail early on a bad rule file or cost table, naming the rule and line.
         rewrites().map_err(failed)?;
@@ -195,11 +196,20 @@ fn rewrite_function(
     for (i, &id) in order.iter().enumerate() {
         let node = g.node(id).expect("topo order yields live nodes");
         let level = i as u32 + 1;
+        let operands: Vec<Id> = node
+            .operands
+            .iter()
+            .map(|v| {
+                class_of.get(v).copied().ok_or_else(|| {
+                    err(format!("{} uses {v}, which does not exist", g.describe(id)))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let name = node.op.name();
         let mut enode = None;
         if node.results.len() == 1 && !matches!(name, "input" | "call" | "for") {
             let attrs = canonical_attrs(&node.op);
-            let ops: Vec<Id> = node.operands.iter().map(|v| class_of[v]).collect();
+            let ops = operands.clone();
             let tys: Option<Vec<_>> = ops.iter().map(|c| eg[*c].data.ty.clone()).collect();
             let sym = Symbol::from(name);
             if let Some(tys) = tys {
@@ -220,7 +230,7 @@ fn rewrite_function(
             None => {
                 if name != "input" {
                     unmodelled.push(id);
-                    roots.extend(node.operands.iter().map(|v| class_of[v]));
+                    roots.extend(operands.iter().copied());
                 }
                 for (slot, ty) in node.results.iter().enumerate() {
                     let v = ValueId::new(id, slot as u32);
@@ -282,8 +292,11 @@ fn rewrite_function(
     for (n, id) in &orig_enodes {
         let n = n.clone().map_children(|c| eg.find(c));
         orig.entry(n).or_insert(*id);
-        // The last original node of a class names a new node that replaces it.
-        class_orig.insert(eg.find(class_of[&ValueId::new(*id, 0)]), *id);
+        // The last named original node of a class names a new node that replaces it.
+        let c = eg.find(class_of[&ValueId::new(*id, 0)]);
+        if g.node(*id).is_some_and(|n| n.name.is_some()) || !class_orig.contains_key(&c) {
+            class_orig.insert(c, *id);
+        }
     }
     let orig_set: HashSet<TensorLang> = orig.keys().cloned().collect();
     let ex = extract(&eg, &levels, &orig_set, &roots, model).map_err(err)?;
@@ -331,7 +344,11 @@ fn rewrite_function(
         val.insert(c, v);
     }
     let remap = |v: &ValueId| -> Result<ValueId, RewriteError> {
-        let c = eg.find(class_of[v]);
+        let c = eg.find(
+            *class_of
+                .get(v)
+                .ok_or_else(|| err(format!("value {v} does not exist")))?,
+        );
         val.get(&c)
             .copied()
             .ok_or_else(|| err(format!("value {v} was not extracted")))

@@ -368,3 +368,43 @@ fn bert_large_shaped_graph_fuses_every_layer() {
     }
     assert!(m.entry().unwrap().len() < before);
 }
+
+#[test]
+fn runs_in_a_pipeline_with_the_numeric_check() {
+    use fuselage_passes::{PassManager, PassManagerOptions, Pipeline};
+    let mut m = residual_chain(3);
+    let p = Pipeline::parse("canonicalize{node-limit=50000,iter-limit=20,time-limit-ms=5000},dce")
+        .unwrap();
+    let report = PassManager::new(PassManagerOptions::default())
+        .run(&p, &mut m)
+        .unwrap();
+    assert!(report
+        .passes
+        .iter()
+        .all(|p| p.numeric.as_ref().is_none_or(|n| n.passed)));
+    assert_eq!(count(&m, "layer_norm"), 3);
+    let e = Pipeline::parse("canonicalize{node-limt=5}")
+        .and_then(|p| {
+            PassManager::new(PassManagerOptions::default())
+                .run(&p, &mut m)
+                .map(|_| ())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("node-limt") && e.contains("node-limit"), "{e}");
+}
+
+#[test]
+fn a_dangling_operand_is_an_error_not_a_panic() {
+    let mut b = B::new();
+    let x = b.input("x", &[Dim::Fixed(4)]);
+    let y = b.op("exp", json!({}), &[x]);
+    let mut m = b.finish(&[y]);
+    let g = m.functions.get_mut("main").unwrap();
+    g.node_mut(y.node).unwrap().operands[0].slot = 3;
+    let e = Canonicalize::default().run(&mut m).unwrap_err().to_string();
+    assert!(
+        e.contains("canonicalize @main") && e.contains("does not exist"),
+        "{e}"
+    );
+}

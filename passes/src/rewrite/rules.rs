@@ -467,6 +467,15 @@ fn canonical(op: &str, json: &str) -> Result<Symbol, String> {
     Ok(super::lang::canonical_attrs(&op))
 }
 
+/// An attribute error, with a hint on how to write attributes when the op exists.
+fn attrs_hint(op: &str, e: String, hint: &str) -> String {
+    if fuselage_ir::ops::OP_NAMES.contains(&op) {
+        format!("{e} {hint}")
+    } else {
+        e
+    }
+}
+
 fn parse_var(t: &str) -> Result<Var, String> {
     if t == "?result" {
         return Err("`?result` names the matched value and may only be used in conditions".into());
@@ -512,7 +521,7 @@ fn compile_lhs(
                 }
                 _ => {
                     let a = canonical(op, "{}").map_err(|e| {
-                        format!("{e} (write its attributes as `:{{JSON}}` or `:?var`)")
+                        attrs_hint(op, e, "(write its attributes as `:{JSON}` or `:?var`)")
                     })?;
                     ast.add(ENodeOrVar::ENode(TensorLang::Attr(a)))
                 }
@@ -591,8 +600,10 @@ fn compile_rhs(s: &Sexp, vars: &HashSet<Var>) -> Result<Template, String> {
                     }
                 }
                 _ => AttrTemplate::Lit(canonical(op, "{}").map_err(|e| {
-                    format!(
-                        "{e} (write its attributes as `:{{JSON}}`, `:?var` or `:(function ...)`)"
+                    attrs_hint(
+                        op,
+                        e,
+                        "(write its attributes as `:{JSON}`, `:?var` or `:(function ...)`)",
                     )
                 })?),
             };
