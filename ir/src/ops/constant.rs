@@ -64,9 +64,13 @@ mod tests {
 
     #[test]
     fn missing_constant_is_a_type_error() {
-        let e = eval_op_in(Module::new(), Op::Constant(Constant { name: "w".into() }), &[])
-            .unwrap_err()
-            .to_string();
+        let e = eval_op_in(
+            Module::new(),
+            Op::Constant(Constant { name: "w".into() }),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no constant named `w`"), "{e}");
     }
 }

@@ -63,7 +63,10 @@ mod tests {
 
     #[test]
     fn wrong_inputs_are_errors_naming_the_input() {
-        let m = identity(TensorType::new(crate::DType::F32, ["B".into(), Dim::Fixed(3)]));
+        let m = identity(TensorType::new(
+            crate::DType::F32,
+            ["B".into(), Dim::Fixed(3)],
+        ));
         let bad = rand_tensor(crate::DType::F32, vec![2, 4], 0);
         let e = Reference.run(&m, "main", &[bad]).unwrap_err().to_string();
         assert!(e.contains("input `x` expects f32[B,3]"), "{e}");
