@@ -8,7 +8,8 @@
 pub mod builder;
 pub mod builtin;
 pub mod error;
+pub mod onnx;
 
 pub use builder::ModelBuilder;
 pub use builtin::{builtin, BUILTINS};
-pub use error::FrontendError;
+pub use error::{FrontendError, UnsupportedOp};
