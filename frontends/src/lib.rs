@@ -5,6 +5,7 @@
 //! (safetensors + config, GGUF, ONNX) build the same IR through the same builder.
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod builder;
 pub mod builtin;
 pub mod error;

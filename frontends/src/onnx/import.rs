@@ -107,7 +107,7 @@ pub(crate) const SUPPORTED: &[&str] = &[
     "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "Greater",
     "GreaterOrEqual", "GroupNormalization", "Identity", "InstanceNormalization", "IsNaN",
     "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul", "Max",
-    "Mean", "Min", "Mul", "Neg", "Not", "Or", "Pow", "Range", "Reciprocal", "ReduceMax",
+    "MaxPool", "Mean", "Min", "Mul", "Neg", "Not", "Or", "Pow", "Range", "Reciprocal", "ReduceMax",
     "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Sin",
     "Slice", "Softmax", "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "TopK",
     "Transpose", "Unsqueeze", "Where", "Xor",
@@ -481,7 +481,12 @@ impl Importer {
         let known: Option<Vec<Arc<Known>>> = args.iter().map(|a| self.known_of(a)).collect();
         if let Some(ks) = known {
             if !args.is_empty() && ks.iter().all(|k| k.numel() <= 1 << 22) {
-                if let Some(r) = self.fold(&o, &ks)? {
+                // A folded constant is named after the constant it derives from (`w.transpose`).
+                let base = match args {
+                    [Val::Known(_, name)] => Some(format!("{name}.{}", o.name())),
+                    _ => None,
+                };
+                if let Some(r) = self.fold(&o, &ks, base)? {
                     return Ok(r);
                 }
             }
@@ -502,7 +507,12 @@ impl Importer {
         Ok((0..n as u32).map(|s| Val::Ir(ValueId::new(id, s))).collect())
     }
 
-    fn fold(&mut self, o: &Op, ks: &[Arc<Known>]) -> NResult<Option<Vec<Val>>> {
+    fn fold(
+        &mut self,
+        o: &Op,
+        ks: &[Arc<Known>],
+        base: Option<String>,
+    ) -> NResult<Option<Vec<Val>>> {
         let mut tensors = Vec::with_capacity(ks.len());
         for k in ks {
             match k.tensor() {
@@ -529,7 +539,10 @@ impl Importer {
             .map_err(|e| err(format!("{} (folding constants): {}", o.name(), e.0)))?;
         Ok(Some(
             out.iter()
-                .map(|t| self.known(Known::from_tensor(t), "folded"))
+                .map(|t| match &base {
+                    Some(b) => Val::Known(Arc::new(Known::from_tensor(t)), b.as_str().into()),
+                    None => self.known(Known::from_tensor(t), o.name()),
+                })
                 .collect(),
         ))
     }

@@ -865,6 +865,37 @@ impl Importer {
                     true,
                 )?)
             }
+            "MaxPool" => {
+                // Non-overlapping windows (kernel = stride, no padding, dims divisible) are a
+                // reshape to [N, C, H/kh, kh, W/kw, kw] and a max over the window axes.
+                if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+                    unsup!("the Indices output is not computed");
+                }
+                let x = self.input(n, 0)?;
+                let xs = self.shape(&x)?;
+                let Some(k) = a.ints("kernel_shape") else { bad!("missing kernel_shape") };
+                let strides = a.ints("strides").unwrap_or(vec![1; k.len()]);
+                let pads = a.ints("pads").unwrap_or_default();
+                let dil = a.ints("dilations").unwrap_or_default();
+                let auto = a.s("auto_pad").unwrap_or_else(|| "NOTSET".into());
+                if xs.len() != 4 || k.len() != 2 || strides != k || pads.iter().any(|&p| p != 0)
+                    || dil.iter().any(|&d| d != 1) || !(auto == "NOTSET" || auto == "VALID")
+                {
+                    unsup!("only 2-D pooling with kernel = stride and no padding is supported");
+                }
+                let mut dims = vec![rdim(&xs[0]), rdim(&xs[1])];
+                for i in 0..2 {
+                    match xs[2 + i] {
+                        Dim::Fixed(d) if k[i] > 0 && d % k[i] as u64 == 0 => {
+                            dims.push(ReshapeDim::Size(d as i64 / k[i]));
+                            dims.push(ReshapeDim::Size(k[i]));
+                        }
+                        ref d => unsup!("spatial dim {d} is not a known multiple of the kernel"),
+                    }
+                }
+                let r = self.reshape(&x, dims, false)?;
+                one(self.emitj("reduce", json!({"kind": "max", "axes": [3, 5], "keepdims": false}), &[r], true)?)
+            }
             "Resize" => self.resize(n, &a).map(|v| vec![v]),
             "Einsum" => self.einsum(n, &a).map(|v| vec![v]),
             other => unsup!("no mapping for {other}"),
