@@ -1,6 +1,8 @@
 //! Import an ONNX file and print a summary (or the importer's error).
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: onnx_probe FILE.onnx");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: onnx_probe FILE.onnx");
     match fuselage_frontends::onnx::load_onnx(&path) {
         Ok(m) => {
             let g = m.entry().expect("main");

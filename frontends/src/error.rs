@@ -65,7 +65,11 @@ pub struct UnsupportedOp {
 
 impl std::fmt::Display for UnsupportedOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (opset {}) at node `{}`", self.op_type, self.opset, self.node)?;
+        write!(
+            f,
+            "{} (opset {}) at node `{}`",
+            self.op_type, self.opset, self.node
+        )?;
         if let Some(r) = &self.reason {
             write!(f, ": {r}")?;
         }

@@ -5,16 +5,26 @@ use fuselage_frontends::onnx::proto::*;
 use fuselage_frontends::onnx::{load_onnx, load_onnx_bytes};
 use fuselage_frontends::FrontendError;
 use fuselage_ir::{Executor, Module, Reference, Tensor};
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 // ----- model writing helpers -----
 
 fn attr_i(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
 }
 fn attr_f(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f,
+        ..Default::default()
+    }
 }
 fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
@@ -25,7 +35,13 @@ fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
     }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -71,8 +87,14 @@ fn value_info(name: &str, elem: DataType, dims: &[D]) -> ValueInfoProto {
                     dim: dims
                         .iter()
                         .map(|d| match d {
-                            D::V(v) => Dimension { dim_value: Some(*v), ..Default::default() },
-                            D::P(p) => Dimension { dim_param: Some(p.to_string()), ..Default::default() },
+                            D::V(v) => Dimension {
+                                dim_value: Some(*v),
+                                ..Default::default()
+                            },
+                            D::P(p) => Dimension {
+                                dim_param: Some(p.to_string()),
+                                ..Default::default()
+                            },
                         })
                         .collect(),
                 }),
@@ -83,10 +105,18 @@ fn value_info(name: &str, elem: DataType, dims: &[D]) -> ValueInfoProto {
     }
 }
 
-fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>) -> Vec<u8> {
+fn model(
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         producer_name: "fuselage-test".into(),
         graph: Some(GraphProto {
             node: nodes,
@@ -103,17 +133,25 @@ fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, inputs: Vec<ValueInfoPr
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn vals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
         })
         .collect()
 }
 
 fn node_names(m: &Module) -> Vec<String> {
-    m.entry().unwrap().nodes().filter_map(|(_, n)| n.name.clone()).collect()
+    m.entry()
+        .unwrap()
+        .nodes()
+        .filter_map(|(_, n)| n.name.clone())
+        .collect()
 }
 
 fn run(m: &Module, inputs: &[Tensor]) -> Vec<Tensor> {
@@ -123,20 +161,38 @@ fn run(m: &Module, inputs: &[Tensor]) -> Vec<Tensor> {
 fn assert_close(got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "element {i}: got {g}, want {w}");
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "element {i}: got {g}, want {w}"
+        );
     }
 }
 
 // ----- MLP -----
 
-fn mlp_bytes() -> (Vec<u8>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+/// The model bytes and its weights w1, b1, w2, b2.
+type Mlp = (Vec<u8>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn mlp_bytes() -> Mlp {
     // fc1: Gemm with transB (torch Linear layout [out, in]); fc2: Gemm with alpha/beta.
     let (w1, b1, w2, b2) = (vals(6 * 4, 1), vals(6, 2), vals(6 * 3, 3), vals(3, 4));
     let bytes = model(
         vec![
-            node("Gemm", "fc1", &["x", "w1", "b1"], &["h"], vec![attr_i("transB", 1)]),
+            node(
+                "Gemm",
+                "fc1",
+                &["x", "w1", "b1"],
+                &["h"],
+                vec![attr_i("transB", 1)],
+            ),
             node("Relu", "act", &["h"], &["hr"], vec![]),
-            node("Gemm", "fc2", &["hr", "w2", "b2"], &["y"], vec![attr_f("alpha", 0.5), attr_f("beta", 2.0)]),
+            node(
+                "Gemm",
+                "fc2",
+                &["hr", "w2", "b2"],
+                &["y"],
+                vec![attr_f("alpha", 0.5), attr_f("beta", 2.0)],
+            ),
         ],
         vec![
             f32_tensor("w1", &[6, 4], &w1),
@@ -159,12 +215,19 @@ fn mlp_gemm_relu_matches_naive() {
     assert_eq!(g.outputs[0].name, "y");
     let names = node_names(&m);
     for n in ["fc1", "act", "fc2"] {
-        assert!(names.iter().any(|x| x == n), "node name {n} kept: {names:?}");
+        assert!(
+            names.iter().any(|x| x == n),
+            "node name {n} kept: {names:?}"
+        );
     }
     // The weights keep their initializer names in the constant pool (w1 folded through the
     // transpose of transB).
     for c in ["w1.transpose", "b1", "w2"] {
-        assert!(m.constants.contains_key(c), "constant {c}: {:?}", m.constants.keys());
+        assert!(
+            m.constants.contains_key(c),
+            "constant {c}: {:?}",
+            m.constants.keys()
+        );
     }
     let n = 5;
     let x = vals(n * 4, 9);
@@ -174,7 +237,9 @@ fn mlp_gemm_relu_matches_naive() {
     for r in 0..n {
         let h: Vec<f64> = (0..6)
             .map(|j| {
-                let s: f64 = (0..4).map(|k| x[r * 4 + k] as f64 * w1[j * 4 + k] as f64).sum();
+                let s: f64 = (0..4)
+                    .map(|k| x[r * 4 + k] as f64 * w1[j * 4 + k] as f64)
+                    .sum();
                 (s + b1[j] as f64).max(0.0)
             })
             .collect();
@@ -195,31 +260,89 @@ fn attention_block_with_shape_subgraph() {
     let (ln_s, ln_b) = (vals(d, 14), vals(d, 15));
     let scale = 1.0 / (dh as f32).sqrt();
     let mut nodes = vec![
-        node("LayerNormalization", "ln", &["x", "ln_s", "ln_b"], &["xn"], vec![attr_f("epsilon", 1e-5)]),
+        node(
+            "LayerNormalization",
+            "ln",
+            &["x", "ln_s", "ln_b"],
+            &["xn"],
+            vec![attr_f("epsilon", 1e-5)],
+        ),
         node("MatMul", "q_proj", &["xn", "wq"], &["q"], vec![]),
         node("MatMul", "k_proj", &["xn", "wk"], &["k"], vec![]),
         node("MatMul", "v_proj", &["xn", "wv"], &["v"], vec![]),
         // shape subgraph: [B, S, h, dh] from Shape(x)
         node("Shape", "shape_x", &["x"], &["sx"], vec![]),
-        node("Gather", "get_b", &["sx", "i0"], &["b"], vec![attr_i("axis", 0)]),
-        node("Gather", "get_s", &["sx", "i1"], &["s"], vec![attr_i("axis", 0)]),
+        node(
+            "Gather",
+            "get_b",
+            &["sx", "i0"],
+            &["b"],
+            vec![attr_i("axis", 0)],
+        ),
+        node(
+            "Gather",
+            "get_s",
+            &["sx", "i1"],
+            &["s"],
+            vec![attr_i("axis", 0)],
+        ),
         node("Unsqueeze", "b_1d", &["b", "ax0"], &["b1"], vec![]),
         node("Unsqueeze", "s_1d", &["s", "ax0"], &["s1"], vec![]),
-        node("Concat", "heads_shape", &["b1", "s1", "hd"], &["hs"], vec![attr_i("axis", 0)]),
-        node("Concat", "merge_shape", &["b1", "s1", "dm"], &["ms"], vec![attr_i("axis", 0)]),
+        node(
+            "Concat",
+            "heads_shape",
+            &["b1", "s1", "hd"],
+            &["hs"],
+            vec![attr_i("axis", 0)],
+        ),
+        node(
+            "Concat",
+            "merge_shape",
+            &["b1", "s1", "dm"],
+            &["ms"],
+            vec![attr_i("axis", 0)],
+        ),
     ];
     for t in ["q", "k", "v"] {
         let (r, tr) = (format!("{t}_r"), format!("{t}_t"));
-        nodes.push(node("Reshape", &format!("{t}_split_heads"), &[t, "hs"], &[&r], vec![]));
-        let perm: &[i64] = if t == "k" { &[0, 2, 3, 1] } else { &[0, 2, 1, 3] };
-        nodes.push(node("Transpose", &format!("{t}_transpose"), &[&r], &[&tr], vec![attr_ints("perm", perm)]));
+        nodes.push(node(
+            "Reshape",
+            &format!("{t}_split_heads"),
+            &[t, "hs"],
+            &[&r],
+            vec![],
+        ));
+        let perm: &[i64] = if t == "k" {
+            &[0, 2, 3, 1]
+        } else {
+            &[0, 2, 1, 3]
+        };
+        nodes.push(node(
+            "Transpose",
+            &format!("{t}_transpose"),
+            &[&r],
+            &[&tr],
+            vec![attr_ints("perm", perm)],
+        ));
     }
     nodes.extend([
         node("MatMul", "scores", &["q_t", "k_t"], &["sc"], vec![]),
         node("Mul", "scale", &["sc", "scale_c"], &["scs"], vec![]),
-        node("Softmax", "probs", &["scs"], &["p"], vec![attr_i("axis", -1)]),
+        node(
+            "Softmax",
+            "probs",
+            &["scs"],
+            &["p"],
+            vec![attr_i("axis", -1)],
+        ),
         node("MatMul", "context", &["p", "v_t"], &["c"], vec![]),
-        node("Transpose", "ctx_t", &["c"], &["ct"], vec![attr_ints("perm", &[0, 2, 1, 3])]),
+        node(
+            "Transpose",
+            "ctx_t",
+            &["c"],
+            &["ct"],
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        ),
         node("Reshape", "merge_heads", &["ct", "ms"], &["cm"], vec![]),
         node("Add", "residual", &["x", "cm"], &["y"], vec![]),
     ]);
@@ -238,17 +361,39 @@ fn attention_block_with_shape_subgraph() {
             i64_tensor("hd", &[2], &[h as i64, dh as i64]),
             i64_tensor("dm", &[1], &[d as i64]),
         ],
-        vec![value_info("x", DataType::Float, &[D::P("B"), D::P("S"), D::V(8)])],
-        vec![value_info("y", DataType::Float, &[D::P("B"), D::P("S"), D::V(8)])],
+        vec![value_info(
+            "x",
+            DataType::Float,
+            &[D::P("B"), D::P("S"), D::V(8)],
+        )],
+        vec![value_info(
+            "y",
+            DataType::Float,
+            &[D::P("B"), D::P("S"), D::V(8)],
+        )],
     );
     let m = load_onnx_bytes(&bytes, "block.onnx").unwrap();
     let g = m.entry().unwrap();
     // The shape subgraph folded away: no gather/concat/shape nodes in the IR, symbolic dims kept.
     let hist = m.op_histogram();
-    assert!(!hist.contains_key("gather") && !hist.contains_key("concat"), "{hist:?}");
-    assert_eq!(g.output_types()[0].as_ref().unwrap().to_string(), "f32[B,S,8]");
+    assert!(
+        !hist.contains_key("gather") && !hist.contains_key("concat"),
+        "{hist:?}"
+    );
+    assert_eq!(
+        g.output_types()[0].as_ref().unwrap().to_string(),
+        "f32[B,S,8]"
+    );
     let names = node_names(&m);
-    for n in ["ln", "q_proj", "q_split_heads", "scores", "probs", "merge_heads", "residual"] {
+    for n in [
+        "ln",
+        "q_proj",
+        "q_split_heads",
+        "scores",
+        "probs",
+        "merge_heads",
+        "residual",
+    ] {
         assert!(names.iter().any(|x| x == n), "node {n} kept: {names:?}");
     }
     let (b, s) = (2usize, 3usize);
@@ -269,21 +414,31 @@ fn attention_block_with_shape_subgraph() {
         }
         let proj = |w: &[f32]| -> Vec<Vec<f64>> {
             (0..s)
-                .map(|si| (0..d).map(|o| (0..d).map(|j| xn[si][j] * w[j * d + o] as f64).sum()).collect())
+                .map(|si| {
+                    (0..d)
+                        .map(|o| (0..d).map(|j| xn[si][j] * w[j * d + o] as f64).sum())
+                        .collect()
+                })
                 .collect()
         };
         let (q, k, v) = (proj(&wq), proj(&wk), proj(&wv));
         for hi in 0..h {
             for i in 0..s {
                 let sc: Vec<f64> = (0..s)
-                    .map(|j| (0..dh).map(|e| q[i][hi * dh + e] * k[j][hi * dh + e]).sum::<f64>() * scale as f64)
+                    .map(|j| {
+                        (0..dh)
+                            .map(|e| q[i][hi * dh + e] * k[j][hi * dh + e])
+                            .sum::<f64>()
+                            * scale as f64
+                    })
                     .collect();
                 let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
                 let ex: Vec<f64> = sc.iter().map(|v| (v - mx).exp()).collect();
                 let z: f64 = ex.iter().sum();
                 for e in 0..dh {
                     let c: f64 = (0..s).map(|j| ex[j] / z * v[j][hi * dh + e]).sum();
-                    want[(bi * s + i) * d + hi * dh + e] = x[(bi * s + i) * d + hi * dh + e] as f64 + c;
+                    want[(bi * s + i) * d + hi * dh + e] =
+                        x[(bi * s + i) * d + hi * dh + e] as f64 + c;
                 }
             }
         }
@@ -300,8 +455,14 @@ fn all_unsupported_ops_reported_at_once() {
     let bytes = ModelProto {
         ir_version: 8,
         opset_import: vec![
-            OperatorSetIdProto { domain: String::new(), version: 17 },
-            OperatorSetIdProto { domain: "com.example".into(), version: 3 },
+            OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            },
+            OperatorSetIdProto {
+                domain: "com.example".into(),
+                version: 3,
+            },
         ],
         graph: Some(GraphProto {
             node: vec![
@@ -320,18 +481,31 @@ fn all_unsupported_ops_reported_at_once() {
     .encode_to_vec();
     let e = load_onnx_bytes(&bytes, "three.onnx").unwrap_err();
     let msg = e.to_string();
-    let FrontendError::OnnxUnsupported { file, ops, .. } = &e else { panic!("wrong error: {msg}") };
+    let FrontendError::OnnxUnsupported { file, ops, .. } = &e else {
+        panic!("wrong error: {msg}")
+    };
     assert_eq!(file, "three.onnx");
-    let got: Vec<(String, i64, String)> = ops.iter().map(|o| (o.op_type.clone(), o.opset, o.node.clone())).collect();
+    let got: Vec<(String, i64, String)> = ops
+        .iter()
+        .map(|o| (o.op_type.clone(), o.opset, o.node.clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
             ("Det".to_string(), 17, "det_node".to_string()),
-            ("com.example::FancyOp".to_string(), 3, "my_custom".to_string()),
+            (
+                "com.example::FancyOp".to_string(),
+                3,
+                "my_custom".to_string()
+            ),
             ("Hardmax".to_string(), 17, "hardmax_node".to_string()),
         ]
     );
-    for s in ["Det (opset 17) at node `det_node`", "com.example::FancyOp (opset 3)", "Hardmax (opset 17) at node `hardmax_node`"] {
+    for s in [
+        "Det (opset 17) at node `det_node`",
+        "com.example::FancyOp (opset 3)",
+        "Hardmax (opset 17) at node `hardmax_node`",
+    ] {
         assert!(msg.contains(s), "{msg}");
     }
 }
@@ -340,51 +514,92 @@ fn all_unsupported_ops_reported_at_once() {
 fn unsupported_configuration_is_reported_with_reason() {
     // Resize in linear mode is a known op in a form the IR cannot express.
     let bytes = model(
-        vec![node("Resize", "up", &["x", "", "sc"], &["y"], vec![AttributeProto {
-            name: "mode".into(),
-            r#type: AttributeType::String as i32,
-            s: b"linear".to_vec(),
-            ..Default::default()
-        }])],
+        vec![node(
+            "Resize",
+            "up",
+            &["x", "", "sc"],
+            &["y"],
+            vec![AttributeProto {
+                name: "mode".into(),
+                r#type: AttributeType::String as i32,
+                s: b"linear".to_vec(),
+                ..Default::default()
+            }],
+        )],
         vec![f32_tensor("sc", &[4], &[1.0, 1.0, 2.0, 2.0])],
-        vec![value_info("x", DataType::Float, &[D::V(1), D::V(1), D::V(2), D::V(2)])],
-        vec![value_info("y", DataType::Float, &[D::V(1), D::V(1), D::V(4), D::V(4)])],
+        vec![value_info(
+            "x",
+            DataType::Float,
+            &[D::V(1), D::V(1), D::V(2), D::V(2)],
+        )],
+        vec![value_info(
+            "y",
+            DataType::Float,
+            &[D::V(1), D::V(1), D::V(4), D::V(4)],
+        )],
     );
     let msg = load_onnx_bytes(&bytes, "r.onnx").unwrap_err().to_string();
-    assert!(msg.contains("Resize (opset 17) at node `up`: mode `linear`"), "{msg}");
+    assert!(
+        msg.contains("Resize (opset 17) at node `up`: mode `linear`"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn raw_data_size_mismatch_names_the_tensor() {
     let mut t = f32_tensor("encoder.weight", &[4, 4], &[0.5; 15]);
     let bytes = model(
-        vec![node("MatMul", "mm", &["x", "encoder.weight"], &["y"], vec![])],
+        vec![node(
+            "MatMul",
+            "mm",
+            &["x", "encoder.weight"],
+            &["y"],
+            vec![],
+        )],
         vec![t.clone()],
         vec![value_info("x", DataType::Float, &[D::V(1), D::V(4)])],
         vec![value_info("y", DataType::Float, &[D::V(1), D::V(4)])],
     );
     let msg = load_onnx_bytes(&bytes, "w.onnx").unwrap_err().to_string();
-    assert!(msg.contains("w.onnx") && msg.contains("`encoder.weight`") && msg.contains("60 bytes"), "{msg}");
+    assert!(
+        msg.contains("w.onnx") && msg.contains("`encoder.weight`") && msg.contains("60 bytes"),
+        "{msg}"
+    );
     // Typed data with the wrong count, and a shape that overflows.
     t.raw_data.clear();
     t.float_data = vec![1.0; 3];
     let bytes = model(vec![], vec![t.clone()], vec![], vec![]);
     let msg = load_onnx_bytes(&bytes, "w.onnx").unwrap_err().to_string();
-    assert!(msg.contains("`encoder.weight`") && msg.contains("float_data holds 3"), "{msg}");
+    assert!(
+        msg.contains("`encoder.weight`") && msg.contains("float_data holds 3"),
+        "{msg}"
+    );
     t.dims = vec![1 << 40, 1 << 40];
     let bytes = model(vec![], vec![t], vec![], vec![]);
     let msg = load_onnx_bytes(&bytes, "w.onnx").unwrap_err().to_string();
-    assert!(msg.contains("`encoder.weight`") && msg.contains("overflows"), "{msg}");
+    assert!(
+        msg.contains("`encoder.weight`") && msg.contains("overflows"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn truncated_and_garbage_bytes_are_clear_errors() {
     let (bytes, ..) = mlp_bytes();
-    let msg = load_onnx_bytes(&bytes[..bytes.len() / 2], "half.onnx").unwrap_err().to_string();
-    assert!(msg.contains("half.onnx") && msg.contains("not a valid ONNX protobuf"), "{msg}");
-    let msg = load_onnx_bytes(b"\xff\xff\xff\xff", "junk.onnx").unwrap_err().to_string();
+    let msg = load_onnx_bytes(&bytes[..bytes.len() / 2], "half.onnx")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("half.onnx") && msg.contains("not a valid ONNX protobuf"),
+        "{msg}"
+    );
+    let msg = load_onnx_bytes(b"\xff\xff\xff\xff", "junk.onnx")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("junk.onnx"), "{msg}");
-    let msg = load_onnx("/nonexistent/model.onnx").unwrap_err().to_string();
+    let msg = load_onnx("/nonexistent/model.onnx")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("/nonexistent/model.onnx"), "{msg}");
     // A model without a default-domain opset, and an old opset.
     let e = load_onnx_bytes(&ModelProto::default().encode_to_vec(), "empty.onnx").unwrap_err();
@@ -434,13 +649,27 @@ fn read_npy(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {
         (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
     };
     let header = std::str::from_utf8(&b[start..start + hl]).unwrap();
-    let shape_s = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_s.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape_s = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
     let data = &b[start + hl..];
     let v = if header.contains("<f4") {
-        data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect()
     } else if header.contains("<i8") {
-        data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        data.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect()
     } else {
         panic!("unsupported npy header {header}")
     };
@@ -460,10 +689,10 @@ fn ddpm_classifier_judges_golden_samples() {
     let out = run(&m, &[t]);
     assert_eq!(out[0].shape(), &[n, 10]);
     let mut correct = 0;
-    for i in 0..n {
+    for (i, &label) in labels.iter().enumerate().take(n) {
         let row = &out[0].data()[i * 10..(i + 1) * 10];
         let arg = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
-        correct += usize::from(arg as f64 == labels[i]);
+        correct += usize::from(arg as f64 == label);
     }
     // The README: the classifier gets all 20 DDIM p=0 samples right.
     assert_eq!(correct, n, "classifier accuracy on golden samples");
@@ -475,15 +704,22 @@ fn ddpm_unet_predicts_the_noise() {
     let m = load_onnx(dir.join("unet.onnx")).unwrap();
     let g = m.entry().unwrap();
     assert_eq!(g.input_names(), vec!["x", "t", "y"]);
-    assert_eq!(g.output_types()[0].as_ref().unwrap().to_string(), "f32[batch,1,32,32]");
+    assert_eq!(
+        g.output_types()[0].as_ref().unwrap().to_string(),
+        "f32[batch,1,32,32]"
+    );
     // Noise a clean golden sample to t = 300 and ask the model for the noise, conditioned on
     // the right class: a working network recovers most of it.
     let (_, x0) = read_npy(&dir.join("golden/ddim_s50_w3_p00.npy"));
     let (_, labels) = read_npy(&dir.join("golden/labels.npy"));
     let t_step = 300usize;
-    let abar: f64 = (0..=t_step).map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0)).product();
+    let abar: f64 = (0..=t_step)
+        .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
+        .product();
     let eps: Vec<f64> = vals(1024, 77).iter().map(|&v| v as f64 * 1.7).collect();
-    let xt: Vec<f64> = (0..1024).map(|i| abar.sqrt() * x0[i].clamp(-1.0, 1.0) + (1.0 - abar).sqrt() * eps[i]).collect();
+    let xt: Vec<f64> = (0..1024)
+        .map(|i| abar.sqrt() * x0[i].clamp(-1.0, 1.0) + (1.0 - abar).sqrt() * eps[i])
+        .collect();
     let out = run(
         &m,
         &[
@@ -493,8 +729,16 @@ fn ddpm_unet_predicts_the_noise() {
         ],
     );
     let pred = out[0].data();
-    let mse: f64 = pred.iter().zip(&eps).map(|(p, e)| (p - e).powi(2)).sum::<f64>() / 1024.0;
+    let mse: f64 = pred
+        .iter()
+        .zip(&eps)
+        .map(|(p, e)| (p - e).powi(2))
+        .sum::<f64>()
+        / 1024.0;
     let var: f64 = eps.iter().map(|e| e * e).sum::<f64>() / 1024.0;
     eprintln!("ddpm unet: noise-prediction mse {mse:.4} vs noise variance {var:.4}");
-    assert!(mse < 0.2 * var, "noise prediction mse {mse} vs noise variance {var}");
+    assert!(
+        mse < 0.2 * var,
+        "noise prediction mse {mse} vs noise variance {var}"
+    );
 }

@@ -93,7 +93,8 @@ impl Attrs<'_> {
         self.get(name).map(|a| a.floats.clone())
     }
     pub fn s(&self, name: &str) -> Option<String> {
-        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.get(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
     pub fn t(&self, name: &str) -> Option<&super::proto::TensorProto> {
         self.get(name).and_then(|a| a.t.as_ref())
@@ -102,15 +103,79 @@ impl Attrs<'_> {
 
 /// The op types the importer maps (in the default domain), for the up-front scan.
 pub(crate) const SUPPORTED: &[&str] = &[
-    "Abs", "Add", "And", "ArgMax", "AveragePool", "Cast", "CastLike", "Clip", "Concat",
-    "Constant", "ConstantOfShape", "Conv", "Cos", "Div", "Dropout", "Einsum", "Equal", "Erf",
-    "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "Greater",
-    "GreaterOrEqual", "GroupNormalization", "Identity", "InstanceNormalization", "IsNaN",
-    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul", "Max",
-    "MaxPool", "Mean", "Min", "Mul", "Neg", "Not", "Or", "Pow", "Range", "Reciprocal", "ReduceMax",
-    "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Sin",
-    "Slice", "Softmax", "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "TopK",
-    "Transpose", "Unsqueeze", "Where", "Xor",
+    "Abs",
+    "Add",
+    "And",
+    "ArgMax",
+    "AveragePool",
+    "Cast",
+    "CastLike",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Cos",
+    "Div",
+    "Dropout",
+    "Einsum",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "Greater",
+    "GreaterOrEqual",
+    "GroupNormalization",
+    "Identity",
+    "InstanceNormalization",
+    "IsNaN",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Mean",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Sigmoid",
+    "Sin",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "TopK",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+    "Xor",
 ];
 
 /// The importer's state.
@@ -141,10 +206,18 @@ impl Importer {
     }
 
     /// Import a decoded model.
-    pub fn run(model: &ModelProto, file: &str, dir: Option<&Path>) -> Result<Module, FrontendError> {
+    pub fn run(
+        model: &ModelProto,
+        file: &str,
+        dir: Option<&Path>,
+    ) -> Result<Module, FrontendError> {
         let mut opsets = HashMap::new();
         for o in &model.opset_import {
-            let d = if o.domain == "ai.onnx" { "" } else { o.domain.as_str() };
+            let d = if o.domain == "ai.onnx" {
+                ""
+            } else {
+                o.domain.as_str()
+            };
             opsets.insert(d.to_string(), o.version);
         }
         let mut im = Importer {
@@ -185,8 +258,10 @@ impl Importer {
             let k = decode_tensor(t, self.dir.as_deref())
                 .map_err(|m| self.fail(format!("initializer `{}`: {m}", t.name)))?;
             inits.insert(t.name.clone());
-            self.vals
-                .insert(t.name.clone(), Val::Known(Arc::new(k), t.name.as_str().into()));
+            self.vals.insert(
+                t.name.clone(),
+                Val::Known(Arc::new(k), t.name.as_str().into()),
+            );
         }
         for vi in &g.input {
             if inits.contains(&vi.name) {
@@ -290,8 +365,10 @@ impl Importer {
                 continue;
             }
             let Some(v) = self.vals.get(&o.name).cloned() else {
-                self.errors
-                    .push(format!("graph output `{}` is not defined by any node", o.name));
+                self.errors.push(format!(
+                    "graph output `{}` is not defined by any node",
+                    o.name
+                ));
                 continue;
             };
             self.cur = o.name.clone();
@@ -327,7 +404,11 @@ impl Importer {
     }
 
     fn unsupported_op(&self, n: &NodeProto, reason: Option<String>) -> UnsupportedOp {
-        let domain = if n.domain == "ai.onnx" { "" } else { n.domain.as_str() };
+        let domain = if n.domain == "ai.onnx" {
+            ""
+        } else {
+            n.domain.as_str()
+        };
         UnsupportedOp {
             op_type: if domain.is_empty() {
                 n.op_type.clone()
@@ -359,10 +440,7 @@ impl Importer {
             dims.push(match (&d.dim_value, &d.dim_param) {
                 (Some(v), _) if *v >= 0 => Dim::Fixed(*v as u64),
                 (Some(v), _) => {
-                    return Err(self.fail(format!(
-                        "graph input `{}` has negative dim {v}",
-                        vi.name
-                    )))
+                    return Err(self.fail(format!("graph input `{}` has negative dim {v}", vi.name)))
                 }
                 (None, Some(p)) if !p.is_empty() => Dim::Sym(p.clone()),
                 _ => Dim::Sym(format!("{}_{i}", vi.name)),
@@ -434,11 +512,7 @@ impl Importer {
     pub fn sym_dims(&self, v: &Val, what: &str) -> NResult<Vec<SymDim>> {
         match v {
             Val::Shape { dims, .. } => Ok(dims.clone()),
-            _ => Ok(self
-                .ints(v, what)?
-                .into_iter()
-                .map(SymDim::Int)
-                .collect()),
+            _ => Ok(self.ints(v, what)?.into_iter().map(SymDim::Int).collect()),
         }
     }
 
@@ -455,23 +529,30 @@ impl Importer {
                 self.module.add_constant(cname.clone(), k.constant());
                 let node = self
                     .graph
-                    .add_inferred(&self.module, op("constant", json!({ "name": cname }))?, vec![], None)
+                    .add_inferred(
+                        &self.module,
+                        op("constant", json!({ "name": cname }))?,
+                        vec![],
+                        None,
+                    )
                     .map_err(err)?;
                 let id = ValueId::new(node, 0);
                 self.materialized.insert(key, (k.clone(), id));
                 Ok(id)
             }
-            Val::Shape { dims, .. } => match self.known_of(v) {
-                Some(k) => {
-                    let v = Val::Known(k, format!("{}.shape", self.cur).into());
-                    self.ir(&v)
-                }
-                None => unsup!(
+            Val::Shape { dims, .. } => {
+                match self.known_of(v) {
+                    Some(k) => {
+                        let v = Val::Known(k, format!("{}.shape", self.cur).into());
+                        self.ir(&v)
+                    }
+                    None => unsup!(
                     "the shape value [{}] has symbolic entries and would be needed as a run-time \
                      tensor",
                     dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
                 ),
-            },
+                }
+            }
         }
     }
 
@@ -504,7 +585,9 @@ impl Importer {
                 e => err(e),
             })?;
         let n = self.graph.node(id).map(|n| n.results.len()).unwrap_or(0);
-        Ok((0..n as u32).map(|s| Val::Ir(ValueId::new(id, s))).collect())
+        Ok((0..n as u32)
+            .map(|s| Val::Ir(ValueId::new(id, s)))
+            .collect())
     }
 
     fn fold(
@@ -523,7 +606,12 @@ impl Importer {
         }
         let tys: Vec<TensorType> = ks.iter().map(|k| k.ty()).collect();
         let results = o
-            .infer(&InferCx { module: &self.module }, &tys)
+            .infer(
+                &InferCx {
+                    module: &self.module,
+                },
+                &tys,
+            )
             .map_err(|e| err(format!("{}: {}", o.name(), e.0)))?;
         let bindings = HashMap::new();
         let refs: Vec<&fuselage_ir::Tensor> = tensors.iter().collect();
@@ -557,14 +645,25 @@ impl Importer {
     }
 
     /// Append an op by name and attributes.
-    pub fn emitj(&mut self, name: &str, attrs: serde_json::Value, args: &[Val], last: bool) -> NResult<Val> {
+    pub fn emitj(
+        &mut self,
+        name: &str,
+        attrs: serde_json::Value,
+        args: &[Val],
+        last: bool,
+    ) -> NResult<Val> {
         let o = op(name, attrs)?;
         self.emit(o, args, last)
     }
 
     /// Reshape to a target given as IR reshape dims.
     pub fn reshape(&mut self, x: &Val, dims: Vec<ReshapeDim>, last: bool) -> NResult<Val> {
-        self.emitj("reshape", json!({ "shape": dims }), std::slice::from_ref(x), last)
+        self.emitj(
+            "reshape",
+            json!({ "shape": dims }),
+            std::slice::from_ref(x),
+            last,
+        )
     }
 }
 
@@ -573,7 +672,10 @@ pub(crate) fn node_name(n: &NodeProto) -> String {
     if !n.name.is_empty() {
         n.name.clone()
     } else {
-        n.output.first().cloned().unwrap_or_else(|| n.op_type.clone())
+        n.output
+            .first()
+            .cloned()
+            .unwrap_or_else(|| n.op_type.clone())
     }
 }
 

@@ -56,8 +56,16 @@ fn expand_dims(x: &[Dim], target: &[SymDim]) -> NResult<Vec<Dim>> {
     let r = x.len().max(target.len());
     let mut out = vec![];
     for i in 0..r {
-        let xd = if i + x.len() >= r { Some(&x[i + x.len() - r]) } else { None };
-        let td = if i + target.len() >= r { Some(&target[i + target.len() - r]) } else { None };
+        let xd = if i + x.len() >= r {
+            Some(&x[i + x.len() - r])
+        } else {
+            None
+        };
+        let td = if i + target.len() >= r {
+            Some(&target[i + target.len() - r])
+        } else {
+            None
+        };
         out.push(match (xd, td) {
             (Some(d), None) => d.clone(),
             (None, Some(SymDim::Int(n))) if *n >= 0 => Dim::Fixed(*n as u64),
@@ -177,7 +185,11 @@ impl Importer {
         let scalar = self.rank(a)? == 0 && self.rank(b)? == 0;
         let len = x.len().max(y.len());
         if !(x.len() == len || x.len() == 1) || !(y.len() == len || y.len() == 1) {
-            bad!("shape vectors of lengths {} and {} do not broadcast", x.len(), y.len());
+            bad!(
+                "shape vectors of lengths {} and {} do not broadcast",
+                x.len(),
+                y.len()
+            );
         }
         let mut out = vec![];
         for i in 0..len {
@@ -207,13 +219,13 @@ impl Importer {
             "Identity" | "Dropout" => one(self.input(n, 0)?),
             "Constant" => {
                 let k = if let Some(t) = a.t("value") {
-                    decode_tensor(t, self.dir.as_deref()).map_err(|m| {
-                        NodeErr::Error(format!("value tensor: {m}"))
-                    })?
+                    decode_tensor(t, self.dir.as_deref())
+                        .map_err(|m| NodeErr::Error(format!("value tensor: {m}")))?
                 } else if a.has("value_float") {
                     Known::from_tensor(&Tensor::scalar(DType::F32, a.f("value_float", 0.0)))
                 } else if let Some(v) = a.floats("value_floats") {
-                    let t = Tensor::from_f32(vec![v.len()], &v).map_err(|e| NodeErr::Error(e.to_string()))?;
+                    let t = Tensor::from_f32(vec![v.len()], &v)
+                        .map_err(|e| NodeErr::Error(e.to_string()))?;
                     Known::from_tensor(&t)
                 } else if a.has("value_int") {
                     Known::from_i64s(vec![], &[a.i("value_int", 0)])
@@ -298,7 +310,12 @@ impl Importer {
                 let c = self.scalar(dt, alpha, "alpha");
                 let z = self.scalar(dt, 0.0, "zero");
                 let ax = self.emitj("mul", json!({}), &[x.clone(), c], false)?;
-                let neg = self.emitj("compare", json!({"predicate": "lt"}), &[x.clone(), z], false)?;
+                let neg = self.emitj(
+                    "compare",
+                    json!({"predicate": "lt"}),
+                    &[x.clone(), z],
+                    false,
+                )?;
                 one(self.emitj("where", json!({}), &[neg, ax, x], true)?)
             }
             "Gelu" => {
@@ -473,10 +490,12 @@ impl Importer {
                         let Some(k) = self.known_of(&v) else {
                             unsup!("per-group {what} must be a constant");
                         };
-                        let vals = k.floats().map_err(|m| NodeErr::Error(m))?;
+                        let vals = k.floats().map_err(NodeErr::Error)?;
                         let per = (c / groups as u64) as usize;
-                        let rep: Vec<f64> =
-                            vals.iter().flat_map(|&x| std::iter::repeat_n(x, per)).collect();
+                        let rep: Vec<f64> = vals
+                            .iter()
+                            .flat_map(|&x| std::iter::repeat_n(x, per))
+                            .collect();
                         let t = Tensor::new(k.dtype, vec![c as usize], rep)
                             .map_err(|e| NodeErr::Error(e.to_string()))?;
                         args.push(self.known(Known::from_tensor(&t), what));
@@ -484,7 +503,12 @@ impl Importer {
                         bad!("{what} has shape {len:?}, expected [{c}] or [{groups}]");
                     }
                 }
-                one(self.emitj("group_norm", json!({"groups": groups, "eps": eps}), &args, true)?)
+                one(self.emitj(
+                    "group_norm",
+                    json!({"groups": groups, "eps": eps}),
+                    &args,
+                    true,
+                )?)
             }
             "InstanceNormalization" => {
                 let args = [self.input(n, 0)?, self.input(n, 1)?, self.input(n, 2)?];
@@ -499,10 +523,7 @@ impl Importer {
                 let x = self.input(n, 0)?;
                 let r = self.rank(&x)?;
                 let perm: Vec<usize> = match a.ints("perm") {
-                    Some(p) => p
-                        .iter()
-                        .map(|&i| axis(i, r))
-                        .collect::<NResult<_>>()?,
+                    Some(p) => p.iter().map(|&i| axis(i, r)).collect::<NResult<_>>()?,
                     None => (0..r).rev().collect(),
                 };
                 one(self.emitj("transpose", json!({ "perm": perm }), &[x], true)?)
@@ -513,7 +534,7 @@ impl Importer {
                 let allowzero = a.i("allowzero", 0) != 0;
                 let xs = self.shape(&x)?;
                 let mut dims = vec![];
-                let mut inferred = target.iter().any(|d| *d == SymDim::Int(-1));
+                let mut inferred = target.contains(&SymDim::Int(-1));
                 for (i, d) in target.iter().enumerate() {
                     dims.push(match d {
                         SymDim::Int(0) if !allowzero => match xs.get(i) {
@@ -538,7 +559,10 @@ impl Importer {
                         .map(|d| if let ReshapeDim::Size(v) = d { *v } else { 0 })
                         .product();
                     if sd.len() == 1 && (dims.is_empty() || numel.abs() == 1) {
-                        return one(Val::Shape { scalar: dims.is_empty(), dims: sd.clone() });
+                        return one(Val::Shape {
+                            scalar: dims.is_empty(),
+                            dims: sd.clone(),
+                        });
                     }
                 }
                 one(self.reshape(&x, dims, true)?)
@@ -573,7 +597,10 @@ impl Importer {
                         _ => !(*scalar) && dims.len() == 1,
                     };
                     if ok {
-                        return one(Val::Shape { scalar: ot == "Squeeze", dims: dims.clone() });
+                        return one(Val::Shape {
+                            scalar: ot == "Squeeze",
+                            dims: dims.clone(),
+                        });
                     }
                 }
                 let xs = self.shape(&x)?;
@@ -589,9 +616,14 @@ impl Importer {
                             bad!("cannot squeeze axis {i} of size {}", xs[i]);
                         }
                     }
-                    dims = (0..r).filter(|i| !drop.contains(i)).map(|i| xs[i].clone()).collect();
+                    dims = (0..r)
+                        .filter(|i| !drop.contains(i))
+                        .map(|i| xs[i].clone())
+                        .collect();
                 } else {
-                    let Some(ax) = axes else { bad!("Unsqueeze needs axes") };
+                    let Some(ax) = axes else {
+                        bad!("Unsqueeze needs axes")
+                    };
                     let r = xs.len() + ax.len();
                     let mut ax: Vec<usize> =
                         ax.iter().map(|&i| axis(i, r)).collect::<NResult<_>>()?;
@@ -610,7 +642,10 @@ impl Importer {
                     for v in &args {
                         dims.extend(self.sym_dims(v, "input")?);
                     }
-                    return one(Val::Shape { scalar: false, dims });
+                    return one(Val::Shape {
+                        scalar: false,
+                        dims,
+                    });
                 }
                 if args.len() == 1 {
                     return one(args[0].clone());
@@ -631,7 +666,10 @@ impl Importer {
                         Dim::Sym(s) => SymDim::Sym(s.clone()),
                     })
                     .collect();
-                one(Val::Shape { scalar: false, dims })
+                one(Val::Shape {
+                    scalar: false,
+                    dims,
+                })
             }
             "Gather" => {
                 let (x, idx) = (self.input(n, 0)?, self.input(n, 1)?);
@@ -665,13 +703,23 @@ impl Importer {
                     Some(v) => self.ints(&v, "steps")?,
                     None => vec![1; starts.len()],
                 };
-                if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+                if ends.len() != starts.len()
+                    || axes.len() != starts.len()
+                    || steps.len() != starts.len()
+                {
                     bad!("starts, ends, axes and steps have different lengths");
                 }
-                if let Val::Shape { dims, scalar: false } = &x {
+                if let Val::Shape {
+                    dims,
+                    scalar: false,
+                } = &x
+                {
                     let idx = slice_indices(dims.len() as i64, starts[0], ends[0], steps[0])?;
                     let d = idx.iter().map(|&i| dims[i as usize].clone()).collect();
-                    return one(Val::Shape { scalar: false, dims: d });
+                    return one(Val::Shape {
+                        scalar: false,
+                        dims: d,
+                    });
                 }
                 let mut v = x;
                 for i in 0..starts.len() {
@@ -690,7 +738,11 @@ impl Importer {
                 let xs = self.shape(&x)?;
                 let ax = axis(a.i("axis", 0), xs.len())?;
                 let sizes: Vec<u64> = match self.opt_input(n, 1)? {
-                    Some(v) => self.ints(&v, "split")?.iter().map(|&s| s.max(0) as u64).collect(),
+                    Some(v) => self
+                        .ints(&v, "split")?
+                        .iter()
+                        .map(|&s| s.max(0) as u64)
+                        .collect(),
                     None => match a.ints("split") {
                         Some(s) => s.iter().map(|&s| s.max(0) as u64).collect(),
                         None => {
@@ -719,8 +771,9 @@ impl Importer {
             "ConstantOfShape" => {
                 let target = self.sym_dims(&self.input(n, 0)?, "shape")?;
                 let value = match a.t("value") {
-                    Some(t) => decode_tensor(t, None)
-                        .map_err(|m| NodeErr::Error(format!("value: {m}")))?,
+                    Some(t) => {
+                        decode_tensor(t, None).map_err(|m| NodeErr::Error(format!("value: {m}")))?
+                    }
                     None => Known::from_tensor(&Tensor::scalar(DType::F32, 0.0)),
                 };
                 if value.numel() != 1 {
@@ -739,10 +792,18 @@ impl Importer {
                         d => unsup!("shape entry {d}"),
                     });
                 }
-                if let Some(shape) = dims.iter().map(|d| d.fixed().map(|v| v as usize)).collect::<Option<Vec<_>>>() {
+                if let Some(shape) = dims
+                    .iter()
+                    .map(|d| d.fixed().map(|v| v as usize))
+                    .collect::<Option<Vec<_>>>()
+                {
                     if shape.iter().product::<usize>() <= 1 << 22 {
-                        let t = Tensor::new(fill.dtype(), shape.clone(), vec![fill.data()[0]; shape.iter().product()])
-                            .map_err(|e| NodeErr::Error(e.to_string()))?;
+                        let t = Tensor::new(
+                            fill.dtype(),
+                            shape.clone(),
+                            vec![fill.data()[0]; shape.iter().product()],
+                        )
+                        .map_err(|e| NodeErr::Error(e.to_string()))?;
                         return one(self.known(Known::from_tensor(&t), "value"));
                     }
                 }
@@ -752,8 +813,14 @@ impl Importer {
             "Range" => {
                 let (s, l, d) = (self.input(n, 0)?, self.input(n, 1)?, self.input(n, 2)?);
                 let dt = self.ty(&s)?.dtype;
-                if let (Some(ks), Some(kl), Some(kd)) = (self.known_of(&s), self.known_of(&l), self.known_of(&d)) {
-                    let f = |k: &Known| k.floats().map_err(NodeErr::Error).map(|v| v.first().copied().unwrap_or(0.0));
+                if let (Some(ks), Some(kl), Some(kd)) =
+                    (self.known_of(&s), self.known_of(&l), self.known_of(&d))
+                {
+                    let f = |k: &Known| {
+                        k.floats()
+                            .map_err(NodeErr::Error)
+                            .map(|v| v.first().copied().unwrap_or(0.0))
+                    };
                     let (s0, l0, d0) = (f(&ks)?, f(&kl)?, f(&kd)?);
                     if d0 == 0.0 {
                         bad!("delta is 0");
@@ -763,11 +830,18 @@ impl Importer {
                         unsup!("a range of {cnt} elements");
                     }
                     let v: Vec<f64> = (0..cnt as usize).map(|i| s0 + i as f64 * d0).collect();
-                    let t = Tensor::new(dt, vec![v.len()], v).map_err(|e| NodeErr::Error(e.to_string()))?;
+                    let t = Tensor::new(dt, vec![v.len()], v)
+                        .map_err(|e| NodeErr::Error(e.to_string()))?;
                     return one(self.known(Known::from_tensor(&t), "range"));
                 }
-                let start = self.known_of(&s).and_then(|k| k.floats().ok()).and_then(|v| v.first().copied());
-                let delta = self.known_of(&d).and_then(|k| k.floats().ok()).and_then(|v| v.first().copied());
+                let start = self
+                    .known_of(&s)
+                    .and_then(|k| k.floats().ok())
+                    .and_then(|v| v.first().copied());
+                let delta = self
+                    .known_of(&d)
+                    .and_then(|k| k.floats().ok())
+                    .and_then(|v| v.first().copied());
                 if let (Some(0.0), Some(1.0), Val::Shape { dims, .. }) = (start, delta, &l) {
                     if let [SymDim::Sym(sym)] = dims.as_slice() {
                         return one(self.emitj(
@@ -794,13 +868,23 @@ impl Importer {
                     _ => (0..r as i64).collect(),
                 };
                 let kind = &ot[6..].to_ascii_lowercase();
-                one(self.emitj("reduce", json!({"kind": kind, "axes": axes, "keepdims": keep}), &[x], true)?)
+                one(self.emitj(
+                    "reduce",
+                    json!({"kind": kind, "axes": axes, "keepdims": keep}),
+                    &[x],
+                    true,
+                )?)
             }
             "GlobalAveragePool" => {
                 let x = self.input(n, 0)?;
                 let r = self.rank(&x)?;
                 let axes: Vec<i64> = (2..r as i64).collect();
-                one(self.emitj("reduce", json!({"kind": "mean", "axes": axes, "keepdims": true}), &[x], true)?)
+                one(self.emitj(
+                    "reduce",
+                    json!({"kind": "mean", "axes": axes, "keepdims": true}),
+                    &[x],
+                    true,
+                )?)
             }
             "ArgMax" => {
                 if a.i("select_last_index", 0) != 0 {
@@ -808,16 +892,26 @@ impl Importer {
                 }
                 let x = self.input(n, 0)?;
                 let keep = a.i("keepdims", 1) != 0;
-                one(self.emitj("argmax", json!({"axis": a.i("axis", 0), "keepdims": keep}), &[x], true)?)
+                one(self.emitj(
+                    "argmax",
+                    json!({"axis": a.i("axis", 0), "keepdims": keep}),
+                    &[x],
+                    true,
+                )?)
             }
             "TopK" => {
                 let x = self.input(n, 0)?;
                 let k = self.ints(&self.input(n, 1)?, "K")?;
-                let [k] = k.as_slice() else { bad!("K must hold one value") };
+                let [k] = k.as_slice() else {
+                    bad!("K must hold one value")
+                };
                 if *k < 0 {
                     bad!("K is negative");
                 }
-                let o = op("top_k", json!({"k": k, "axis": a.i("axis", -1), "largest": a.i("largest", 1) != 0}))?;
+                let o = op(
+                    "top_k",
+                    json!({"k": k, "axis": a.i("axis", -1), "largest": a.i("largest", 1) != 0}),
+                )?;
                 self.emit_multi(o, &[x], true)
             }
             "Conv" => {
@@ -849,13 +943,18 @@ impl Importer {
                 if a.i("ceil_mode", 0) != 0 {
                     unsup!("ceil_mode = 1");
                 }
-                let Some(k) = a.ints("kernel_shape") else { bad!("missing kernel_shape") };
+                let Some(k) = a.ints("kernel_shape") else {
+                    bad!("missing kernel_shape")
+                };
                 let strides = a.ints("strides").unwrap_or(vec![1, 1]);
                 let dil = a.ints("dilations").unwrap_or(vec![1, 1]);
                 if dil.iter().any(|&d| d != 1) {
                     unsup!("dilated pooling");
                 }
-                let ks = [Dim::Fixed(1), Dim::Fixed(1)].into_iter().chain(k.iter().map(|&v| Dim::Fixed(v.max(0) as u64))).collect::<Vec<_>>();
+                let ks = [Dim::Fixed(1), Dim::Fixed(1)]
+                    .into_iter()
+                    .chain(k.iter().map(|&v| Dim::Fixed(v.max(0) as u64)))
+                    .collect::<Vec<_>>();
                 let pads = self.conv_pads(&a, &self.shape(&x)?, &ks, &strides, &dil)?;
                 one(self.emitj(
                     "avg_pool2d",
@@ -873,13 +972,19 @@ impl Importer {
                 }
                 let x = self.input(n, 0)?;
                 let xs = self.shape(&x)?;
-                let Some(k) = a.ints("kernel_shape") else { bad!("missing kernel_shape") };
+                let Some(k) = a.ints("kernel_shape") else {
+                    bad!("missing kernel_shape")
+                };
                 let strides = a.ints("strides").unwrap_or(vec![1; k.len()]);
                 let pads = a.ints("pads").unwrap_or_default();
                 let dil = a.ints("dilations").unwrap_or_default();
                 let auto = a.s("auto_pad").unwrap_or_else(|| "NOTSET".into());
-                if xs.len() != 4 || k.len() != 2 || strides != k || pads.iter().any(|&p| p != 0)
-                    || dil.iter().any(|&d| d != 1) || !(auto == "NOTSET" || auto == "VALID")
+                if xs.len() != 4
+                    || k.len() != 2
+                    || strides != k
+                    || pads.iter().any(|&p| p != 0)
+                    || dil.iter().any(|&d| d != 1)
+                    || !(auto == "NOTSET" || auto == "VALID")
                 {
                     unsup!("only 2-D pooling with kernel = stride and no padding is supported");
                 }
@@ -894,7 +999,12 @@ impl Importer {
                     }
                 }
                 let r = self.reshape(&x, dims, false)?;
-                one(self.emitj("reduce", json!({"kind": "max", "axes": [3, 5], "keepdims": false}), &[r], true)?)
+                one(self.emitj(
+                    "reduce",
+                    json!({"kind": "max", "axes": [3, 5], "keepdims": false}),
+                    &[r],
+                    true,
+                )?)
             }
             "Resize" => self.resize(n, &a).map(|v| vec![v]),
             "Einsum" => self.einsum(n, &a).map(|v| vec![v]),
@@ -927,7 +1037,8 @@ impl Importer {
                 let mut begin = vec![];
                 let mut end = vec![];
                 for i in 0..2 {
-                    let (Some(Dim::Fixed(inp)), Some(Dim::Fixed(k))) = (xs.get(2 + i), ws.get(2 + i))
+                    let (Some(Dim::Fixed(inp)), Some(Dim::Fixed(k))) =
+                        (xs.get(2 + i), ws.get(2 + i))
                     else {
                         unsup!("auto_pad {auto} with symbolic spatial dims");
                     };
@@ -937,7 +1048,11 @@ impl Importer {
                     let out = (inp + s - 1) / s;
                     let total = ((out - 1) * s + (k - 1) * d + 1 - inp).max(0);
                     let small = total / 2;
-                    let (b, e) = if auto == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                    let (b, e) = if auto == "SAME_UPPER" {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
                     begin.push(b);
                     end.push(e);
                 }
@@ -959,11 +1074,15 @@ impl Importer {
         }
         let scales = match self.opt_input(n, 2)? {
             Some(v) if self.known_of(&v).is_some_and(|k| k.numel() > 0) => {
-                let k = self.known_of(&v).ok_or_else(|| NodeErr::Error("scales".into()))?;
+                let k = self
+                    .known_of(&v)
+                    .ok_or_else(|| NodeErr::Error("scales".into()))?;
                 k.floats().map_err(NodeErr::Error)?
             }
             _ => {
-                let Some(sz) = self.opt_input(n, 3)? else { bad!("neither scales nor sizes given") };
+                let Some(sz) = self.opt_input(n, 3)? else {
+                    bad!("neither scales nor sizes given")
+                };
                 let sz = self.ints(&sz, "sizes")?;
                 let mut sc = vec![];
                 for (i, s) in sz.iter().enumerate() {
@@ -982,8 +1101,12 @@ impl Importer {
         if s.fract() != 0.0 || s < 1.0 {
             unsup!("scale {s} (only integer upsampling is supported)");
         }
-        let ctm = a.s("coordinate_transformation_mode").unwrap_or_else(|| "half_pixel".into());
-        let nm = a.s("nearest_mode").unwrap_or_else(|| "round_prefer_floor".into());
+        let ctm = a
+            .s("coordinate_transformation_mode")
+            .unwrap_or_else(|| "half_pixel".into());
+        let nm = a
+            .s("nearest_mode")
+            .unwrap_or_else(|| "round_prefer_floor".into());
         // With an integer scale, the half-pixel modes map output i to (i + 0.5)/s - 0.5, strictly
         // inside (k - 0.5, k + 0.5) for k = floor(i / s): any rounding gives k. Asymmetric maps
         // to i / s, which is k only when rounding down.
@@ -995,7 +1118,12 @@ impl Importer {
         if !ok {
             unsup!("coordinate_transformation_mode `{ctm}` with nearest_mode `{nm}`");
         }
-        self.emitj("upsample_nearest2d", json!({ "scale": s as u64 }), &[x], true)
+        self.emitj(
+            "upsample_nearest2d",
+            json!({ "scale": s as u64 }),
+            &[x],
+            true,
+        )
     }
 
     fn einsum(&mut self, n: &NodeProto, a: &Attrs) -> NResult<Val> {
@@ -1016,21 +1144,37 @@ impl Importer {
         }
         let args = self.inputs(n)?;
         if args.len() != terms.len() {
-            bad!("equation `{eq}` has {} terms but the node has {} inputs", terms.len(), args.len());
+            bad!(
+                "equation `{eq}` has {} terms but the node has {} inputs",
+                terms.len(),
+                args.len()
+            );
         }
         let pos = |t: &[char], c: char| t.iter().position(|&x| x == c);
         match terms.len() {
             1 => {
                 let t = &terms[0];
-                let summed: Vec<i64> =
-                    (0..t.len()).filter(|&i| !out.contains(&t[i])).map(|i| i as i64).collect();
+                let summed: Vec<i64> = (0..t.len())
+                    .filter(|&i| !out.contains(&t[i]))
+                    .map(|i| i as i64)
+                    .collect();
                 let mut x = args[0].clone();
                 let kept: Vec<char> = t.iter().copied().filter(|c| out.contains(c)).collect();
                 if !summed.is_empty() {
-                    x = self.emitj("reduce", json!({"kind": "sum", "axes": summed, "keepdims": false}), &[x], false)?;
+                    x = self.emitj(
+                        "reduce",
+                        json!({"kind": "sum", "axes": summed, "keepdims": false}),
+                        &[x],
+                        false,
+                    )?;
                 }
-                let perm: Vec<usize> = out.iter().map(|&c| pos(&kept, c)).collect::<Option<_>>()
-                    .ok_or_else(|| NodeErr::Error(format!("equation `{eq}`: output index not in input")))?;
+                let perm: Vec<usize> = out
+                    .iter()
+                    .map(|&c| pos(&kept, c))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        NodeErr::Error(format!("equation `{eq}`: output index not in input"))
+                    })?;
                 self.emitj("transpose", json!({ "perm": perm }), &[x], true)
             }
             2 => {
@@ -1038,7 +1182,7 @@ impl Importer {
                 for &c in ta.iter().chain(tb.iter()) {
                     let in_a = ta.contains(&c);
                     let in_b = tb.contains(&c);
-                    if !(in_a && in_b) && !out.contains(&c) {
+                    if !(out.contains(&c) || in_a && in_b) {
                         unsup!("equation `{eq}` sums index `{c}` of one operand only");
                     }
                 }
@@ -1047,17 +1191,45 @@ impl Importer {
                         bad!("equation `{eq}`: output index `{c}` is in no input");
                     }
                 }
-                let batch: Vec<char> = out.iter().copied().filter(|c| ta.contains(c) && tb.contains(c)).collect();
-                let m: Vec<char> = out.iter().copied().filter(|c| ta.contains(c) && !tb.contains(c)).collect();
-                let nn: Vec<char> = out.iter().copied().filter(|c| tb.contains(c) && !ta.contains(c)).collect();
-                let k: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) && !out.contains(c)).collect();
+                let batch: Vec<char> = out
+                    .iter()
+                    .copied()
+                    .filter(|c| ta.contains(c) && tb.contains(c))
+                    .collect();
+                let m: Vec<char> = out
+                    .iter()
+                    .copied()
+                    .filter(|c| ta.contains(c) && !tb.contains(c))
+                    .collect();
+                let nn: Vec<char> = out
+                    .iter()
+                    .copied()
+                    .filter(|c| tb.contains(c) && !ta.contains(c))
+                    .collect();
+                let k: Vec<char> = ta
+                    .iter()
+                    .copied()
+                    .filter(|c| tb.contains(c) && !out.contains(c))
+                    .collect();
                 let (sa, sb) = (self.shape(&args[0])?, self.shape(&args[1])?);
                 let dims_of = |t: &[char], s: &[Dim], cs: &[char]| -> Vec<Dim> {
-                    cs.iter().filter_map(|&c| pos(t, c).map(|i| s[i].clone())).collect()
+                    cs.iter()
+                        .filter_map(|&c| pos(t, c).map(|i| s[i].clone()))
+                        .collect()
                 };
                 // A → [batch, m, k], B → [batch, k, n]
-                let perm_a: Vec<usize> = batch.iter().chain(&m).chain(&k).filter_map(|&c| pos(ta, c)).collect();
-                let perm_b: Vec<usize> = batch.iter().chain(&k).chain(&nn).filter_map(|&c| pos(tb, c)).collect();
+                let perm_a: Vec<usize> = batch
+                    .iter()
+                    .chain(&m)
+                    .chain(&k)
+                    .filter_map(|&c| pos(ta, c))
+                    .collect();
+                let perm_b: Vec<usize> = batch
+                    .iter()
+                    .chain(&k)
+                    .chain(&nn)
+                    .filter_map(|&c| pos(tb, c))
+                    .collect();
                 let mut x = args[0].clone();
                 let mut y = args[1].clone();
                 if perm_a.iter().enumerate().any(|(i, &p)| i != p) {
@@ -1067,9 +1239,19 @@ impl Importer {
                     y = self.emitj("transpose", json!({ "perm": perm_b }), &[y], false)?;
                 }
                 let bd = dims_of(ta, &sa, &batch);
-                let (md, kd, nd) = (dims_of(ta, &sa, &m), dims_of(ta, &sa, &k), dims_of(tb, &sb, &nn));
+                let (md, kd, nd) = (
+                    dims_of(ta, &sa, &m),
+                    dims_of(ta, &sa, &k),
+                    dims_of(tb, &sb, &nn),
+                );
                 let one1 = [Dim::Fixed(1)];
-                let g = |d: &[Dim]| -> Vec<Dim> { if d.is_empty() { one1.to_vec() } else { d.to_vec() } };
+                let g = |d: &[Dim]| -> Vec<Dim> {
+                    if d.is_empty() {
+                        one1.to_vec()
+                    } else {
+                        d.to_vec()
+                    }
+                };
                 let (mg, kg, ng) = (g(&md), g(&kd), g(&nd));
                 let mut ta_dims: Vec<ReshapeDim> = bd.iter().map(rdim).collect();
                 ta_dims.extend(group_dims(&[&mg, &kg])?);
@@ -1087,7 +1269,10 @@ impl Importer {
                 let perm: Vec<usize> = out.iter().filter_map(|&c| pos(&order, c)).collect();
                 self.emitj("transpose", json!({ "perm": perm }), &[p], true)
             }
-            _ => unsup!("equation `{eq}` with {} operands (1 or 2 are supported)", terms.len()),
+            _ => unsup!(
+                "equation `{eq}` with {} operands (1 or 2 are supported)",
+                terms.len()
+            ),
         }
     }
 }

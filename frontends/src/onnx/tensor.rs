@@ -143,7 +143,11 @@ fn external_bytes(t: &TensorProto, dir: Option<&Path>) -> Result<Vec<u8>, String
         format!("data is in external file `{location}`, but the model was not loaded from a path")
     })?;
     let rel = Path::new(&location);
-    if rel.is_absolute() || rel.components().any(|c| c == std::path::Component::ParentDir) {
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
         return Err(format!(
             "external data location `{location}` must be a relative path inside the model's folder"
         ));
@@ -187,7 +191,10 @@ pub(crate) fn decode_tensor(t: &TensorProto, dir: Option<&Path>) -> Result<Known
         None
     };
     let count_err = |field: &str, found: usize| {
-        format!("{field} holds {found} values but dims {:?} need {n}", t.dims)
+        format!(
+            "{field} holds {found} values but dims {:?} need {n}",
+            t.dims
+        )
     };
     let bytes: Vec<u8> = if let Some(raw) = raw {
         match code {
@@ -221,7 +228,9 @@ pub(crate) fn decode_tensor(t: &TensorProto, dir: Option<&Path>) -> Result<Known
                     ));
                 }
                 raw.chunks_exact(4)
-                    .flat_map(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).to_le_bytes())
+                    .flat_map(|c| {
+                        (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).to_le_bytes()
+                    })
                     .collect()
             }
             _ => {
@@ -264,7 +273,8 @@ pub(crate) fn decode_tensor(t: &TensorProto, dir: Option<&Path>) -> Result<Known
                 }
                 let mut b = Vec::with_capacity(n * 8);
                 for &x in &t.uint64_data {
-                    let v = u32::try_from(x).map_err(|_| format!("uint32 value {x} out of range"))?;
+                    let v =
+                        u32::try_from(x).map_err(|_| format!("uint32 value {x} out of range"))?;
                     b.extend_from_slice(&(v as i64).to_le_bytes());
                 }
                 b
@@ -289,7 +299,10 @@ pub(crate) fn decode_tensor(t: &TensorProto, dir: Option<&Path>) -> Result<Known
                 if t.int32_data.len() != n {
                     return Err(count_err("int32_data", t.int32_data.len()));
                 }
-                t.int32_data.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect()
+                t.int32_data
+                    .iter()
+                    .flat_map(|&x| (x as u16).to_le_bytes())
+                    .collect()
             }
             DataType::Float8e4m3fn | DataType::Float8e5m2 => {
                 if t.int32_data.len() != n {
