@@ -327,20 +327,64 @@ fn bert(dir: &Path, c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendErr
     for l in 0..layers {
         let p = format!("encoder.layer.{l}");
         let hh = "hidden_size";
-        let q = w.linear(&mut b, &format!("{p}.attention.self.query"), x, h, h, true, hh)?;
-        let k = w.linear(&mut b, &format!("{p}.attention.self.key"), x, h, h, true, hh)?;
-        let v = w.linear(&mut b, &format!("{p}.attention.self.value"), x, h, h, true, hh)?;
-        let (q, k, v) = (heads(&mut b, q, nh, dh)?, heads(&mut b, k, nh, dh)?, heads(&mut b, v, nh, dh)?);
+        let q = w.linear(
+            &mut b,
+            &format!("{p}.attention.self.query"),
+            x,
+            h,
+            h,
+            true,
+            hh,
+        )?;
+        let k = w.linear(
+            &mut b,
+            &format!("{p}.attention.self.key"),
+            x,
+            h,
+            h,
+            true,
+            hh,
+        )?;
+        let v = w.linear(
+            &mut b,
+            &format!("{p}.attention.self.value"),
+            x,
+            h,
+            h,
+            true,
+            hh,
+        )?;
+        let (q, k, v) = (
+            heads(&mut b, q, nh, dh)?,
+            heads(&mut b, k, nh, dh)?,
+            heads(&mut b, v, nh, dh)?,
+        );
         let a = b.op_json("attention", json!({"mask": "none"}), &[q, k, v, bias])?;
         let a = merge(&mut b, a, h)?;
-        let o = w.linear(&mut b, &format!("{p}.attention.output.dense"), a, h, h, true, hh)?;
+        let o = w.linear(
+            &mut b,
+            &format!("{p}.attention.output.dense"),
+            a,
+            h,
+            h,
+            true,
+            hh,
+        )?;
         let x1 = b.add(x, o)?;
         let n = format!("{p}.attention.output.LayerNorm");
         let g = w.load(&mut b, &format!("{n}.weight"), &[h], hh)?;
         let be = w.load(&mut b, &format!("{n}.bias"), &[h], hh)?;
         let x1 = b.layer_norm_with(&n, x1, g, Some(be), eps)?;
         let fw = "hidden_size, intermediate_size";
-        let i = w.linear(&mut b, &format!("{p}.intermediate.dense"), x1, h, ffn, true, fw)?;
+        let i = w.linear(
+            &mut b,
+            &format!("{p}.intermediate.dense"),
+            x1,
+            h,
+            ffn,
+            true,
+            fw,
+        )?;
         let i = b.op_json("gelu", json!({"approximate": act}), &[i])?;
         let o = w.linear(&mut b, &format!("{p}.output.dense"), i, ffn, h, true, fw)?;
         let x2 = b.add(x1, o)?;
@@ -410,15 +454,17 @@ fn pooling(dir: &Path) -> Result<Pooling, FrontendError> {
         return Ok(out);
     }
     let modules = read_json(&modules_path)?;
-    let list = modules.as_array().ok_or_else(|| {
-        FrontendError::file(&modules_path, "expected a JSON array of modules")
-    })?;
+    let list = modules
+        .as_array()
+        .ok_or_else(|| FrontendError::file(&modules_path, "expected a JSON array of modules"))?;
     for m in list {
         let ty = m["type"].as_str().unwrap_or("");
         if ty.ends_with("Normalize") {
             out.normalize = true;
         } else if ty.ends_with("Pooling") {
-            let p: PathBuf = dir.join(m["path"].as_str().unwrap_or("")).join("config.json");
+            let p: PathBuf = dir
+                .join(m["path"].as_str().unwrap_or(""))
+                .join("config.json");
             if !p.is_file() {
                 continue;
             }
@@ -512,8 +558,24 @@ fn llama(c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendError> {
         let n = b.rms_norm_with(&format!("{p}.input_layernorm"), x, g, eps)?;
         let a = format!("{p}.self_attn");
         let q = w.linear(&mut b, &format!("{a}.q_proj"), n, h, nh * dh, attn_bias, qw)?;
-        let k = w.linear(&mut b, &format!("{a}.k_proj"), n, h, nkv * dh, attn_bias, kw)?;
-        let v = w.linear(&mut b, &format!("{a}.v_proj"), n, h, nkv * dh, attn_bias, kw)?;
+        let k = w.linear(
+            &mut b,
+            &format!("{a}.k_proj"),
+            n,
+            h,
+            nkv * dh,
+            attn_bias,
+            kw,
+        )?;
+        let v = w.linear(
+            &mut b,
+            &format!("{a}.v_proj"),
+            n,
+            h,
+            nkv * dh,
+            attn_bias,
+            kw,
+        )?;
         let q = heads(&mut b, q, nh, dh)?;
         let k = heads(&mut b, k, nkv, dh)?;
         let v = heads(&mut b, v, nkv, dh)?;
@@ -535,13 +597,29 @@ fn llama(c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendError> {
         let up = w.linear(&mut b, &format!("{m}.up_proj"), n, h, ffn, mlp_bias, fw)?;
         let gt = b.unary("silu", gt)?;
         let hmid = b.mul(gt, up)?;
-        let d = w.linear(&mut b, &format!("{m}.down_proj"), hmid, ffn, h, mlp_bias, fw)?;
+        let d = w.linear(
+            &mut b,
+            &format!("{m}.down_proj"),
+            hmid,
+            ffn,
+            h,
+            mlp_bias,
+            fw,
+        )?;
         x = b.add(x1, d)?;
     }
     let g = w.load(&mut b, "model.norm.weight", &[h], hw)?;
     let x = b.rms_norm_with("model.norm", x, g, eps)?;
     let logits = if !tie && w.has("lm_head.weight") {
-        w.linear(&mut b, "lm_head", x, h, vocab, false, "vocab_size, hidden_size")?
+        w.linear(
+            &mut b,
+            "lm_head",
+            x,
+            h,
+            vocab,
+            false,
+            "vocab_size, hidden_size",
+        )?
     } else {
         let et = b.transpose(embed, &[1, 0])?;
         b.linear_with("lm_head", x, et, None)?

@@ -9,9 +9,9 @@
 //! tensor.
 
 use crate::error::FrontendError;
+use ::safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 use fuselage_ir::{Constant, DType, Storage, TensorType};
 use memmap2::Mmap;
-use ::safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

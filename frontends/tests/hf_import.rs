@@ -23,7 +23,10 @@ fn f32_bytes(t: &Tensor, transpose: bool) -> (Vec<usize>, Vec<u8>) {
     } else {
         t.data().to_vec()
     };
-    let bytes = data.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+    let bytes = data
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
     (shape, bytes)
 }
 
@@ -65,7 +68,10 @@ fn bert_rename(n: &str) -> Option<(String, bool)> {
             "word_embeddings" | "position_embeddings" | "token_type_embeddings" => {
                 (format!("embeddings.{t}.weight"), false)
             }
-            _ => (format!("embeddings.LayerNorm.{}", t.strip_prefix("norm.")?), false),
+            _ => (
+                format!("embeddings.LayerNorm.{}", t.strip_prefix("norm.")?),
+                false,
+            ),
         });
     }
     let rest = n.strip_prefix("encoder.layer.")?;
@@ -111,7 +117,12 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 fn ids(b: usize, data: &[i64]) -> Tensor {
     let s = data.len() / b;
-    Tensor::new(DType::I64, vec![b, s], data.iter().map(|&v| v as f64).collect()).unwrap()
+    Tensor::new(
+        DType::I64,
+        vec![b, s],
+        data.iter().map(|&v| v as f64).collect(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -125,12 +136,22 @@ fn bert_import_computes_what_the_builder_model_computes() {
     let want = Reference
         .run(&reference, "main", &[x.clone(), mask.clone()])
         .unwrap();
-    let got = Reference.run(&m, "main", &[x.clone(), mask.clone()]).unwrap();
+    let got = Reference
+        .run(&m, "main", &[x.clone(), mask.clone()])
+        .unwrap();
     // Hidden states of unmasked rows and the pooled embedding agree.
-    assert!(max_diff(&got[1], &want[1]) < 1e-5, "{}", max_diff(&got[1], &want[1]));
+    assert!(
+        max_diff(&got[1], &want[1]) < 1e-5,
+        "{}",
+        max_diff(&got[1], &want[1])
+    );
     let h = &got[0].data()[6 * 32..];
     let w = &want[0].data()[6 * 32..];
-    let d = h.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let d = h
+        .iter()
+        .zip(w)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(d < 1e-5, "{d}");
     // With a Normalize module the embedding is the unit vector of the same direction.
     std::fs::write(
@@ -211,7 +232,11 @@ fn llama_import_computes_what_the_builder_model_computes_tied_and_untied() {
     let m = load_dir(&tied).unwrap();
     let got = Reference.run(&m, "main", &[x.clone()]).unwrap();
     assert_eq!(got[0].shape(), &[2, 5, 64]);
-    assert!(max_diff(&got[0], &want[0]) < 1e-4, "{}", max_diff(&got[0], &want[0]));
+    assert!(
+        max_diff(&got[0], &want[0]) < 1e-4,
+        "{}",
+        max_diff(&got[0], &want[0])
+    );
 
     // An explicit lm_head (here equal to the embeddings) when not tied.
     let emb = tensors
@@ -273,16 +298,25 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
     // Missing weights file.
     let d = case("missing");
     let e = err_of(&d);
-    assert!(e.contains("model.safetensors") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("missing"),
+        "{e}"
+    );
 
     // Missing / invalid config.
     let d = tmp.path().join("noconfig");
     std::fs::create_dir_all(&d).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("config.json") && e.contains("cannot read"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("cannot read"),
+        "{e}"
+    );
     std::fs::write(d.join("config.json"), "{ not json").unwrap();
     let e = err_of(&d);
-    assert!(e.contains("config.json") && e.contains("invalid JSON"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("invalid JSON"),
+        "{e}"
+    );
 
     // Truncated: the last tensor's bytes run past the end of the file.
     let d = case("truncated");
@@ -290,14 +324,20 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
     std::fs::write(st(&d), &bytes[..bytes.len() - 10]).unwrap();
     let e = err_of(&d);
     let last = &tensors.last().unwrap().0;
-    assert!(e.contains("model.safetensors") && e.contains(last.as_str()), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains(last.as_str()),
+        "{e}"
+    );
     assert!(e.contains("truncated"), "{e}");
 
     // Truncated inside the header, and shorter than the length prefix.
     for cut in [0, 5, 100] {
         std::fs::write(st(&d), &bytes[..cut]).unwrap();
         let e = err_of(&d);
-        assert!(e.contains("model.safetensors") && e.contains("truncated"), "{cut}: {e}");
+        assert!(
+            e.contains("model.safetensors") && e.contains("truncated"),
+            "{cut}: {e}"
+        );
     }
 
     // Corrupt header.
@@ -306,7 +346,10 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
     b[8..16].copy_from_slice(b"notjson!");
     std::fs::write(st(&d), &b).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("model.safetensors") && e.contains("invalid"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("invalid"),
+        "{e}"
+    );
     // Absurd header length.
     b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(st(&d), &b).unwrap();
@@ -322,7 +365,10 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
         64,
     );
     let e = err_of(&d);
-    assert!(e.contains("embeddings.word_embeddings.weight") && e.contains("6400"), "{e}");
+    assert!(
+        e.contains("embeddings.word_embeddings.weight") && e.contains("6400"),
+        "{e}"
+    );
 
     // A shape that overflows.
     let d = case("overflow");
@@ -334,7 +380,10 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
         16,
     );
     let e = err_of(&d);
-    assert!(e.contains("embeddings.word_embeddings.weight") && e.contains("overflow"), "{e}");
+    assert!(
+        e.contains("embeddings.word_embeddings.weight") && e.contains("overflow"),
+        "{e}"
+    );
 
     // Shape × dtype disagreeing with the byte range.
     let d = case("size");
@@ -344,7 +393,10 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
         8,
     );
     let e = err_of(&d);
-    assert!(e.contains("x.weight") && e.contains("needs 12 bytes"), "{e}");
+    assert!(
+        e.contains("x.weight") && e.contains("needs 12 bytes"),
+        "{e}"
+    );
 
     // Config disagreeing with the weights.
     let d = case("hidden");
@@ -365,12 +417,18 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
     cfg["hidden_act"] = json!("relu");
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("config.json") && e.contains("hidden_act `relu`"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("hidden_act `relu`"),
+        "{e}"
+    );
     cfg["hidden_act"] = json!("gelu");
     cfg["num_hidden_layers"] = json!("six");
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("num_hidden_layers") && e.contains("positive integer"), "{e}");
+    assert!(
+        e.contains("num_hidden_layers") && e.contains("positive integer"),
+        "{e}"
+    );
 
     // A missing tensor.
     let d = case("missing_tensor");
@@ -394,5 +452,8 @@ fn bad_files_are_clear_errors_naming_file_and_tensor() {
     std::fs::copy(st(&good), st(&d)).unwrap();
     std::fs::write(d.join("config.json"), r#"{"model_type":"gpt2"}"#).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("unsupported architecture") && e.contains("gpt2"), "{e}");
+    assert!(
+        e.contains("unsupported architecture") && e.contains("gpt2"),
+        "{e}"
+    );
 }

@@ -30,8 +30,10 @@ fn minilm_matches_golden_tokens_hidden_states_and_embeddings() {
 
     let module = hf::load_dir(&dir).unwrap();
     // Weights stay in the file: no constant is materialized by importing.
-    assert!(module.constants.values().all(|c| !c.is_materialized()
-        || c.storage_bytes() < 64));
+    assert!(module
+        .constants
+        .values()
+        .all(|c| !c.is_materialized() || c.storage_bytes() < 64));
 
     let (mut min_cos, mut max_diff) = (f64::INFINITY, 0f64);
     for (i, s) in sentences.iter().enumerate() {
@@ -40,8 +42,12 @@ fn minilm_matches_golden_tokens_hidden_states_and_embeddings() {
         let got = tok.encode(s).unwrap();
         assert_eq!(got, want, "token ids of sentence {i}: {s:?}");
         let n = got.len();
-        let x = Tensor::new(DType::I64, vec![1, n], got.iter().map(|&v| v as f64).collect())
-            .unwrap();
+        let x = Tensor::new(
+            DType::I64,
+            vec![1, n],
+            got.iter().map(|&v| v as f64).collect(),
+        )
+        .unwrap();
         let m = Tensor::new(DType::I64, vec![1, n], vec![1.0; n]).unwrap();
         let out = Reference.run(&module, "main", &[x, m]).unwrap();
         assert_eq!(out[0].shape(), &[1, n, h]);
@@ -53,10 +59,16 @@ fn minilm_matches_golden_tokens_hidden_states_and_embeddings() {
             .map(|(p, q)| (p - q).abs())
             .fold(0f64, f64::max);
         max_diff = max_diff.max(d);
-        assert!(d <= 1e-3, "sentence {i}: last_hidden_state max abs diff {d:e}");
+        assert!(
+            d <= 1e-3,
+            "sentence {i}: last_hidden_state max abs diff {d:e}"
+        );
         let c = cosine(out[1].data(), &emb.data()[i * h..(i + 1) * h]);
         let norm: f64 = out[1].data().iter().map(|v| v * v).sum::<f64>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5, "sentence {i}: embedding norm {norm}");
+        assert!(
+            (norm - 1.0).abs() < 1e-5,
+            "sentence {i}: embedding norm {norm}"
+        );
         min_cos = min_cos.min(c);
         assert!(c >= 0.99999, "sentence {i}: cosine {c} < 0.99999");
     }
@@ -69,8 +81,15 @@ fn minilm_module_prints_with_file_references_and_parses_back() {
     let module = hf::load_dir(&dir).unwrap();
     let text = fuselage_ir::print_module(&module);
     // 90 MB of weights are referred to, not embedded.
-    assert!(text.len() < 200_000, "printed module is {} bytes", text.len());
-    assert!(text.contains(r#"{"kind":"file","path":"#), "no file storage in the text");
+    assert!(
+        text.len() < 200_000,
+        "printed module is {} bytes",
+        text.len()
+    );
+    assert!(
+        text.contains(r#"{"kind":"file","path":"#),
+        "no file storage in the text"
+    );
     let back = fuselage_ir::parse_module(&text, "minilm.fir").unwrap();
     assert_eq!(back, module);
 }

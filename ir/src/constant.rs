@@ -16,9 +16,9 @@ use crate::dtype::DType;
 use crate::error::IrError;
 use crate::tensor::{decode_values, encode_values, Tensor};
 use crate::types::TensorType;
+use memmap2::Mmap;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -493,7 +493,10 @@ mod tests {
             .value("w")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bytes 8..20 lie past the end of") && e.contains("16 bytes"), "{e}");
+        assert!(
+            e.contains("bytes 8..20 lie past the end of") && e.contains("16 bytes"),
+            "{e}"
+        );
         // Offset overflow.
         let e = Constant::new(ty.clone(), Storage::file(&path, u64::MAX, 12))
             .value("w")
