@@ -228,9 +228,11 @@ fn llama_import_computes_what_the_builder_model_computes_tied_and_untied() {
     let tied = tmp.path().join("tied");
     write_dir(&tied, &llama_config_json(&c, true), &tensors);
     let x = ids(2, &[1, 5, 63, 2, 7, 0, 9, 9, 31, 4]);
-    let want = Reference.run(&reference, "main", &[x.clone()]).unwrap();
+    let want = Reference
+        .run(&reference, "main", std::slice::from_ref(&x))
+        .unwrap();
     let m = load_dir(&tied).unwrap();
-    let got = Reference.run(&m, "main", &[x.clone()]).unwrap();
+    let got = Reference.run(&m, "main", std::slice::from_ref(&x)).unwrap();
     assert_eq!(got[0].shape(), &[2, 5, 64]);
     assert!(
         max_diff(&got[0], &want[0]) < 1e-4,

@@ -147,7 +147,8 @@ fn check_range(path: &Path, file_len: usize, offset: u64, len: u64) -> Result<()
 /// loader that maps files does); fuselage only ever reads it.
 pub fn map_file(path: &Path) -> Result<Arc<Mmap>, std::io::Error> {
     type Stamp = (u64, Option<std::time::SystemTime>);
-    static MAPS: OnceLock<Mutex<HashMap<PathBuf, (Weak<Mmap>, Stamp)>>> = OnceLock::new();
+    type Cache = Mutex<HashMap<PathBuf, (Weak<Mmap>, Stamp)>>;
+    static MAPS: OnceLock<Cache> = OnceLock::new();
     let key = std::fs::canonicalize(path)?;
     let file = std::fs::File::open(&key)?;
     let meta = file.metadata()?;
