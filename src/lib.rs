@@ -24,7 +24,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod model;
-pub mod npy;
+pub use fuselage_ir::npy;
 
 pub use fuselage_backends as backends;
 pub use fuselage_frontends as frontends;

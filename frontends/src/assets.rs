@@ -1,42 +1,65 @@
-//! Finding model files: `$FUSELAGE_MODELS`, then the workspace's `../shared/models`, then
-//! `$FUSELAGE_CACHE` (default `~/.cache/fuselage/models`).
+//! Finding model assets (weights, tokenizers, golden data) on disk.
+//!
+//! Models are looked up by folder name (`minilm-l6`, `smollm2-135m`, …), in this order:
+//! 1. `$FUSELAGE_MODELS/NAME` when `FUSELAGE_MODELS` is set;
+//! 2. `<workspace root>/../shared/models/NAME` (the team's shared folder beside the checkout);
+//! 3. `$FUSELAGE_CACHE/NAME`, or `~/.cache/fuselage/models/NAME` when `FUSELAGE_CACHE` is unset
+//!    (where `scripts/fetch-models.sh` puts what it fetches).
+//!
+//! A model that is in none of them is an error listing every place looked at, so tests that need
+//! it fail loudly instead of skipping.
 
-use std::path::PathBuf;
+use crate::error::FrontendError;
+use std::path::{Path, PathBuf};
 
-/// The folders searched for models, in order.
+/// The folders searched for models, in order (existing or not).
 pub fn model_roots() -> Vec<PathBuf> {
-    let mut roots = vec![];
-    if let Some(p) = std::env::var_os("FUSELAGE_MODELS") {
-        roots.push(PathBuf::from(p));
+    let mut roots = Vec::new();
+    if let Some(d) = std::env::var_os("FUSELAGE_MODELS").filter(|d| !d.is_empty()) {
+        roots.push(PathBuf::from(d));
     }
-    // frontends/ → workspace root → its sibling shared/models
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models"));
-    match std::env::var_os("FUSELAGE_CACHE") {
-        Some(p) => roots.push(PathBuf::from(p)),
+    // frontends/ is one level below the workspace root.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    roots.push(workspace.join("..").join("shared").join("models"));
+    match std::env::var_os("FUSELAGE_CACHE").filter(|d| !d.is_empty()) {
+        Some(d) => roots.push(PathBuf::from(d)),
         None => {
-            if let Some(h) = std::env::var_os("HOME") {
-                roots.push(PathBuf::from(h).join(".cache/fuselage/models"));
+            if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+                roots.push(PathBuf::from(home).join(".cache/fuselage/models"));
             }
         }
     }
     roots
 }
 
-/// The folder of model `name` (e.g. `minilm-l6`), or an error listing where it looked.
-pub fn find_model(name: &str) -> Result<PathBuf, String> {
-    let roots = model_roots();
-    for r in &roots {
-        let p = r.join(name);
-        if p.is_dir() {
-            return Ok(p);
+/// The folder of model `name`: the first of [`model_roots`] that has a `name` folder.
+pub fn find_model(name: &str) -> Result<PathBuf, FrontendError> {
+    let candidates: Vec<PathBuf> = model_roots().into_iter().map(|r| r.join(name)).collect();
+    for c in &candidates {
+        if c.is_dir() {
+            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
         }
     }
-    Err(format!(
-        "model `{name}` not found; looked in {} (set FUSELAGE_MODELS, or run scripts/fetch-models.sh)",
-        roots
+    Err(FrontendError::ModelNotFound {
+        name: name.to_string(),
+        looked: candidates
             .iter()
-            .map(|r| r.join(name).display().to_string())
+            .map(|c| c.display().to_string())
             .collect::<Vec<_>>()
-            .join(", ")
-    ))
+            .join(", "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_model_lists_every_place() {
+        let e = find_model("no-such-model-xyz").unwrap_err().to_string();
+        assert!(e.contains("no-such-model-xyz"), "{e}");
+        assert!(e.contains("shared/models/no-such-model-xyz"), "{e}");
+        let n = model_roots().len();
+        assert_eq!(e.matches("no-such-model-xyz").count(), n + 1, "{e}");
+    }
 }

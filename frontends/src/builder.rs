@@ -178,6 +178,66 @@ impl ModelBuilder {
         self.constant_node(full)
     }
 
+    /// Add a constant under exactly `name` (no scope, no renaming) with the storage it has, e.g.
+    /// file storage over a memory-mapped weights file, and return its `constant` node. Errors
+    /// when the name is taken or the storage does not fit the type.
+    pub fn add_constant(&mut self, name: &str, c: Constant) -> BuildResult<ValueId> {
+        if self.module.constants.contains_key(name) {
+            return Err(FrontendError::Config(format!(
+                "constant `{name}` is defined twice"
+            )));
+        }
+        c.check(name)
+            .map_err(|source| FrontendError::build(name, source))?;
+        self.module.add_constant(name.to_string(), c);
+        self.constant_node(name.to_string())
+    }
+
+    /// `x · w + b` as one `linear` op with given weight `w[in, out]` and optional bias, named
+    /// `name` (in scope).
+    pub fn linear_with(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        w: ValueId,
+        bias: Option<ValueId>,
+    ) -> BuildResult<ValueId> {
+        let mut operands = vec![x, w];
+        operands.extend(bias);
+        let op = Op::from_attrs("linear", json!({}))
+            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
+        self.named(name, op, &operands)
+    }
+
+    /// LayerNorm over the last dim as one op with given scale and optional bias.
+    pub fn layer_norm_with(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        scale: ValueId,
+        bias: Option<ValueId>,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
+        let mut operands = vec![x, scale];
+        operands.extend(bias);
+        let op = Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps}))
+            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
+        self.named(name, op, &operands)
+    }
+
+    /// RMSNorm over the last dim as one op with a given scale.
+    pub fn rms_norm_with(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        scale: ValueId,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
+        let op = Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
+            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
+        self.named(name, op, &[x, scale])
+    }
+
     /// A scalar constant of a dtype.
     pub fn scalar(&mut self, name: &str, dtype: DType, v: f64) -> BuildResult<ValueId> {
         self.constant(name, &Tensor::scalar(dtype, v))

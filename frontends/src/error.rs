@@ -22,6 +22,22 @@ pub enum FrontendError {
         /// Comma-separated list of built-in models.
         available: String,
     },
+    /// A model folder found nowhere.
+    #[error("model `{name}` not found; looked in: {looked} (set FUSELAGE_MODELS, or run scripts/fetch-models.sh)")]
+    ModelNotFound {
+        /// The model's folder name.
+        name: String,
+        /// Every place looked at, comma-separated.
+        looked: String,
+    },
+    /// A file that cannot be read or is malformed (the message names the tensor or field).
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong (names the tensor where there is one).
+        message: String,
+    },
     /// A bad configuration value.
     #[error("model config: {0}")]
     Config(String),
@@ -78,6 +94,14 @@ impl std::fmt::Display for UnsupportedOp {
 }
 
 impl FrontendError {
+    /// An error about a file.
+    pub fn file(path: &std::path::Path, message: impl Into<String>) -> Self {
+        FrontendError::File {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
+    }
+
     /// A build error with its context.
     pub fn build(context: impl Into<String>, source: fuselage_ir::IrError) -> Self {
         FrontendError::Build {

@@ -5,15 +5,23 @@
 //! Storage is either dense bytes in the dtype's own encoding, or a *seeded* description
 //! (`seed` + distribution) that is materialized on first use — built-in models and benchmark
 //! graphs stay small in text form, and a 24-layer graph need not allocate its weights at all
-//! unless it is executed.
+//! unless it is executed. A third kind, *file* storage, refers to a byte range of a weights file
+//! on disk (a safetensors file, say) that is memory-mapped on first use: importing a model copies
+//! no weight bytes, and a module printed to text or JSON still refers to the file instead of
+//! embedding its contents (`{"kind":"file","path":"/m/model.safetensors","offset":0,"len":16}`).
+//! Every constant of one file shares one mapping (a process-wide cache keyed by the canonical
+//! path, see [`map_file`]).
 
 use crate::dtype::DType;
 use crate::error::IrError;
 use crate::tensor::{decode_values, encode_values, Tensor};
 use crate::types::TensorType;
+use memmap2::Mmap;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// How seeded values are drawn.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +66,109 @@ pub enum Storage {
         #[serde(flatten)]
         init: Init,
     },
+    /// `len` bytes at `offset` of a file, in the dtype's little-endian encoding, memory-mapped on
+    /// first use (zero-copy). A relative path is taken relative to the working directory.
+    File {
+        /// The file (importers store an absolute, canonical path).
+        path: PathBuf,
+        /// Byte offset of the first element.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+        /// The mapping, once made (shared by clones; not serialized).
+        #[serde(skip)]
+        map: FileMap,
+    },
+}
+
+impl Storage {
+    /// File storage for `len` bytes at `offset` of `path`; the file is mapped on first use.
+    pub fn file(path: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
+        Storage::File {
+            path: path.into(),
+            offset,
+            len,
+            map: FileMap::default(),
+        }
+    }
+
+    /// File storage over an existing mapping of `path` (as returned by [`map_file`]), checking
+    /// that the range lies within it.
+    pub fn file_mapped(
+        path: impl Into<PathBuf>,
+        map: Arc<Mmap>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Self, IrError> {
+        let path = path.into();
+        check_range(&path, map.len(), offset, len).map_err(|message| IrError::Constant {
+            name: path.display().to_string(),
+            message,
+        })?;
+        let handle = FileMap::default();
+        let _ = handle.0.set(map);
+        Ok(Storage::File {
+            path,
+            offset,
+            len,
+            map: handle,
+        })
+    }
+}
+
+/// The lazily made memory map of a [`Storage::File`], shared by clones of the storage.
+#[derive(Clone, Default)]
+pub struct FileMap(Arc<OnceLock<Arc<Mmap>>>);
+
+impl std::fmt::Debug for FileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(m) => write!(f, "FileMap(mapped, {} bytes)", m.len()),
+            None => write!(f, "FileMap(not mapped)"),
+        }
+    }
+}
+
+fn check_range(path: &Path, file_len: usize, offset: u64, len: u64) -> Result<(), String> {
+    match offset.checked_add(len) {
+        Some(end) if end <= file_len as u64 => Ok(()),
+        _ => Err(format!(
+            "bytes {offset}..{} lie past the end of {} ({file_len} bytes)",
+            offset as u128 + len as u128,
+            path.display()
+        )),
+    }
+}
+
+/// Map a file read-only, sharing one mapping per canonical path across the process (the cache
+/// holds weak references: a mapping lives as long as some constant or importer holds it).
+///
+/// The mapping assumes the file is not truncated or rewritten while mapped (as every weights
+/// loader that maps files does); fuselage only ever reads it.
+pub fn map_file(path: &Path) -> Result<Arc<Mmap>, std::io::Error> {
+    type Stamp = (u64, Option<std::time::SystemTime>);
+    type Cache = Mutex<HashMap<PathBuf, (Weak<Mmap>, Stamp)>>;
+    static MAPS: OnceLock<Cache> = OnceLock::new();
+    let key = std::fs::canonicalize(path)?;
+    let file = std::fs::File::open(&key)?;
+    let meta = file.metadata()?;
+    // A file replaced since it was mapped (other length or time) gets a fresh mapping.
+    let stamp: Stamp = (meta.len(), meta.modified().ok());
+    let maps = MAPS.get_or_init(Default::default);
+    let mut maps = maps.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((w, st)) = maps.get(&key) {
+        if *st == stamp {
+            if let Some(m) = w.upgrade() {
+                return Ok(m);
+            }
+        }
+    }
+    // SAFETY: the map is read-only and fuselage never writes the file; like every loader of
+    // mapped weights we rely on the file not being truncated while it is mapped.
+    let map = Arc::new(unsafe { Mmap::map(&file)? });
+    maps.retain(|_, (w, _)| w.strong_count() > 0);
+    maps.insert(key, (Arc::downgrade(&map), stamp));
+    Ok(map)
 }
 
 impl PartialEq for Storage {
@@ -69,6 +180,20 @@ impl PartialEq for Storage {
             (Storage::Seeded { seed: a, init: i }, Storage::Seeded { seed: b, init: j }) => {
                 a == b && i == j
             }
+            (
+                Storage::File {
+                    path: p,
+                    offset: o,
+                    len: l,
+                    ..
+                },
+                Storage::File {
+                    path: q,
+                    offset: r,
+                    len: m,
+                    ..
+                },
+            ) => p == q && o == r && l == m,
             _ => false,
         }
     }
@@ -140,6 +265,7 @@ impl Constant {
 
     /// Whether the values are already materialized (or stored densely).
     pub fn is_materialized(&self) -> bool {
+        // File storage counts as not materialized until decoded: its bytes are on disk.
         matches!(self.storage, Storage::Dense { .. }) || self.cache.get().is_some()
     }
 
@@ -155,15 +281,17 @@ impl Constant {
                 self.ty
             ))
         })?;
-        if let Storage::Dense { bytes } = &self.storage {
-            let need = (n as u128 * self.ty.dtype.bits() as u128).div_ceil(8);
-            if bytes.len() as u128 != need {
-                return Err(err(format!(
-                    "{} needs {need} bytes, storage has {}",
-                    self.ty,
-                    bytes.len()
-                )));
-            }
+        let need = (n as u128 * self.ty.dtype.bits() as u128).div_ceil(8);
+        let have = match &self.storage {
+            Storage::Dense { bytes } => bytes.len() as u128,
+            Storage::File { len, .. } => *len as u128,
+            Storage::Seeded { .. } => return Ok(()),
+        };
+        if have != need {
+            return Err(err(format!(
+                "{} needs {need} bytes, storage has {have}",
+                self.ty
+            )));
         }
         Ok(())
     }
@@ -187,6 +315,30 @@ impl Constant {
             }
             Storage::Seeded { seed, init } => {
                 Tensor::new(dtype, shape, seeded_values(*seed, init, n))?
+            }
+            Storage::File {
+                path,
+                offset,
+                len,
+                map,
+            } => {
+                let err = |message: String| IrError::Constant {
+                    name: name.to_string(),
+                    message,
+                };
+                let m = match map.0.get() {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = map_file(path)
+                            .map_err(|e| err(format!("mapping {}: {e}", path.display())))?;
+                        map.0.get_or_init(|| m).clone()
+                    }
+                };
+                check_range(path, m.len(), *offset, *len).map_err(err)?;
+                // In range of the mapping, so both fit usize.
+                let (start, end) = (*offset as usize, (*offset + *len) as usize);
+                let data = decode_values(dtype, n, &m[start..end])?;
+                Tensor::new(dtype, shape, data)?
             }
         };
         let t = Arc::new(t);
@@ -314,6 +466,65 @@ mod tests {
         );
         let e = c.value("w").unwrap_err().to_string();
         assert!(e.contains("needs 12 bytes"), "{e}");
+    }
+
+    #[test]
+    fn file_storage_maps_decodes_and_checks_bounds() {
+        let dir = std::env::temp_dir().join(format!("fuselage-const-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.bin");
+        let mut bytes = vec![0xAAu8; 4];
+        for v in [1.5f32, -2.0, 3.25] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let ty = TensorType::fixed(DType::F32, &[3]);
+        let c = Constant::new(ty.clone(), Storage::file(&path, 4, 12));
+        assert!(!c.is_materialized());
+        assert_eq!(c.value("w").unwrap().data(), &[1.5, -2.0, 3.25]);
+        // A clone shares the mapping; equality ignores it.
+        let d = Constant::new(ty.clone(), Storage::file(&path, 4, 12));
+        assert_eq!(c, d);
+        let j = serde_json::to_string(&d.storage).unwrap();
+        assert!(j.starts_with(r#"{"kind":"file","path":"#), "{j}");
+        let back: Storage = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, d.storage);
+        // Past the end of the file.
+        let e = Constant::new(ty.clone(), Storage::file(&path, 8, 12))
+            .value("w")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bytes 8..20 lie past the end of") && e.contains("16 bytes"),
+            "{e}"
+        );
+        // Offset overflow.
+        let e = Constant::new(ty.clone(), Storage::file(&path, u64::MAX, 12))
+            .value("w")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lie past the end"), "{e}");
+        // Length disagreeing with the type.
+        let e = Constant::new(ty.clone(), Storage::file(&path, 0, 8))
+            .value("w")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs 12 bytes, storage has 8"), "{e}");
+        // A missing file names the file.
+        let e = Constant::new(ty, Storage::file(dir.join("nope.bin"), 0, 12))
+            .value("w")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope.bin"), "{e}");
+        // One mapping per file.
+        let a = map_file(&path).unwrap();
+        let b = map_file(&dir.join(".").join("w.bin")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Storage::file_mapped(&path, a.clone(), 10, 7).is_err());
+        let s = Storage::file_mapped(&path, a, 4, 12).unwrap();
+        let c = Constant::new(TensorType::fixed(DType::F32, &[3]), s);
+        assert_eq!(c.value("w").unwrap().data(), &[1.5, -2.0, 3.25]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod error;
 pub mod eval;
 pub mod graph;
 pub mod module;
+pub mod npy;
 pub mod numerics;
 pub mod ops;
 pub mod sample;
@@ -37,7 +38,7 @@ pub mod text;
 pub mod types;
 pub mod verify;
 
-pub use constant::{Constant, Init, Storage};
+pub use constant::{map_file, Constant, Init, Storage};
 pub use dot::to_dot;
 pub use dtype::DType;
 pub use error::{IrError, OpError};

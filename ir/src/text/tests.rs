@@ -882,3 +882,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn file_storage_round_trips_through_text_and_json() {
+    let mut m = Module::new();
+    m.add_constant(
+        "w",
+        Constant::new(
+            TensorType::fixed(DType::F32, &[2, 3]),
+            crate::Storage::file("/weights dir/\"odd\" ü.safetensors", 1024, 24),
+        ),
+    );
+    let mut g = Graph::new();
+    let w = konst(&mut g, &m, "w");
+    g.add_output("w", w.into());
+    m.functions.insert("main".into(), g);
+    let text = print_module(&m);
+    assert!(
+        text.contains(
+            r#"{"kind":"file","path":"/weights dir/\"odd\" ü.safetensors","offset":1024,"len":24}"#
+        ),
+        "{text}"
+    );
+    assert_eq!(parse_module(&text, "t.fir").unwrap(), m);
+    let j = crate::to_json(&m);
+    assert_eq!(crate::from_json(&j).unwrap(), m);
+    // A length that disagrees with the type is a parse error at the constant.
+    let bad = text.replace(r#""len":24"#, r#""len":20"#);
+    let e = parse_module(&bad, "t.fir").unwrap_err().to_string();
+    assert!(e.contains("needs 24 bytes, storage has 20"), "{e}");
+}

@@ -6,7 +6,7 @@
 //! that is renamed into place. The format is small (a magic string, a Python-dict header, raw
 //! little-endian data).
 
-use fuselage_ir::{DType, Tensor};
+use crate::{DType, Tensor};
 use std::path::Path;
 
 /// Errors reading or writing `.npy`.
