@@ -112,9 +112,7 @@ fn model(
 }
 
 fn run(m: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-    Reference
-        .run(m, "main", inputs)
-        .map_err(|e| e.to_string())
+    Reference.run(m, "main", inputs).map_err(|e| e.to_string())
 }
 
 fn i64s(shape: &[usize], v: &[i64]) -> Tensor {
@@ -160,12 +158,27 @@ fn minilm_patterns() -> Vec<u8> {
         ),
         node("Squeeze", "node_sym_size_int_10", &["val_3"], &["b"]),
         node("Range", "node_arange", &["zero", "b", "one"], &["arange"]),
-        node("Unsqueeze", "node_Unsqueeze_21", &["arange", "ax12"], &["u1"]),
+        node(
+            "Unsqueeze",
+            "node_Unsqueeze_21",
+            &["arange", "ax12"],
+            &["u1"],
+        ),
         node("Unsqueeze", "node_unsqueeze_2", &["u1", "ax3"], &["u2"]),
         // arange(S)[None, None, None, :]
         node("Squeeze", "node_sym_size_int_11", &["val_4"], &["s"]),
-        node("Range", "node_arange_2", &["zero", "s", "one"], &["arange_2"]),
-        node("Unsqueeze", "node_Unsqueeze_23", &["arange_2", "ax01"], &["u7"]),
+        node(
+            "Range",
+            "node_arange_2",
+            &["zero", "s", "one"],
+            &["arange_2"],
+        ),
+        node(
+            "Unsqueeze",
+            "node_Unsqueeze_23",
+            &["arange_2", "ax01"],
+            &["u7"],
+        ),
         node("Unsqueeze", "node_unsqueeze_11", &["u7", "ax2"], &["u11"]),
         // broadcast both to [B,1,1,S], stack on a new last axis, GatherND into the mask
         node("Max", "node_Max_44", &["u2", "u11"], &["mx"]),
@@ -186,7 +199,12 @@ fn minilm_patterns() -> Vec<u8> {
             vec![attr_i("to", DataType::Bool as i64)],
         ),
         with(
-            node("GatherND", "node_GatherND_52", &["mask_b", "val_53"], &["mask4"]),
+            node(
+                "GatherND",
+                "node_GatherND_52",
+                &["mask_b", "val_53"],
+                &["mask4"],
+            ),
             vec![attr_i("batch_dims", 0)],
         ),
     ];
@@ -248,7 +266,11 @@ fn position_slice_and_padding_mask_gather_nd_match_onnx_semantics() {
             .collect();
         let out = run(
             &m,
-            &[ids.clone(), i64s(&[b, s], &mask), i64s(&[b, s], &vec![0; b * s])],
+            &[
+                ids.clone(),
+                i64s(&[b, s], &mask),
+                i64s(&[b, s], &vec![0; b * s]),
+            ],
         )
         .unwrap();
         // positions = position_ids[:, :s]
@@ -400,7 +422,10 @@ fn unsupported_gather_nd_and_slice_forms_say_why() {
             ),
             node("Slice", "from_one", &["data", "one", "sh", "zero"], &["y3"]),
         ],
-        vec![i64_tensor("one", &[1], &[1]), i64_tensor("zero", &[1], &[0])],
+        vec![
+            i64_tensor("one", &[1], &[1]),
+            i64_tensor("zero", &[1], &[0]),
+        ],
         vec![
             value_info("data", DataType::Float, &[D::P("s"), D::V(4)]),
             value_info("idx", DataType::Int64, &[D::P("k"), D::V(2)]),
@@ -440,7 +465,9 @@ fn minilm_onnx_candidates() -> Vec<PathBuf> {
     }
     let cache = std::env::var_os("FUSELAGE_PEERS_CACHE")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fuselage-peers")));
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fuselage-peers"))
+        });
     if let Some(d) = cache {
         c.push(d.join("minilm-l6").join(FILE));
     }
@@ -483,13 +510,18 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
     } else {
         panic!("{}: unsupported npy header {header}", path.display())
     };
-    assert_eq!(v.len(), shape.iter().product::<usize>(), "{}", path.display());
+    assert_eq!(
+        v.len(),
+        shape.iter().product::<usize>(),
+        "{}",
+        path.display()
+    );
     (shape, v)
 }
 
 /// The real dynamo export (`Slice` to the symbolic sequence length, the `GatherND` padding
-/// mask) imports and reproduces the golden `last_hidden_state` within the README's 1e-3: one
-/// sentence alone, and two sentences of different lengths as one padded, masked batch.
+/// mask) imports and reproduces the golden `last_hidden_state` within the README's 1e-3: every
+/// golden sentence alone, and sentences of different lengths as padded, masked batches.
 ///
 /// Opt-in: runs when `FUSELAGE_PEER_TESTS=1` (the export needs torch, which CI does not have);
 /// with the variable set, a missing file fails the test with the command that creates it.
@@ -535,7 +567,10 @@ fn minilm_dynamo_export_matches_golden() {
 
     let mut max_err: f64 = 0.0;
     // (sentences in one batch); padded to the longest with [PAD] = 0 and mask 0.
-    for batch in [vec![0usize], vec![2, 5]] {
+    let mut batches: Vec<Vec<usize>> = (0..offsets.len() - 1).map(|i| vec![i]).collect();
+    batches.push(vec![2, 5]);
+    batches.push(vec![31, 14, 0]);
+    for batch in batches {
         let s = batch
             .iter()
             .map(|&i| sentence(i).1 - sentence(i).0)

@@ -735,7 +735,9 @@ impl Importer {
                             &[v],
                             last,
                         )?,
-                        SymDim::Sym(s) => self.slice_to_symbol(v, ax, starts[i], s, steps[i], last)?,
+                        SymDim::Sym(s) => {
+                            self.slice_to_symbol(v, ax, starts[i], s, steps[i], last)?
+                        }
                         SymDim::Unknown => unsup!(
                             "end {i} is computed from symbolic dims in a way the IR cannot name \
                              (only a constant or a dim of an input is supported)"
@@ -1200,9 +1202,9 @@ impl Importer {
                     )?;
                     dims[j] = want;
                 }
-                (w, d) => unsup!(
-                    "index component {j} runs over {w} positions but data dim {j} is {d}"
-                ),
+                (w, d) => {
+                    unsup!("index component {j} runs over {w} positions but data dim {j} is {d}")
+                }
             }
         }
         // Order the indexed dims by output axis (zero components first), then place them.
