@@ -125,6 +125,7 @@ pub(crate) const SUPPORTED: &[&str] = &[
     "Expand",
     "Flatten",
     "Gather",
+    "GatherND",
     "Gelu",
     "Gemm",
     "GlobalAveragePool",

@@ -4,6 +4,7 @@ use super::import::{op, rdim, Attrs, Importer, NResult, NodeErr, SymDim, Val};
 use super::proto::NodeProto;
 use super::tensor::{decode_tensor, onnx_dtype, Known};
 use fuselage_ir::ops::reshape::ReshapeDim;
+use fuselage_ir::ops::Op;
 use fuselage_ir::{DType, Dim, Tensor};
 use serde_json::json;
 
@@ -693,7 +694,8 @@ impl Importer {
             "Slice" => {
                 let x = self.input(n, 0)?;
                 let starts = self.ints(&self.input(n, 1)?, "starts")?;
-                let ends = self.ints(&self.input(n, 2)?, "ends")?;
+                let ends_v = self.input(n, 2)?;
+                let ends = self.sym_dims(&ends_v, "ends")?;
                 let r = self.rank(&x)?;
                 let axes = match self.opt_input(n, 3)? {
                     Some(v) => self.ints(&v, "axes")?,
@@ -714,6 +716,7 @@ impl Importer {
                     scalar: false,
                 } = &x
                 {
+                    let ends = self.ints(&ends_v, "ends")?;
                     let idx = slice_indices(dims.len() as i64, starts[0], ends[0], steps[0])?;
                     let d = idx.iter().map(|&i| dims[i as usize].clone()).collect();
                     return one(Val::Shape {
@@ -724,15 +727,26 @@ impl Importer {
                 let mut v = x;
                 for i in 0..starts.len() {
                     let ax = axis(axes[i], r)?;
-                    v = self.emitj(
-                        "slice",
-                        json!({"axis": ax, "start": starts[i], "end": ends[i], "step": steps[i]}),
-                        &[v],
-                        i + 1 == starts.len(),
-                    )?;
+                    let last = i + 1 == starts.len();
+                    v = match &ends[i] {
+                        SymDim::Int(end) => self.emitj(
+                            "slice",
+                            json!({"axis": ax, "start": starts[i], "end": end, "step": steps[i]}),
+                            &[v],
+                            last,
+                        )?,
+                        SymDim::Sym(s) => {
+                            self.slice_to_symbol(v, ax, starts[i], s, steps[i], last)?
+                        }
+                        SymDim::Unknown => unsup!(
+                            "end {i} is computed from symbolic dims in a way the IR cannot name \
+                             (only a constant or a dim of an input is supported)"
+                        ),
+                    };
                 }
                 one(v)
             }
+            "GatherND" => self.gather_nd(n, &a).map(|v| vec![v]),
             "Split" => {
                 let x = self.input(n, 0)?;
                 let xs = self.shape(&x)?;
@@ -1010,6 +1024,263 @@ impl Importer {
             "Einsum" => self.einsum(n, &a).map(|v| vec![v]),
             other => unsup!("no mapping for {other}"),
         }
+    }
+
+    /// `x[start:S]` along `ax` where the end is the symbolic dim `S` (e.g. `position_ids[:,
+    /// :seq_len]` with `seq_len` from `Shape(input_ids)`). With start 0 and step 1 the result
+    /// dim is `S` itself: the input unchanged when its dim is `S`, otherwise a gather of
+    /// `iota [S]` along `ax` — exact whenever `S` fits the dim, and a run-time gather error
+    /// (instead of ONNX's clamping to a shape the IR type cannot name) when it does not.
+    fn slice_to_symbol(
+        &mut self,
+        x: Val,
+        ax: usize,
+        start: i64,
+        sym: &str,
+        step: i64,
+        last: bool,
+    ) -> NResult<Val> {
+        if start != 0 || step != 1 {
+            unsup!(
+                "a symbolic end `{sym}` with start {start} and step {step} (only [0:{sym}] with \
+                 step 1 is supported: other lengths have no name in the IR)"
+            );
+        }
+        if self.shape(&x)?[ax] == Dim::Sym(sym.to_string()) {
+            return Ok(x);
+        }
+        let idx = self.emitj(
+            "iota",
+            json!({"shape": [sym], "axis": 0, "dtype": DType::I64}),
+            &[],
+            false,
+        )?;
+        self.emitj("gather", json!({ "axis": ax }), &[x, idx], last)
+    }
+
+    /// What an IR index value is, when it is an index grid: `Some(Some(a))` when its element at
+    /// position `p` is `p[a]` (an `iota`, possibly reshaped by inserting or removing 1-sized dims
+    /// and broadcast), `Some(None)` when it is all zeros (such a grid along a 1-sized dim).
+    fn grid_axis(&self, v: &Val) -> Option<Option<usize>> {
+        let Val::Ir(id) = v else { return None };
+        let node = self.graph.node(id.node)?;
+        let out = node.results.get(id.slot as usize)?;
+        if !out.dtype.is_int() {
+            return None;
+        }
+        let src = |k: usize| -> Option<(Val, Vec<Dim>)> {
+            let o = *node.operands.get(k)?;
+            Some((Val::Ir(o), self.graph.value_type(o)?.shape.clone()))
+        };
+        let r = match &node.op {
+            Op::Iota(i) => {
+                let r = out.shape.len() as i64;
+                let a = if i.axis < 0 { i.axis + r } else { i.axis };
+                (0..r).contains(&a).then_some(a as usize)?
+            }
+            Op::Reshape(_) => {
+                // Only reshapes that insert or remove 1-sized dims keep the grid.
+                let (x, xs) = src(0)?;
+                let Some(a) = self.grid_axis(&x)? else {
+                    return Some(None);
+                };
+                let keep = |s: &[Dim]| -> Vec<usize> {
+                    (0..s.len()).filter(|&i| s[i] != Dim::Fixed(1)).collect()
+                };
+                let (ki, ko) = (keep(&xs), keep(&out.shape));
+                if ki.len() != ko.len() || ki.iter().zip(&ko).any(|(&i, &o)| xs[i] != out.shape[o])
+                {
+                    return None;
+                }
+                match ki.iter().position(|&i| i == a) {
+                    Some(j) => ko[j],
+                    None => return Some(None),
+                }
+            }
+            Op::BroadcastTo(_) => {
+                let (x, xs) = src(0)?;
+                let Some(a) = self.grid_axis(&x)? else {
+                    return Some(None);
+                };
+                if xs[a] == Dim::Fixed(1) {
+                    return Some(None);
+                }
+                a + out.shape.len().checked_sub(xs.len())?
+            }
+            _ => return None,
+        };
+        // A grid along a 1-sized dim is all zeros.
+        if out.shape[r] == Dim::Fixed(1) {
+            return Some(None);
+        }
+        Some(Some(r))
+    }
+
+    /// GatherND with `batch_dims = 0` whose indices are an index grid: the last axis
+    /// concatenates `k` grids over the output's leading dims `P`, component `j` being either
+    /// the position along axis `a_j` of `P` or 0. Then `out[p, rest] = data[p[a_0], …,
+    /// p[a_{k-1}], rest]` is data itself, sliced to the grid's extent, transposed, reshaped
+    /// and broadcast to `P + rest` — e.g. transformers' padding mask `mask[b, kv]` gathered
+    /// with `stack(arange(B)[:,None,None,None], arange(S)[None,None,None,:])` becomes
+    /// `reshape(mask, [B,1,1,S])`. Other index forms are reported as unsupported.
+    fn gather_nd(&mut self, n: &NodeProto, a: &Attrs) -> NResult<Val> {
+        let (data, idx) = (self.input(n, 0)?, self.input(n, 1)?);
+        let bd = a.i("batch_dims", 0);
+        if bd != 0 {
+            unsup!("batch_dims = {bd} (only 0 is supported)");
+        }
+        let ds = self.shape(&data)?;
+        let is = self.shape(&idx)?;
+        if !self.ty(&idx)?.dtype.is_int() {
+            bad!("indices must be integers, found {}", self.ty(&idx)?.dtype);
+        }
+        let Some(Dim::Fixed(k)) = is.last().cloned() else {
+            bad!("indices must have rank >= 1 with a fixed last dim, found {is:?}");
+        };
+        let k = k as usize;
+        if k == 0 || k > ds.len() {
+            unsup!("index tuples of length {k} into data of rank {}", ds.len());
+        }
+        let p = &is[..is.len() - 1];
+        if let Some(ki) = self.known_of(&idx) {
+            return self.gather_nd_const(data, &ds, &ki, k);
+        }
+        // The grid components: the concat parts along the last axis, or the indices itself.
+        let parts: Vec<Val> = match &idx {
+            Val::Ir(id) if k > 1 => match self.graph.node(id.node) {
+                Some(node)
+                    if matches!(&node.op, Op::Concat(c) if c.axis == -1 || c.axis == p.len() as i64)
+                        && node.operands.len() == k =>
+                {
+                    node.operands.iter().map(|&o| Val::Ir(o)).collect()
+                }
+                _ => vec![],
+            },
+            _ => vec![idx.clone()],
+        };
+        let comps: Option<Vec<Option<usize>>> = if parts.len() == k {
+            parts.iter().map(|v| self.grid_axis(v)).collect()
+        } else {
+            None
+        };
+        let Some(comps) = comps else {
+            unsup!(
+                "only indices that are index grids (iota/Range, Unsqueeze, Expand, Concat on the \
+                 last axis) are supported"
+            );
+        };
+        // Slice each grid's data dim to the grid's extent; zero components keep index 0.
+        let mut x = data;
+        let mut dims = ds.clone();
+        for (j, c) in comps.iter().enumerate() {
+            let want = match c {
+                Some(ax) if comps.iter().filter(|&&o| o == Some(*ax)).count() > 1 => {
+                    unsup!("two index components along the same axis {ax} (a diagonal)")
+                }
+                Some(ax) => p[*ax].clone(),
+                None => Dim::Fixed(1),
+            };
+            if want == dims[j] {
+                continue;
+            }
+            match (&want, &dims[j]) {
+                (Dim::Fixed(w), Dim::Fixed(d)) if w <= d => {
+                    x = self.emitj(
+                        "slice",
+                        json!({"axis": j, "start": 0, "end": w, "step": 1}),
+                        &[x],
+                        false,
+                    )?;
+                    dims[j] = want;
+                }
+                (Dim::Fixed(1), _) => {
+                    x = self.emitj(
+                        "slice",
+                        json!({"axis": j, "start": 0, "end": 1, "step": 1}),
+                        &[x],
+                        false,
+                    )?;
+                    dims[j] = want;
+                }
+                (w, d) => {
+                    unsup!("index component {j} runs over {w} positions but data dim {j} is {d}")
+                }
+            }
+        }
+        // Order the indexed dims by output axis (zero components first), then place them.
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by_key(|&j| comps[j].map_or(0, |a| a + 1));
+        let perm: Vec<usize> = order.iter().copied().chain(k..ds.len()).collect();
+        if perm.iter().enumerate().any(|(i, &q)| i != q) {
+            x = self.emitj("transpose", json!({ "perm": perm }), &[x], false)?;
+        }
+        let rest = &ds[k..];
+        let mut placed: Vec<Dim> = (0..p.len())
+            .map(|q| {
+                if comps.contains(&Some(q)) {
+                    p[q].clone()
+                } else {
+                    Dim::Fixed(1)
+                }
+            })
+            .collect();
+        placed.extend(rest.iter().cloned());
+        let mut target: Vec<Dim> = p.to_vec();
+        target.extend(rest.iter().cloned());
+        let needs_broadcast = placed != target;
+        if self.shape(&x)? != placed {
+            x = self.reshape(&x, placed.iter().map(rdim).collect(), !needs_broadcast)?;
+        }
+        if needs_broadcast {
+            x = self.emitj("broadcast_to", json!({ "shape": target }), &[x], true)?;
+        }
+        Ok(x)
+    }
+
+    /// GatherND (`batch_dims = 0`) with constant indices into data whose indexed dims are fixed:
+    /// the index tuples become row-major offsets into data reshaped to `[N, rest…]` (checked
+    /// against the dims here), and a gather along axis 0 picks them.
+    fn gather_nd_const(&mut self, data: Val, ds: &[Dim], ki: &Known, k: usize) -> NResult<Val> {
+        let mut sizes = vec![];
+        for (j, d) in ds[..k].iter().enumerate() {
+            match d {
+                Dim::Fixed(v) => sizes.push(*v as i64),
+                d => unsup!("constant indices into symbolic data dim {j} ({d})"),
+            }
+        }
+        let ints = ki.ints().map_err(NodeErr::Error)?;
+        let mut lin = Vec::with_capacity(ints.len() / k);
+        for (t, tuple) in ints.chunks_exact(k).enumerate() {
+            let mut off: i64 = 0;
+            for (j, (&i, &d)) in tuple.iter().zip(&sizes).enumerate() {
+                let v = if i < 0 { i + d } else { i };
+                if !(0..d).contains(&v) {
+                    bad!("index tuple {t}: entry {j} is {i}, out of range for data dim {j} of size {d}");
+                }
+                let Some(o) = off.checked_mul(d).and_then(|o| o.checked_add(v)) else {
+                    bad!("index tuple {t} overflows i64 offsets into data of shape {ds:?}");
+                };
+                off = o;
+            }
+            lin.push(off);
+        }
+        let pshape = ki.ty().shape[..ki.ty().rank() - 1]
+            .iter()
+            .map(|d| d.fixed().map(|v| v as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| NodeErr::Error("constant indices with a symbolic shape".into()))?;
+        let idx = self.known(Known::from_i64s(pshape, &lin), "indices");
+        let x = if k == 1 {
+            data
+        } else {
+            let Some(n) = sizes.iter().try_fold(1i64, |a, &d| a.checked_mul(d)) else {
+                bad!("data dims {ds:?} overflow i64");
+            };
+            let mut dims = vec![ReshapeDim::Size(n)];
+            dims.extend(ds[k..].iter().map(rdim));
+            self.reshape(&data, dims, false)?
+        };
+        self.emitj("gather", json!({ "axis": 0 }), &[x, idx], true)
     }
 
     fn known_scalar(&self, v: &Val, what: &str) -> NResult<f64> {
