@@ -812,7 +812,8 @@ impl ModelBuilder {
             })();
             self.pop_scope();
             let x1 = self.add(x, a?)?;
-            let n = self.rms_norm_primitives_with("post_attention_norm", x1, w.ffn_norm, cfg.eps)?;
+            let n =
+                self.rms_norm_primitives_with("post_attention_norm", x1, w.ffn_norm, cfg.eps)?;
             self.push_scope("mlp");
             let m = (|| {
                 let g = self.matmul(n, w.gate)?;

@@ -174,11 +174,46 @@ impl GgmlType {
     /// The ggml name of the type (`"Q4_K"` …), or `None` for an id ggml does not define.
     pub fn name(self) -> Option<&'static str> {
         const NAMES: [&str; 40] = [
-            "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
-            "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S",
-            "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M",
-            "BF16", "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4",
-            "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
+            "F32",
+            "F16",
+            "Q4_0",
+            "Q4_1",
+            "Q4_2",
+            "Q4_3",
+            "Q5_0",
+            "Q5_1",
+            "Q8_0",
+            "Q8_1",
+            "Q2_K",
+            "Q3_K",
+            "Q4_K",
+            "Q5_K",
+            "Q6_K",
+            "Q8_K",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "IQ3_XXS",
+            "IQ1_S",
+            "IQ4_NL",
+            "IQ3_S",
+            "IQ2_S",
+            "IQ4_XS",
+            "I8",
+            "I16",
+            "I32",
+            "I64",
+            "F64",
+            "IQ1_M",
+            "BF16",
+            "Q4_0_4_4",
+            "Q4_0_4_8",
+            "Q4_0_8_8",
+            "TQ1_0",
+            "TQ2_0",
+            "IQ4_NL_4_4",
+            "IQ4_NL_4_8",
+            "IQ4_NL_8_8",
+            "MXFP4",
         ];
         NAMES.get(self.0 as usize).copied()
     }
@@ -411,7 +446,9 @@ impl GgufFile {
         if magic != GGUF_MAGIC {
             return Err(c.err(
                 "magic",
-                format!("found {magic:#010x}, expected {GGUF_MAGIC:#010x} (\"GGUF\"): not a GGUF file"),
+                format!(
+                    "found {magic:#010x}, expected {GGUF_MAGIC:#010x} (\"GGUF\"): not a GGUF file"
+                ),
             ));
         }
         let version = c.u32("version")?;
@@ -811,7 +848,10 @@ pub fn llama_params(g: &GgufFile) -> Result<LlamaParams, FrontendError> {
         Some(_) => u("attention.head_count_kv")?,
         None => heads,
     };
-    if heads == 0 || kv_heads == 0 || !hidden.is_multiple_of(heads) || !heads.is_multiple_of(kv_heads)
+    if heads == 0
+        || kv_heads == 0
+        || !hidden.is_multiple_of(heads)
+        || !heads.is_multiple_of(kv_heads)
     {
         return Err(g.err(format!(
             "llama: embedding_length {hidden}, head_count {heads}, head_count_kv {kv_heads} do not divide"
@@ -923,7 +963,13 @@ pub fn llama_module_with(g: &GgufFile, unpermute: bool) -> Result<Module, Fronte
         let w = LlamaLayerWeights {
             attn_norm: vec_w(&mut b, &n("attn_norm"), h)?,
             q: proj(&mut b, &n("attn_q"), cfg.heads * dh, h, Some(cfg.heads))?,
-            k: proj(&mut b, &n("attn_k"), cfg.kv_heads * dh, h, Some(cfg.kv_heads))?,
+            k: proj(
+                &mut b,
+                &n("attn_k"),
+                cfg.kv_heads * dh,
+                h,
+                Some(cfg.kv_heads),
+            )?,
             v: proj(&mut b, &n("attn_v"), cfg.kv_heads * dh, h, None)?,
             o: proj(&mut b, &n("attn_output"), h, cfg.heads * dh, None)?,
             ffn_norm: vec_w(&mut b, &n("ffn_norm"), h)?,
@@ -983,9 +1029,9 @@ pub fn tokenizer(g: &GgufFile) -> Result<tokenizers::Tokenizer, FrontendError> {
     let mut vocab = tokenizers::models::bpe::Vocab::default();
     let mut special = vec![];
     for (i, t) in tokens.iter().enumerate() {
-        let s = t.as_str().ok_or_else(|| {
-            g.err(format!("tokenizer.ggml.tokens[{i}] is not a string"))
-        })?;
+        let s = t
+            .as_str()
+            .ok_or_else(|| g.err(format!("tokenizer.ggml.tokens[{i}] is not a string")))?;
         if vocab.insert(s.to_string(), i as u32).is_some() {
             return Err(g.err(format!("tokenizer.ggml.tokens[{i}] `{s}` is a duplicate")));
         }
@@ -1138,14 +1184,22 @@ pub(crate) mod tests {
         let v = dequantize(GgmlType::Q4_0, &b, 32).unwrap();
         for j in 0..16 {
             assert_eq!(v[j], (j as f32 - 8.0) * 0.25, "element {j}");
-            assert_eq!(v[j + 16], ((15 - j) as f32 - 8.0) * 0.25, "element {}", j + 16);
+            assert_eq!(
+                v[j + 16],
+                ((15 - j) as f32 - 8.0) * 0.25,
+                "element {}",
+                j + 16
+            );
         }
     }
 
     #[test]
     fn q4_1_block() {
         let (d, m) = (0.1f32, -0.75f32);
-        let (dq, mq) = (half::f16::from_f32(d).to_f32(), half::f16::from_f32(m).to_f32());
+        let (dq, mq) = (
+            half::f16::from_f32(d).to_f32(),
+            half::f16::from_f32(m).to_f32(),
+        );
         let mut b = h(d).to_vec();
         b.extend(h(m));
         b.extend((0..16u8).map(|j| (j % 16) | (((j * 3) % 16) << 4)));
@@ -1165,7 +1219,11 @@ pub(crate) mod tests {
         b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
         let v = dequantize(GgmlType::Q5_0, &b, 32).unwrap();
         for j in 0..32usize {
-            let lo = if j < 16 { j as u32 } else { 15 - (j as u32 - 16) };
+            let lo = if j < 16 {
+                j as u32
+            } else {
+                15 - (j as u32 - 16)
+            };
             let q = lo | (((qh >> j) & 1) << 4);
             assert_eq!(v[j], (q as f32 - 16.0) * 2.0, "element {j}");
         }
@@ -1175,7 +1233,11 @@ pub(crate) mod tests {
         b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
         let v = dequantize(GgmlType::Q5_1, &b, 32).unwrap();
         for j in 0..32usize {
-            let lo = if j < 16 { j as u32 } else { 15 - (j as u32 - 16) };
+            let lo = if j < 16 {
+                j as u32
+            } else {
+                15 - (j as u32 - 16)
+            };
             let q = lo | (((qh >> j) & 1) << 4);
             assert_eq!(v[j], q as f32 * 0.5 + 1.0, "element {j}");
         }
@@ -1227,9 +1289,15 @@ pub(crate) mod tests {
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(g.tensor_info("t1").unwrap().offset, 32);
-        assert_eq!(g.tensor_f32("t1").unwrap().1, vec![7.0, 8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(
+            g.tensor_f32("t1").unwrap().1,
+            vec![7.0, 8.0, 9.0, 10.0, 11.0]
+        );
         let e = g.get_u64("general.architecture").unwrap_err().to_string();
-        assert!(e.contains("general.architecture") && e.contains("string"), "{e}");
+        assert!(
+            e.contains("general.architecture") && e.contains("string"),
+            "{e}"
+        );
         let e = g.tensor_f32("nope").unwrap_err().to_string();
         assert!(e.contains("`nope`") && e.contains("small.gguf"), "{e}");
     }
@@ -1250,7 +1318,9 @@ pub(crate) mod tests {
         let full = small_file();
         for n in 0..full.len() {
             let r = GgufFile::from_bytes("cut.gguf", full[..n].to_vec());
-            let e = r.expect_err(&format!("truncated at {n} must fail")).to_string();
+            let e = r
+                .expect_err(&format!("truncated at {n} must fail"))
+                .to_string();
             assert!(e.contains("cut.gguf"), "{e}");
         }
         assert!(GgufFile::from_bytes("ok.gguf", full).is_ok());
@@ -1295,12 +1365,16 @@ pub(crate) mod tests {
         let mut v = 8u32.to_le_bytes().to_vec();
         v.extend(u64::MAX.to_le_bytes());
         w.kv.push(("arr".into(), 9, v));
-        let e = GgufFile::from_bytes("a.gguf", w.bytes()).unwrap_err().to_string();
+        let e = GgufFile::from_bytes("a.gguf", w.bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`arr`") && e.contains("does not fit"), "{e}");
         // A huge string length.
         let mut w = Writer::new();
         w.kv.push(("s".into(), 8, u64::MAX.to_le_bytes().to_vec()));
-        let e = GgufFile::from_bytes("s.gguf", w.bytes()).unwrap_err().to_string();
+        let e = GgufFile::from_bytes("s.gguf", w.bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`s`") && e.contains("truncated"), "{e}");
     }
 
@@ -1309,17 +1383,23 @@ pub(crate) mod tests {
         // Data past the end of the file.
         let mut w = Writer::new();
         w.tensor_f32("big", &[1000], &[1.0; 4]);
-        let e = GgufFile::from_bytes("b.gguf", w.bytes()).unwrap_err().to_string();
+        let e = GgufFile::from_bytes("b.gguf", w.bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`big`") && e.contains("past the end"), "{e}");
         // A shape whose element count overflows.
         let mut w = Writer::new();
         w.tensor_f32("ovf", &[u64::MAX, 4], &[]);
-        let e = GgufFile::from_bytes("o.gguf", w.bytes()).unwrap_err().to_string();
+        let e = GgufFile::from_bytes("o.gguf", w.bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`ovf`") && e.contains("overflows"), "{e}");
         // A byte size that overflows.
         let mut w = Writer::new();
         w.tensor_f32("ovb", &[1 << 62, 1], &[]);
-        let e = GgufFile::from_bytes("o.gguf", w.bytes()).unwrap_err().to_string();
+        let e = GgufFile::from_bytes("o.gguf", w.bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`ovb`") && e.contains("overflows"), "{e}");
         // An unknown type parses (its size is unknown) but reading it names tensor and type.
         let mut w = Writer::new();
@@ -1329,11 +1409,16 @@ pub(crate) mod tests {
         let e = g.tensor_f32("k4").unwrap_err().to_string();
         assert!(e.contains("`k4`") && e.contains("Q4_K"), "{e}");
         let e = g.tensor_f32("weird").unwrap_err().to_string();
-        assert!(e.contains("`weird`") && e.contains("unknown type 999"), "{e}");
+        assert!(
+            e.contains("`weird`") && e.contains("unknown type 999"),
+            "{e}"
+        );
         // A Q8_0 row that is not a whole number of blocks.
         let mut w = Writer::new();
         w.tensors.push(("rag".into(), vec![33], 8, vec![0; 68]));
-        let e = GgufFile::from_bytes("r.gguf", w.bytes()).unwrap_err().to_string();
+        let e = GgufFile::from_bytes("r.gguf", w.bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`rag`") && e.contains("block size"), "{e}");
     }
 
@@ -1379,12 +1464,18 @@ pub(crate) mod tests {
         let mut rnd = |n: usize, scale: f32| -> Vec<f32> {
             (0..n)
                 .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
                 })
                 .collect()
         };
-        w.tensor_f32("token_embd.weight", &[hd as u64, vocab as u64], &rnd(vocab * hd, 2.0));
+        w.tensor_f32(
+            "token_embd.weight",
+            &[hd as u64, vocab as u64],
+            &rnd(vocab * hd, 2.0),
+        );
         for l in 0..layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             let ones: Vec<f32> = rnd(hd, 0.2).iter().map(|x| 1.0 + x).collect();
@@ -1404,7 +1495,11 @@ pub(crate) mod tests {
         }
         w.tensor_f32("output_norm.weight", &[hd as u64], &vec![1.0; hd]);
         if !tied {
-            w.tensor_f32("output.weight", &[hd as u64, vocab as u64], &rnd(vocab * hd, 1.0));
+            w.tensor_f32(
+                "output.weight",
+                &[hd as u64, vocab as u64],
+                &rnd(vocab * hd, 1.0),
+            );
         }
         w.bytes()
     }
@@ -1453,7 +1548,10 @@ pub(crate) mod tests {
         b[i..i + 4].copy_from_slice(&25u32.to_le_bytes());
         let g = GgufFile::from_bytes("cfg.gguf", b).unwrap();
         let e = llama_module(&g).unwrap_err().to_string();
-        assert!(e.contains("cfg.gguf") && e.contains("blk.0.ffn_gate.weight"), "{e}");
+        assert!(
+            e.contains("cfg.gguf") && e.contains("blk.0.ffn_gate.weight"),
+            "{e}"
+        );
         let g = GgufFile::from_bytes("small.gguf", small_file()).unwrap();
         let e = llama_module(&g).unwrap_err().to_string();
         assert!(e.contains("architecture `test`"), "{e}");

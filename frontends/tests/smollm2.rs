@@ -19,10 +19,16 @@ fn find_model(name: &str) -> PathBuf {
     if let Some(d) = std::env::var_os("FUSELAGE_MODELS") {
         tried.push(PathBuf::from(d).join(name));
     }
-    tried.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models").join(name));
-    let cache = std::env::var_os("FUSELAGE_CACHE").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fuselage/models"))
-    });
+    tried.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/models")
+            .join(name),
+    );
+    let cache = std::env::var_os("FUSELAGE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fuselage/models"))
+        });
     if let Some(c) = cache {
         tried.push(c.join(name));
     }
@@ -48,8 +54,20 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
     };
     let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
     assert!(header.contains("'fortran_order': False"), "{header}");
-    let descr = header.split("'descr': '").nth(1).unwrap().split('\'').next().unwrap();
-    let shape_s = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let descr = header
+        .split("'descr': '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let shape_s = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
@@ -93,11 +111,22 @@ fn module() -> &'static Module {
 }
 
 fn run(ids: &[i64]) -> Tensor {
-    let x = Tensor::new(DType::I64, vec![1, ids.len()], ids.iter().map(|&i| i as f64).collect())
-        .unwrap();
+    let x = Tensor::new(
+        DType::I64,
+        vec![1, ids.len()],
+        ids.iter().map(|&i| i as f64).collect(),
+    )
+    .unwrap();
     let t = Instant::now();
-    let out = Reference.run(module(), "main", &[x]).expect("reference run").remove(0);
-    eprintln!("reference forward over {} tokens: {:.1?}", ids.len(), t.elapsed());
+    let out = Reference
+        .run(module(), "main", &[x])
+        .expect("reference run")
+        .remove(0);
+    eprintln!(
+        "reference forward over {} tokens: {:.1?}",
+        ids.len(),
+        t.elapsed()
+    );
     out
 }
 
@@ -108,7 +137,10 @@ fn metadata_and_config() {
     assert_eq!(g.tensors.len(), 272);
     let p = gguf::llama_params(&g).unwrap();
     let c = &p.config;
-    assert_eq!((c.layers, c.hidden, c.ffn, c.heads, c.kv_heads), (30, 576, 1536, 9, 3));
+    assert_eq!(
+        (c.layers, c.hidden, c.ffn, c.heads, c.kv_heads),
+        (30, 576, 1536, 9, 3)
+    );
     assert_eq!((c.vocab, p.head_dim, p.context_length), (49152, 64, 8192));
     assert_eq!(c.rope_theta, 100000.0);
     assert_eq!(c.eps, 9.9999997e-6f32 as f64);
@@ -156,16 +188,27 @@ fn perplexity_matches_golden() {
     let out = run(&ids);
     let v = 49152;
     let l = out.data();
+    let (shape, gold_nll) = read_npy(&dir().join("golden/nll.npy"));
+    assert_eq!(shape, vec![511]);
     let mut nll = 0.0;
+    let mut worst = 0.0f64;
     for t in 1..ids.len() {
         let row = &l[(t - 1) * v..t * v];
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = row.iter().map(|x| (x - m).exp()).sum();
-        nll += -(row[ids[t] as usize] - m - z.ln());
+        let nll_t = -(row[ids[t] as usize] - m - z.ln());
+        worst = worst.max((nll_t - gold_nll[t - 1]).abs());
+        nll += nll_t;
     }
     let ppl = (nll / (ids.len() - 1) as f64).exp();
+    eprintln!("max |nll - golden nll| over 511 predictions: {worst:.3e}");
+    assert!(
+        worst <= 2e-3,
+        "per-token NLL differs from golden by {worst}"
+    );
     let golden = 16.141252215317138;
     let rel = (ppl - golden).abs() / golden;
     eprintln!("perplexity {ppl:.6} vs golden {golden:.6} (rel {rel:.2e})");
-    assert!(rel <= 5e-3, "perplexity {ppl} vs {golden}: rel {rel}");
+    // The README suggests 1e-4 for an fp32 implementation (issue #3 asks for 0.5 %).
+    assert!(rel <= 1e-4, "perplexity {ppl} vs {golden}: rel {rel}");
 }
