@@ -370,11 +370,9 @@ impl<'a> Cursor<'a> {
             },
             8 => MetaValue::String(self.string(what)?),
             9 => {
-                if depth > 0 {
-                    // ggml itself does not write nested arrays; bound the recursion anyway.
-                    if depth > 4 {
-                        return Err(self.err(what, "arrays nested deeper than 4".into()));
-                    }
+                // ggml itself does not write nested arrays; bound the recursion anyway.
+                if depth >= 4 {
+                    return Err(self.err(what, "arrays nested deeper than 4".into()));
                 }
                 let ety = self.u32(what)?;
                 let n = self.u64(what)?;
@@ -753,10 +751,10 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: u64) -> Result<Vec<f32>, String
                 let qs = &rest[4..20];
                 // Element j takes the low nibble of qs[j] and bit j of qh as its fifth bit;
                 // element j + 16 the high nibble and bit j + 16.
-                for half in 0..2 {
+                for upper in 0..2 {
                     for (j, &q) in qs.iter().enumerate() {
-                        let lo = if half == 0 { q & 0xF } else { q >> 4 } as u32;
-                        let hi = (qh >> (j + 16 * half)) & 1;
+                        let lo = if upper == 0 { q & 0xF } else { q >> 4 } as u32;
+                        let hi = (qh >> (j + 16 * upper)) & 1;
                         let v = (lo | (hi << 4)) as i32;
                         out.push(if q51 {
                             v as f32 * d + m
