@@ -1077,6 +1077,7 @@ pub fn tokenizer(g: &GgufFile) -> Result<tokenizers::Tokenizer, FrontendError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 pub(crate) mod tests {
     use super::*;
     use fuselage_ir::{Executor, Reference, Tensor};

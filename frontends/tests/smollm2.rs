@@ -143,7 +143,7 @@ fn metadata_and_config() {
     );
     assert_eq!((c.vocab, p.head_dim, p.context_length), (49152, 64, 8192));
     assert_eq!(c.rope_theta, 100000.0);
-    assert_eq!(c.eps, 9.9999997e-6f32 as f64);
+    assert_eq!(c.eps, 1e-5f32 as f64); // stored as f32 9.9999997e-06
     assert!(g.tensor_info("output.weight").is_none(), "tied embeddings");
     let params: u64 = g.tensors.iter().map(|t| t.numel()).sum();
     assert_eq!(params, 134_515_008);
