@@ -9,4 +9,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# Real models for the golden tests: found in ../shared/models, or fetched into the cache.
+scripts/fetch-models.sh
 cargo test --workspace --release "$@"

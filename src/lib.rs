@@ -21,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod inspect;
 pub mod model;
 pub mod npy;

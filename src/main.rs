@@ -82,6 +82,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time a model: warm-up runs, then the median and p90 of timed runs, and peak memory.
+    Bench {
+        /// builtin:NAME, a .fir or a .json module.
+        model: String,
+        /// Compile with this pipeline first (file or one-line spec).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Batch size (binds the symbol `B`).
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
+        /// Sequence length (binds the symbol `S`).
+        #[arg(long, default_value_t = 128)]
+        seq: u64,
+        /// Untimed warm-up runs.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a Graphviz DOT picture of a model's entry function.
     Dot {
         /// builtin:NAME, a .fir or a .json module.
@@ -265,6 +288,59 @@ fn real_main() -> Result<()> {
                         head.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>()
                     );
                 }
+            }
+        }
+        Command::Bench {
+            model,
+            pipeline,
+            batch,
+            seq,
+            warmup,
+            runs,
+            json,
+        } => {
+            let mut m = fuselage::load(&model)?;
+            if let Some(p) = &pipeline {
+                let p = fuselage::Pipeline::load(p)?;
+                let opts = fuselage::CompileOptions {
+                    numeric_check: false,
+                    ..Default::default()
+                };
+                m = fuselage::compile(&m, &p, &opts)?.module;
+            }
+            let sizes = sizes(&format!("B={batch},S={seq}"), seq)?;
+            let inputs = fuselage::sample_inputs(&m, &sizes, 0)?;
+            let bar = indicatif::ProgressBar::new((warmup + runs) as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message("bench");
+            let f = fuselage::bench::bench(
+                &m,
+                &inputs,
+                &fuselage::ir::Reference,
+                warmup,
+                runs,
+                &mut |d, _| bar.set_position(d as u64),
+            )?;
+            bar.finish_and_clear();
+            if json {
+                let mut v = serde_json::to_value(&f)?;
+                v["model"] = serde_json::json!(model);
+                v["batch"] = serde_json::json!(batch);
+                v["seq"] = serde_json::json!(seq);
+                v["pipeline"] = serde_json::json!(pipeline);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{model} on {} at B={batch} S={seq}: median {:.3} ms, p90 {:.3} ms, min {:.3} ms over {runs} runs (after {warmup} warm-up); peak RSS {}",
+                    f.backend,
+                    f.median_ms,
+                    f.p90_ms,
+                    f.min_ms,
+                    f.peak_rss_mb.map(|m| format!("{m:.1} MB")).unwrap_or_else(|| "unknown".into())
+                );
             }
         }
         Command::Dot { model, output } => {

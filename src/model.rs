@@ -1,4 +1,5 @@
-//! Model specs: `builtin:NAME`, a `.fir` text module, or a `.json` module.
+//! Model specs: `builtin:NAME`, a `.fir` text module, a `.json` module, an `.onnx` file, a `.gguf`
+//! file, or a Hugging Face model folder (`config.json` + `model.safetensors`).
 
 use fuselage_ir::Module;
 use std::path::Path;
@@ -54,6 +55,7 @@ pub fn load(spec: &str) -> Result<Module, ModelError> {
     };
     match ext {
         "fir" => Ok(fuselage_ir::text::parse_module(&read()?, spec)?),
+        "onnx" => Ok(fuselage_frontends::onnx::load_onnx(path)?),
         "json" => Ok(fuselage_ir::text::from_json(&read()?).map_err(|e| match e {
             fuselage_ir::IrError::Json(m) => fuselage_ir::IrError::Json(format!("{spec}: {m}")),
             e => e,

@@ -33,6 +33,56 @@ pub enum FrontendError {
         /// What is wrong.
         message: String,
     },
+    /// An ONNX file that cannot be read or imported: corrupt protobuf, bad tensor data, a node
+    /// whose inputs do not fit its op. The message names the tensor or node.
+    #[error("ONNX model `{file}`: {message}")]
+    Onnx {
+        /// The file (or the name given to [`load_onnx_bytes`](crate::onnx::load_onnx_bytes)).
+        file: String,
+        /// What is wrong, naming the tensor or node.
+        message: String,
+    },
+    /// Every ONNX node the importer cannot map to IR ops, found in one pass over the model.
+    #[error("ONNX model `{file}`: {} unsupported op(s):\n{}{}", ops.len(),
+        ops.iter().map(|o| format!("  {o}")).collect::<Vec<_>>().join("\n"),
+        if errors.is_empty() { String::new() } else {
+            format!("\nand {} other error(s):\n  {}", errors.len(), errors.join("\n  "))
+        })]
+    OnnxUnsupported {
+        /// The file (or the name given to the byte loader).
+        file: String,
+        /// The unsupported nodes, in graph order.
+        ops: Vec<UnsupportedOp>,
+        /// Other node errors met while importing the rest of the graph.
+        errors: Vec<String>,
+    },
+}
+
+/// One ONNX node the importer cannot map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedOp {
+    /// The op type (`MaxPool`), prefixed with its domain when not the default one.
+    pub op_type: String,
+    /// The opset version of the op's domain the model imports.
+    pub opset: i64,
+    /// The node's name (or its first output's name when the node has none).
+    pub node: String,
+    /// Why, when the op type is known but this use of it is not supported.
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for UnsupportedOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (opset {}) at node `{}`",
+            self.op_type, self.opset, self.node
+        )?;
+        if let Some(r) = &self.reason {
+            write!(f, ": {r}")?;
+        }
+        Ok(())
+    }
 }
 
 impl FrontendError {

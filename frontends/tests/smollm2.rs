@@ -10,39 +10,6 @@ use std::time::Instant;
 const MODEL: &str = "smollm2-135m";
 const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// The model folder: `$FUSELAGE_MODELS`, then `../shared/models` from the workspace root, then
-/// `$FUSELAGE_CACHE` (default `~/.cache/fuselage/models`). Panics (fails the test) with every
-/// place it looked when none has it.
-// TODO(merge): use `fuselage_frontends::assets::find_model` once branch `hf` lands it.
-fn find_model(name: &str) -> PathBuf {
-    let mut tried = vec![];
-    if let Some(d) = std::env::var_os("FUSELAGE_MODELS") {
-        tried.push(PathBuf::from(d).join(name));
-    }
-    tried.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/models")
-            .join(name),
-    );
-    let cache = std::env::var_os("FUSELAGE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fuselage/models"))
-        });
-    if let Some(c) = cache {
-        tried.push(c.join(name));
-    }
-    for p in &tried {
-        if p.is_dir() {
-            return p.clone();
-        }
-    }
-    panic!(
-        "model `{name}` not found; looked in: {} (set FUSELAGE_MODELS or run scripts/fetch-models.sh)",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-    );
-}
-
 /// Minimal `.npy` reader for the golden files: little-endian f4 / i4, C order.
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -91,7 +58,8 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
 }
 
 fn dir() -> PathBuf {
-    find_model(MODEL)
+    // A missing model fails the test, saying where it looked.
+    fuselage_frontends::assets::find_model(MODEL).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn golden_ids() -> Vec<i64> {
