@@ -33,6 +33,32 @@ pub enum Mask {
     Causal,
 }
 
+/// The weights of one Llama decoder block for [`ModelBuilder::llama_block_with`]: values of
+/// constants (or any values) with projections in matmul layout `[in, out]`.
+#[derive(Clone, Copy, Debug)]
+pub struct LlamaLayerWeights {
+    /// RMSNorm scale before attention, `[hidden]`.
+    pub attn_norm: ValueId,
+    /// Query projection `[hidden, heads·dh]`.
+    pub q: ValueId,
+    /// Key projection `[hidden, kv_heads·dh]`.
+    pub k: ValueId,
+    /// Value projection `[hidden, kv_heads·dh]`.
+    pub v: ValueId,
+    /// Output projection `[heads·dh, hidden]`.
+    pub o: ValueId,
+    /// RMSNorm scale before the MLP, `[hidden]`.
+    pub ffn_norm: ValueId,
+    /// SwiGLU gate projection `[hidden, ffn]`.
+    pub gate: ValueId,
+    /// SwiGLU up projection `[hidden, ffn]`.
+    pub up: ValueId,
+    /// SwiGLU down projection `[ffn, hidden]`.
+    pub down: ValueId,
+    /// Rope style of q and k: `"half"` (HF rotate-half rows) or `"interleaved"` (adjacent pairs).
+    pub rope_style: &'static str,
+}
+
 /// Appends nodes to one function of a module being built. Parameters are seeded constants whose
 /// seed is derived from the builder seed and the parameter name, so models are reproducible and
 /// nothing is materialized until executed.
@@ -236,6 +262,16 @@ impl ModelBuilder {
         let op = Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
             .map_err(|source| FrontendError::build(self.scoped(name), source))?;
         self.named(name, op, &[x, scale])
+    }
+
+    /// Add a prebuilt constant (e.g. imported dense weights) under a scoped, fresh name and
+    /// return the value of its `constant` node.
+    pub fn add_constant_scoped(&mut self, name: &str, c: Constant) -> BuildResult<ValueId> {
+        let full = self.module.fresh_constant_name(&self.scoped(name));
+        c.check(&full)
+            .map_err(|source| FrontendError::build(full.clone(), source))?;
+        self.module.add_constant(full.clone(), c);
+        self.constant_node(full)
     }
 
     /// A scalar constant of a dtype.
@@ -525,12 +561,31 @@ impl ModelBuilder {
         let e = self.scalar("eps", dt, eps);
         self.pop_scope();
         let (g, e) = (g?, e?);
+        self.rms_norm_core(x, g, e)
+    }
+
+    fn rms_norm_core(&mut self, x: ValueId, g: ValueId, e: ValueId) -> BuildResult<ValueId> {
         let sq = self.mul(x, x)?;
         let v = self.mean_last(sq)?;
         let v = self.add(v, e)?;
         let r = self.unary("rsqrt", v)?;
         let n = self.mul(x, r)?;
         self.mul(n, g)
+    }
+
+    /// RMSNorm in primitives with a given scale value `g` (e.g. imported weights).
+    pub fn rms_norm_primitives_with(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        g: ValueId,
+        eps: f64,
+    ) -> BuildResult<ValueId> {
+        let dt = self.float_dtype(x)?;
+        self.push_scope(name);
+        let e = self.scalar("eps", dt, eps);
+        self.pop_scope();
+        self.rms_norm_core(x, g, e?)
     }
 
     /// Reshape to dims given as symbols or sizes.
@@ -596,33 +651,56 @@ impl ModelBuilder {
             let q = proj(self, "q", x, heads * dh, qkv_bias)?;
             let k = proj(self, "k", x, kv_heads * dh, qkv_bias)?;
             let v = proj(self, "v", x, kv_heads * dh, qkv_bias)?;
-            let split = |b: &mut Self, t: ValueId, h: usize| -> BuildResult<ValueId> {
-                let t = b.reshape(t, &[bd.clone(), sd.clone(), Dim::from(h), Dim::from(dh)])?;
-                b.transpose(t, &[0, 2, 1, 3])
-            };
-            let mut q = split(self, q, heads)?;
-            let mut k = split(self, k, kv_heads)?;
-            let v = split(self, v, kv_heads)?;
-            if let Some((pos, theta)) = rope {
-                let r = json!({"style": "half", "theta": theta});
-                q = self.op_json("rope", r.clone(), &[q, pos])?;
-                k = self.op_json("rope", r, &[k, pos])?;
-            }
-            let mask_s = match mask {
-                Mask::None => "none",
-                Mask::Causal => "causal",
-            };
-            let mut operands = vec![q, k, v];
-            if let Some(b) = bias {
-                operands.push(b);
-            }
-            let a = self.op_json("attention", json!({ "mask": mask_s }), &operands)?;
-            let a = self.transpose(a, &[0, 2, 1, 3])?;
-            let a = self.reshape(a, &[bd.clone(), sd.clone(), Dim::from(hidden)])?;
+            let rope = rope.map(|(pos, theta)| (pos, theta, "half"));
+            let a = self.attention_core(
+                [q, k, v],
+                [&bd, &sd],
+                [hidden, heads, kv_heads],
+                mask,
+                bias,
+                rope,
+            )?;
             proj(self, "o", a, hidden, qkv_bias)
         })();
         self.pop_scope();
         res
+    }
+
+    /// Split projected `q, k, v` (`[B,S,heads·dh]`) into heads, apply rope `(positions, theta,
+    /// style)`, attend, and merge the heads back to `[B,S,hidden]`.
+    fn attention_core(
+        &mut self,
+        [q, k, v]: [ValueId; 3],
+        [bd, sd]: [&Dim; 2],
+        [hidden, heads, kv_heads]: [usize; 3],
+        mask: Mask,
+        bias: Option<ValueId>,
+        rope: Option<(ValueId, f64, &str)>,
+    ) -> BuildResult<ValueId> {
+        let dh = hidden / heads;
+        let split = |b: &mut Self, t: ValueId, h: usize| -> BuildResult<ValueId> {
+            let t = b.reshape(t, &[bd.clone(), sd.clone(), Dim::from(h), Dim::from(dh)])?;
+            b.transpose(t, &[0, 2, 1, 3])
+        };
+        let mut q = split(self, q, heads)?;
+        let mut k = split(self, k, kv_heads)?;
+        let v = split(self, v, kv_heads)?;
+        if let Some((pos, theta, style)) = rope {
+            let r = json!({"style": style, "theta": theta});
+            q = self.op_json("rope", r.clone(), &[q, pos])?;
+            k = self.op_json("rope", r, &[k, pos])?;
+        }
+        let mask_s = match mask {
+            Mask::None => "none",
+            Mask::Causal => "causal",
+        };
+        let mut operands = vec![q, k, v];
+        if let Some(b) = bias {
+            operands.push(b);
+        }
+        let a = self.op_json("attention", json!({ "mask": mask_s }), &operands)?;
+        let a = self.transpose(a, &[0, 2, 1, 3])?;
+        self.reshape(a, &[bd.clone(), sd.clone(), Dim::from(hidden)])
     }
 
     /// Two-layer MLP `fc2(act(fc1(x)))` with GELU.
@@ -740,6 +818,72 @@ impl ModelBuilder {
             let n = self.rms_norm_primitives("post_attention_norm", x1, h, cfg.eps)?;
             let m = self.swiglu("mlp", n, h, cfg.ffn)?;
             self.add(x1, m)
+        })();
+        self.pop_scope();
+        res
+    }
+
+    /// A pre-norm Llama decoder block like [`llama_block`](Self::llama_block), with given weights
+    /// (projections in matmul layout `[in, out]`) instead of seeded parameters.
+    pub fn llama_block_with(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        cfg: &crate::builtin::LlamaConfig,
+        positions: ValueId,
+        w: &LlamaLayerWeights,
+    ) -> BuildResult<ValueId> {
+        let h = cfg.hidden;
+        if cfg.heads == 0
+            || cfg.kv_heads == 0
+            || !h.is_multiple_of(cfg.heads)
+            || !cfg.heads.is_multiple_of(cfg.kv_heads)
+        {
+            return Err(FrontendError::Config(format!(
+                "{name}: hidden {h}, heads {}, kv_heads {} do not divide",
+                cfg.heads, cfg.kv_heads
+            )));
+        }
+        let sh = self.ty(x)?.shape;
+        if sh.len() != 3 {
+            return Err(FrontendError::Config(format!(
+                "{name}: block input must be [B,S,hidden], found rank {}",
+                sh.len()
+            )));
+        }
+        let (bd, sd) = (sh[0].clone(), sh[1].clone());
+        self.push_scope(name);
+        let res = (|| {
+            let n = self.rms_norm_primitives_with("input_norm", x, w.attn_norm, cfg.eps)?;
+            self.push_scope("attention");
+            let a = (|| {
+                let q = self.matmul(n, w.q)?;
+                let k = self.matmul(n, w.k)?;
+                let v = self.matmul(n, w.v)?;
+                let a = self.attention_core(
+                    [q, k, v],
+                    [&bd, &sd],
+                    [h, cfg.heads, cfg.kv_heads],
+                    Mask::Causal,
+                    None,
+                    Some((positions, cfg.rope_theta, w.rope_style)),
+                )?;
+                self.matmul(a, w.o)
+            })();
+            self.pop_scope();
+            let x1 = self.add(x, a?)?;
+            let n =
+                self.rms_norm_primitives_with("post_attention_norm", x1, w.ffn_norm, cfg.eps)?;
+            self.push_scope("mlp");
+            let m = (|| {
+                let g = self.matmul(n, w.gate)?;
+                let u = self.matmul(n, w.up)?;
+                let g = self.unary("silu", g)?;
+                let hm = self.mul(g, u)?;
+                self.matmul(hm, w.down)
+            })();
+            self.pop_scope();
+            self.add(x1, m?)
         })();
         self.pop_scope();
         res

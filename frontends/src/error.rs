@@ -41,6 +41,14 @@ pub enum FrontendError {
     /// A bad configuration value.
     #[error("model config: {0}")]
     Config(String),
+    /// A GGUF file that cannot be read or imported (the message names the tensor or key).
+    #[error("GGUF file {file}: {message}")]
+    Gguf {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An ONNX file that cannot be read or imported: corrupt protobuf, bad tensor data, a node
     /// whose inputs do not fit its op. The message names the tensor or node.
     #[error("ONNX model `{file}`: {message}")]

@@ -7,6 +7,9 @@
 //! - [`hf::load_dir`]: a Hugging Face folder (`config.json` + `model.safetensors`), BERT and
 //!   Llama families, weights memory-mapped zero-copy ([`safetensors_io`]);
 //! - [`text::Tokenizer`]: text to token ids from `tokenizer.json`;
+//! - [`gguf::load_gguf`]: llama.cpp GGUF files (F32/F16/BF16/Q8_0/Q4_0/Q4_1/…, dequantized
+//!   exactly) with the tokenizer they carry;
+//! - [`onnx::load_onnx`]: ONNX opset 13+ with every unsupported op reported at once;
 //! - [`assets::find_model`]: where models are found on disk.
 #![warn(missing_docs)]
 
@@ -14,6 +17,7 @@ pub mod assets;
 pub mod builder;
 pub mod builtin;
 pub mod error;
+pub mod gguf;
 pub mod hf;
 pub mod onnx;
 pub mod safetensors_io;
