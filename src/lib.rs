@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod model;
+pub mod tasks;
 pub use fuselage_ir::npy;
 
 pub use fuselage_backends as backends;

@@ -75,9 +75,40 @@ enum Command {
         /// Symbol sizes of sample inputs, e.g. `B=1,S=8` (others: 4).
         #[arg(long, default_value = "")]
         bind: String,
+        /// Text input: prints the sentence embedding (encoders) or a greedy continuation
+        /// (decoders) instead of running on tensors.
+        #[arg(long)]
+        text: Option<String>,
+        /// Tokens to generate for a decoder with `--text`.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: usize,
         /// Seed of sample inputs.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accuracy of a model (optionally compiled with a pipeline): sentence embeddings against a
+    /// reference, or perplexity on a text.
+    Eval {
+        /// A model folder, .gguf, .onnx, .fir or .json (text tasks need a tokenizer).
+        model: String,
+        /// Compile with this pipeline and also compare against the model without it.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// One sentence per line: embed each (no padding) and compare.
+        #[arg(long)]
+        embeddings: Option<PathBuf>,
+        /// Reference embeddings `[n, dim]` (.npy) for --embeddings.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Perplexity of a decoder on this text.
+        #[arg(long)]
+        perplexity: Option<PathBuf>,
+        /// Score only the first N tokens of the text.
+        #[arg(long)]
+        tokens: Option<usize>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -141,6 +172,10 @@ fn summary(t: &Tensor) -> (f64, f64, Vec<f64>) {
         sum / d.len() as f64
     };
     (sum, mean, d.iter().take(6).copied().collect())
+}
+
+fn exec_name(e: &dyn fuselage::ir::Executor) -> String {
+    e.name().to_string()
 }
 
 fn main() {
@@ -231,8 +266,42 @@ fn real_main() -> Result<()> {
             bind,
             seed,
             json,
+            text,
+            max_tokens,
         } => {
             let m = fuselage::load(&model)?;
+            if let Some(text) = text {
+                let tok = fuselage::tasks::tokenizer_for(&model)?.with_context(|| {
+                    format!("`{model}` carries no tokenizer (a model folder with tokenizer.json or a .gguf file does)")
+                })?;
+                let exec = fuselage::ir::Reference;
+                if fuselage::tasks::is_encoder(&m) {
+                    let e = fuselage::tasks::embed(&m, &tok, &text, &exec)?;
+                    if json {
+                        println!("{}", serde_json::json!({ "text": text, "embedding": e }));
+                    } else {
+                        let head: Vec<String> =
+                            e.iter().take(8).map(|x| format!("{x:.6}")).collect();
+                        println!("embedding ({} dims): [{}, …]", e.len(), head.join(", "));
+                    }
+                } else {
+                    let bar = indicatif::ProgressBar::new(max_tokens as u64);
+                    let out =
+                        fuselage::tasks::generate(&m, &tok, &text, max_tokens, &exec, &mut |k| {
+                            bar.set_position(k as u64)
+                        })?;
+                    bar.finish_and_clear();
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "prompt": text, "continuation": out })
+                        );
+                    } else {
+                        println!("{text}{out}");
+                    }
+                }
+                return Ok(());
+            }
             let inputs = if input.is_empty() {
                 fuselage::sample_inputs(&m, &sizes(&bind, 4)?, seed)?
             } else {
@@ -287,6 +356,104 @@ fn real_main() -> Result<()> {
                         t.shape(),
                         head.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>()
                     );
+                }
+            }
+        }
+        Command::Eval {
+            model,
+            pipeline,
+            embeddings,
+            reference,
+            perplexity,
+            tokens,
+            json,
+        } => {
+            let base = fuselage::load(&model)?;
+            let tok = fuselage::tasks::tokenizer_for(&model)?
+                .with_context(|| format!("`{model}` carries no tokenizer"))?;
+            let compiled = match &pipeline {
+                Some(p) => {
+                    let p = fuselage::Pipeline::load(p)?;
+                    Some(fuselage::compile(&base, &p, &fuselage::CompileOptions::default())?.module)
+                }
+                None => None,
+            };
+            let m = compiled.as_ref().unwrap_or(&base);
+            let exec = fuselage::ir::Reference;
+            let mut out = serde_json::json!({ "model": model, "pipeline": pipeline, "backend": exec_name(&exec) });
+            if let Some(path) = &embeddings {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                let bar = indicatif::ProgressBar::new(lines.len() as u64);
+                let mut embs = vec![];
+                let mut base_embs = vec![];
+                for l in &lines {
+                    embs.push(fuselage::tasks::embed(m, &tok, l, &exec)?);
+                    if compiled.is_some() {
+                        base_embs.push(fuselage::tasks::embed(&base, &tok, l, &exec)?);
+                    }
+                    bar.inc(1);
+                }
+                bar.finish_and_clear();
+                let stats = |c: Vec<f64>| {
+                    let mean = c.iter().sum::<f64>() / c.len().max(1) as f64;
+                    let min = c.iter().cloned().fold(f64::INFINITY, f64::min);
+                    serde_json::json!({ "cosine_mean": mean, "cosine_min": min })
+                };
+                out["sentences"] = serde_json::json!(lines.len());
+                if let Some(rp) = &reference {
+                    let r = fuselage::npy::read_npy(rp)?;
+                    let dim = *r.shape().last().unwrap_or(&0);
+                    if r.shape().len() != 2 || r.shape()[0] != embs.len() {
+                        bail!(
+                            "{}: reference has shape {:?}, expected [{}, {}]",
+                            rp.display(),
+                            r.shape(),
+                            embs.len(),
+                            embs.first().map_or(0, |e| e.len())
+                        );
+                    }
+                    let c: Vec<f64> = embs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| fuselage::tasks::cosine(e, &r.data()[i * dim..(i + 1) * dim]))
+                        .collect();
+                    let s = stats(c);
+                    out["cosine_mean"] = s["cosine_mean"].clone();
+                    out["cosine_min"] = s["cosine_min"].clone();
+                }
+                if compiled.is_some() {
+                    let c = embs
+                        .iter()
+                        .zip(&base_embs)
+                        .map(|(a, b)| fuselage::tasks::cosine(a, b))
+                        .collect();
+                    out["against_uncompiled"] = stats(c);
+                }
+            }
+            if let Some(path) = &perplexity {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let (ppl, n) = fuselage::tasks::perplexity(m, &tok, &text, tokens, &exec)?;
+                out["perplexity"] = serde_json::json!(ppl);
+                out["tokens"] = serde_json::json!(n);
+                if compiled.is_some() {
+                    let (b, _) = fuselage::tasks::perplexity(&base, &tok, &text, tokens, &exec)?;
+                    out["baseline"] = serde_json::json!({ "perplexity": b });
+                    out["perplexity_delta"] = serde_json::json!(ppl - b);
+                }
+            }
+            if embeddings.is_none() && perplexity.is_none() {
+                bail!("eval needs --embeddings SENTENCES.txt or --perplexity TEXT.txt");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if let Some(o) = out.as_object() {
+                for (k, v) in o {
+                    if !v.is_null() {
+                        println!("{k:<20} {v}");
+                    }
                 }
             }
         }

@@ -46,6 +46,12 @@ pub fn load(spec: &str) -> Result<Module, ModelError> {
         return Ok(fuselage_frontends::builtin(name)?);
     }
     let path = Path::new(spec);
+    if path.is_dir() {
+        if path.join("config.json").is_file() {
+            return Ok(fuselage_frontends::hf::load_dir(path)?);
+        }
+        return Err(ModelError::UnknownSpec(spec.to_string(), builtin_names()));
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let read = || {
         std::fs::read_to_string(path).map_err(|source| ModelError::Io {
@@ -56,6 +62,7 @@ pub fn load(spec: &str) -> Result<Module, ModelError> {
     match ext {
         "fir" => Ok(fuselage_ir::text::parse_module(&read()?, spec)?),
         "onnx" => Ok(fuselage_frontends::onnx::load_onnx(path)?),
+        "gguf" => Ok(fuselage_frontends::gguf::load_gguf(path)?),
         "json" => Ok(fuselage_ir::text::from_json(&read()?).map_err(|e| match e {
             fuselage_ir::IrError::Json(m) => fuselage_ir::IrError::Json(format!("{spec}: {m}")),
             e => e,
@@ -74,4 +81,11 @@ pub fn save(m: &Module, path: &Path) -> Result<(), ModelError> {
     };
     crate::npy::write_atomic(path, text.as_bytes())
         .map_err(|source| ModelError::Io { path: p, source })
+}
+
+/// The tokenizer a `.gguf` file carries.
+pub fn gguf_tokenizer(path: &Path) -> Result<fuselage_frontends::Tokenizer, ModelError> {
+    let g = fuselage_frontends::gguf::GgufFile::open(path)?;
+    let t = fuselage_frontends::gguf::tokenizer(&g)?;
+    Ok(fuselage_frontends::Tokenizer::from_tokenizer(t, path)?)
 }

@@ -65,3 +65,21 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+impl Tokenizer {
+    /// Wrap an already configured tokenizer (e.g. one built from a GGUF file's vocabulary);
+    /// `origin` names where it came from in errors.
+    pub fn from_tokenizer(
+        mut inner: tokenizers::Tokenizer,
+        origin: &Path,
+    ) -> Result<Self, FrontendError> {
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| FrontendError::file(origin, format!("disabling truncation: {e}")))?;
+        Ok(Tokenizer {
+            inner,
+            path: origin.to_path_buf(),
+        })
+    }
+}
