@@ -269,3 +269,42 @@ fn dump_dir_and_print_ir_after_and_max_steps() {
         stdout(&o)
     );
 }
+
+fn model_dir(name: &str) -> String {
+    fuselage::frontends::assets::find_model(name)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn run_text_on_an_encoder_folder_prints_a_unit_embedding() {
+    let dir = model_dir("minilm-l6");
+    let o = fuselage(&["run", &dir, "--text", "A man is eating food.", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e: Vec<f64> = serde_json::from_value(v["embedding"].clone()).unwrap();
+    assert_eq!(e.len(), 384);
+    let norm = e.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-6, "{norm}");
+}
+
+#[test]
+fn eval_perplexity_on_the_gguf_decoder() {
+    let dir = model_dir("smollm2-135m");
+    let gguf = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let text = format!("{dir}/golden/text.txt");
+    let o = fuselage(&["eval", &gguf, "--perplexity", &text, "--tokens", "24", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ppl = v["perplexity"].as_f64().unwrap();
+    assert_eq!(v["tokens"], 23);
+    // A trained model on English prose: far below the uniform 49152.
+    assert!(ppl > 1.0 && ppl < 200.0, "{ppl}");
+}
+
+#[test]
+fn text_input_without_a_tokenizer_is_a_clear_error() {
+    let o = fuselage(&["run", "builtin:bert-tiny", "--text", "hello"]);
+    assert_clear_error(&o, &["no tokenizer"]);
+}
