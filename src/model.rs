@@ -56,6 +56,7 @@ pub fn load(spec: &str) -> Result<Module, ModelError> {
     match ext {
         "fir" => Ok(fuselage_ir::text::parse_module(&read()?, spec)?),
         "onnx" => Ok(fuselage_frontends::onnx::load_onnx(path)?),
+        "gguf" => Ok(fuselage_frontends::gguf::load_gguf(path)?),
         "json" => Ok(fuselage_ir::text::from_json(&read()?).map_err(|e| match e {
             fuselage_ir::IrError::Json(m) => fuselage_ir::IrError::Json(format!("{spec}: {m}")),
             e => e,
