@@ -308,3 +308,22 @@ fn text_input_without_a_tokenizer_is_a_clear_error() {
     let o = fuselage(&["run", "builtin:bert-tiny", "--text", "hello"]);
     assert_clear_error(&o, &["no tokenizer"]);
 }
+
+#[test]
+fn gguf_model_spec_loads_and_a_truncated_gguf_is_a_clear_error() {
+    let dir =
+        fuselage::frontends::assets::find_model("smollm2-135m").unwrap_or_else(|e| panic!("{e}"));
+    let gguf = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let o = fuselage(&["inspect", gguf.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ops"]["attention"], 30);
+    // 134,515,008 weights plus one RMSNorm epsilon scalar per norm (61).
+    assert_eq!(v["parameters"], 134_515_008u64 + 61);
+    // The first 100 kB of the file: the tokenizer arrays are cut off.
+    let bytes = std::fs::read(&gguf).unwrap();
+    let p = tmp("cut.gguf");
+    std::fs::write(&p, &bytes[..100_000]).unwrap();
+    let o = fuselage(&["inspect", p.to_str().unwrap()]);
+    assert_clear_error(&o, &["cut.gguf", "truncated"]);
+}

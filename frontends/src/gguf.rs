@@ -390,7 +390,8 @@ impl<'a> Cursor<'a> {
                     return Err(self.err(
                         what,
                         format!(
-                            "array of {n} elements of type {ety} does not fit in the {} bytes left",
+                            "array of {n} elements of type {ety} does not fit in the {} bytes left: \
+                             the file is truncated or corrupt",
                             self.remaining()
                         ),
                     ));
