@@ -294,7 +294,15 @@ fn eval_perplexity_on_the_gguf_decoder() {
     let dir = model_dir("smollm2-135m");
     let gguf = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
     let text = format!("{dir}/golden/text.txt");
-    let o = fuselage(&["eval", &gguf, "--perplexity", &text, "--tokens", "24", "--json"]);
+    let o = fuselage(&[
+        "eval",
+        &gguf,
+        "--perplexity",
+        &text,
+        "--tokens",
+        "24",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ppl = v["perplexity"].as_f64().unwrap();
