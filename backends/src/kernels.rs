@@ -365,8 +365,9 @@ mod tests {
             let k = data(b * hk * sk * d, 12);
             let v = data(b * hk * sk * dv, 13);
             let bias = data(h * sq * sk, 14);
+            let bias_shape = [1, h, sq, sk];
             let biases: Vec<(&[f32], &[usize])> = if with_bias {
-                vec![(&bias, &[1, h, sq, sk][..])]
+                vec![(&bias, &bias_shape[..])]
             } else { vec![] };
             let (o, s) = attention((&q, &[b, h, sq, d]), (&k, &[b, hk, sk, d]), (&v, &[b, hk, sk, dv]),
                                    &biases, causal, None).unwrap();

@@ -14,7 +14,7 @@ use fuselage_ir::ops::reduce::ReduceKind;
 use fuselage_ir::ops::reshape::ReshapeDim;
 use fuselage_ir::ops::rope::RopeStyle;
 use fuselage_ir::ops::util::{broadcast_shapes, normalize_axis};
-use fuselage_ir::ops::{EvalCx, OpSpec};
+use fuselage_ir::ops::EvalCx;
 use fuselage_ir::{DType, Dim, Op, Tensor, TensorType};
 use std::collections::HashMap;
 

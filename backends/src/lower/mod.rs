@@ -598,10 +598,13 @@ impl<B: Backend> Program<B> {
                         .ok_or_else(|| err(format!("register {r} is empty")))?,
                 );
             }
+            // Operands whose last reader this is are released after the op ran (its results
+            // and operands coexist while it runs).
+            let mut released = 0u64;
             for &r in &ins.frees {
                 if let Some(t) = regs[r].take() {
                     if !self.constants.contains_key(&r) {
-                        live_bytes = live_bytes.saturating_sub(bytes_of(&t));
+                        released += bytes_of(&t);
                     }
                 }
             }
@@ -626,6 +629,7 @@ impl<B: Backend> Program<B> {
                 regs[r] = Some(t);
             }
             peak = peak.max(live_bytes);
+            live_bytes = live_bytes.saturating_sub(released);
         }
         if let Ok(mut s) = self.stats.lock() {
             s.peak_bytes = peak;
