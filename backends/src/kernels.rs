@@ -42,7 +42,8 @@ pub fn sgemm_strided(
         }
         return;
     }
-    let last = |rs: isize, cs: isize, r: usize, cc: usize| (r - 1) as isize * rs + (cc - 1) as isize * cs;
+    let last =
+        |rs: isize, cs: isize, r: usize, cc: usize| (r - 1) as isize * rs + (cc - 1) as isize * cs;
     assert!(
         last(rsa, csa, m, k) < a.len() as isize && last(rsb, csb, k, n) < b.len() as isize,
         "sgemm operand too small"
@@ -74,8 +75,16 @@ fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let x = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let y = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if x == y || y == 1 {
             x
         } else if x == 1 {
@@ -109,7 +118,12 @@ fn batch_offset(flat: usize, out: &[usize], src: &[usize]) -> usize {
 }
 
 /// `a[..., M, K] · b[..., K, N]` with batch broadcasting. Returns the data and shape.
-pub fn batched_matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> R<(Vec<f32>, Vec<usize>)> {
+pub fn batched_matmul(
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+) -> R<(Vec<f32>, Vec<usize>)> {
     let (ra, rb) = (sa.len(), sb.len());
     if ra < 2 || rb < 2 || sa[ra - 1] != sb[rb - 2] {
         return Err(format!("matmul: shapes {sa:?} · {sb:?} do not contract"));
@@ -154,10 +168,25 @@ pub fn linear(
             }
             1.0
         }
-        Some(b) => return Err(format!("linear: bias has {} elements, expected {n}", b.len())),
+        Some(b) => {
+            return Err(format!(
+                "linear: bias has {} elements, expected {n}",
+                b.len()
+            ))
+        }
         None => 0.0,
     };
-    sgemm_strided(rows, k, n, x, (k as isize, 1), w, (n as isize, 1), &mut out, beta);
+    sgemm_strided(
+        rows,
+        k,
+        n,
+        x,
+        (k as isize, 1),
+        w,
+        (n as isize, 1),
+        &mut out,
+        beta,
+    );
     let mut shape = sx[..sx.len() - 1].to_vec();
     shape.push(n);
     Ok((out, shape))
@@ -175,7 +204,9 @@ fn bias_strides(shape: &[usize], out: &[usize; 4]) -> R<[usize; 4]> {
         if shape[i] == out[j] {
             st[j] = if shape[i] == 1 { 0 } else { s };
         } else if shape[i] != 1 {
-            return Err(format!("attention bias {shape:?} does not broadcast to {out:?}"));
+            return Err(format!(
+                "attention bias {shape:?} does not broadcast to {out:?}"
+            ));
         }
         s *= shape[i];
     }
@@ -199,7 +230,9 @@ pub fn attention(
     let (b, h, sq, d) = (sq_[0], sq_[1], sq_[2], sq_[3]);
     let (hk, sk, dv) = (sk_[1], sk_[2], sv_[3]);
     if sk_[0] != b || sv_[0] != b || sk_[3] != d || sv_[1] != hk || sv_[2] != sk {
-        return Err(format!("attention: q {sq_:?}, k {sk_:?}, v {sv_:?} disagree"));
+        return Err(format!(
+            "attention: q {sq_:?}, k {sk_:?}, v {sv_:?} disagree"
+        ));
     }
     if hk == 0 || h % hk != 0 {
         return Err(format!("attention: {hk} kv heads do not divide {h} heads"));
@@ -285,10 +318,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((x >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect()
@@ -406,7 +443,14 @@ mod tests {
     fn shape_errors_are_errors() {
         assert!(batched_matmul(&[0.0; 6], &[2, 3], &[0.0; 6], &[2, 3]).is_err());
         assert!(linear(&[0.0; 6], &[2, 3], &[0.0; 6], &[3, 2], Some(&[0.0; 3])).is_err());
-        assert!(attention((&[0.0; 4], &[1, 3, 1, 4]), (&[0.0; 8], &[1, 2, 1, 4]),
-                          (&[0.0; 8], &[1, 2, 1, 4]), &[], false, None).is_err());
+        assert!(attention(
+            (&[0.0; 4], &[1, 3, 1, 4]),
+            (&[0.0; 8], &[1, 2, 1, 4]),
+            (&[0.0; 8], &[1, 2, 1, 4]),
+            &[],
+            false,
+            None
+        )
+        .is_err());
     }
 }

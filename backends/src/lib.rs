@@ -41,7 +41,10 @@ pub type CudaBackend = burn_cuda::Cuda<f32, i32>;
 /// A lowered program behind a trait object, whatever its backend.
 pub trait DynProgram: fuselage_ir::Executor + Send + Sync {
     /// Run on host tensors (parameter order); outputs in output order.
-    fn run_tensors(&self, inputs: &[fuselage_ir::Tensor]) -> Result<Vec<fuselage_ir::Tensor>, LowerError>;
+    fn run_tensors(
+        &self,
+        inputs: &[fuselage_ir::Tensor],
+    ) -> Result<Vec<fuselage_ir::Tensor>, LowerError>;
     /// Statistics of the last run.
     fn last_run_stats(&self) -> RunStats;
     /// The memory plan at the given symbol sizes.
@@ -57,7 +60,10 @@ impl<B: burn::tensor::backend::Backend> DynProgram for Program<B>
 where
     Program<B>: Send + Sync,
 {
-    fn run_tensors(&self, inputs: &[fuselage_ir::Tensor]) -> Result<Vec<fuselage_ir::Tensor>, LowerError> {
+    fn run_tensors(
+        &self,
+        inputs: &[fuselage_ir::Tensor],
+    ) -> Result<Vec<fuselage_ir::Tensor>, LowerError> {
         Program::run_tensors(self, inputs)
     }
     fn last_run_stats(&self) -> RunStats {
@@ -102,7 +108,9 @@ fn lower_cuda(
 ) -> Result<Box<dyn DynProgram>, LowerError> {
     cuda::probe()?;
     let device = burn_cuda::CudaDevice::default();
-    Ok(Box::new(lower::<CudaBackend>(module, function, &device, options)?))
+    Ok(Box::new(lower::<CudaBackend>(
+        module, function, &device, options,
+    )?))
 }
 
 #[cfg(not(feature = "cuda"))]

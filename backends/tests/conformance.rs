@@ -86,27 +86,63 @@ fn cases() -> Vec<Case> {
     let e = json!({});
     // Element-wise binary, with broadcasting and symbolic dims.
     for name in ["add", "sub", "mul", "maximum", "minimum"] {
-        v.push(case(name, op(name, e.clone()), vec![f("f32", &[3, 4]), f("f32", &[3, 4])]));
+        v.push(case(
+            name,
+            op(name, e.clone()),
+            vec![f("f32", &[3, 4]), f("f32", &[3, 4])],
+        ));
         v.push(case(
             &format!("{name}/broadcast-sym"),
             op(name, e.clone()),
             vec![t("f32", "B,1,4", &[2, 1, 4]), f("f32", &[3, 1])],
         ));
     }
-    v.push(case("div", op("div", e.clone()), vec![f("f32", &[5, 3]), pos(f("f32", &[3]))]));
-    v.push(case("pow", op("pow", e.clone()), vec![pos(f("f32", &[4, 3])), f("f32", &[4, 3])]));
-    v.push(case("add/i64", op("add", e.clone()), vec![f("i64", &[6]), f("i64", &[6])]));
-    v.push(case("mul/i8-saturates", op("mul", e.clone()), vec![f("i8", &[16]), f("i8", &[16])]));
-    v.push(case("add/f16", op("add", e.clone()), vec![f("f16", &[8]), f("f16", &[8])]));
-    v.push(case("mul/bf16", op("mul", e.clone()), vec![f("bf16", &[8]), f("bf16", &[8])]));
+    v.push(case(
+        "div",
+        op("div", e.clone()),
+        vec![f("f32", &[5, 3]), pos(f("f32", &[3]))],
+    ));
+    v.push(case(
+        "pow",
+        op("pow", e.clone()),
+        vec![pos(f("f32", &[4, 3])), f("f32", &[4, 3])],
+    ));
+    v.push(case(
+        "add/i64",
+        op("add", e.clone()),
+        vec![f("i64", &[6]), f("i64", &[6])],
+    ));
+    v.push(case(
+        "mul/i8-saturates",
+        op("mul", e.clone()),
+        vec![f("i8", &[16]), f("i8", &[16])],
+    ));
+    v.push(case(
+        "add/f16",
+        op("add", e.clone()),
+        vec![f("f16", &[8]), f("f16", &[8])],
+    ));
+    v.push(case(
+        "mul/bf16",
+        op("mul", e.clone()),
+        vec![f("bf16", &[8]), f("bf16", &[8])],
+    ));
     // Unary.
     for name in [
         "neg", "abs", "exp", "tanh", "erf", "sin", "cos", "relu", "sigmoid", "silu",
     ] {
-        v.push(case(name, op(name, e.clone()), vec![t("f32", "B,5", &[3, 5])]));
+        v.push(case(
+            name,
+            op(name, e.clone()),
+            vec![t("f32", "B,5", &[3, 5])],
+        ));
     }
     for name in ["log", "sqrt", "rsqrt"] {
-        v.push(case(name, op(name, e.clone()), vec![pos(f("f32", &[3, 5]))]));
+        v.push(case(
+            name,
+            op(name, e.clone()),
+            vec![pos(f("f32", &[3, 5]))],
+        ));
     }
     v.push(case("gelu", op("gelu", e.clone()), vec![f("f32", &[4, 6])]));
     v.push(case(
@@ -119,7 +155,11 @@ fn cases() -> Vec<Case> {
         op("clamp", json!({"min":-0.5,"max":0.75})),
         vec![f("f32", &[4, 6])],
     ));
-    v.push(case("clamp/min-only", op("clamp", json!({"min":0.0})), vec![f("f32", &[7])]));
+    v.push(case(
+        "clamp/min-only",
+        op("clamp", json!({"min":0.0})),
+        vec![f("f32", &[7])],
+    ));
     // Compare / logical / where / cast.
     for p in ["eq", "ne", "lt", "le", "gt", "ge"] {
         v.push(case(
@@ -175,8 +215,16 @@ fn cases() -> Vec<Case> {
         vec![],
     ));
     // Reductions, softmax, norms.
-    v.push(case("softmax", op("softmax", json!({"axis": -1})), vec![t("f32", "B,7", &[3, 7])]));
-    v.push(case("softmax/axis0", op("softmax", json!({"axis": 0})), vec![f("f32", &[4, 3])]));
+    v.push(case(
+        "softmax",
+        op("softmax", json!({"axis": -1})),
+        vec![t("f32", "B,7", &[3, 7])],
+    ));
+    v.push(case(
+        "softmax/axis0",
+        op("softmax", json!({"axis": 0})),
+        vec![f("f32", &[4, 3])],
+    ));
     for k in ["sum", "mean", "max", "min"] {
         v.push(case(
             &format!("reduce/{k}"),
@@ -185,11 +233,18 @@ fn cases() -> Vec<Case> {
         ));
         v.push(case(
             &format!("reduce/{k}-multi-keep"),
-            op("reduce", json!({"kind": k, "axes": [0, -1], "keepdims": true})),
+            op(
+                "reduce",
+                json!({"kind": k, "axes": [0, -1], "keepdims": true}),
+            ),
             vec![f("f32", &[4, 3, 5])],
         ));
     }
-    v.push(case("argmax", op("argmax", json!({"axis": 1})), vec![f("f32", &[3, 7])]));
+    v.push(case(
+        "argmax",
+        op("argmax", json!({"axis": 1})),
+        vec![f("f32", &[3, 7])],
+    ));
     v.push(case(
         "argmax/keep",
         op("argmax", json!({"axis": 0, "keepdims": true})),
@@ -203,7 +258,11 @@ fn cases() -> Vec<Case> {
     v.push(case(
         "layer_norm",
         op("layer_norm", json!({"eps": 1e-5})),
-        vec![t("f32", "B,S,16", &[2, 3, 16]), f("f32", &[16]), f("f32", &[16])],
+        vec![
+            t("f32", "B,S,16", &[2, 3, 16]),
+            f("f32", &[16]),
+            f("f32", &[16]),
+        ],
     ));
     v.push(case(
         "layer_norm/two-dims-no-affine",
@@ -224,14 +283,22 @@ fn cases() -> Vec<Case> {
     v.push(case(
         "linear",
         op("linear", e.clone()),
-        vec![t("f32", "B,S,32", &[2, 5, 32]), f("f32", &[32, 24]), f("f32", &[24])],
+        vec![
+            t("f32", "B,S,32", &[2, 5, 32]),
+            f("f32", &[32, 24]),
+            f("f32", &[24]),
+        ],
     ));
     v.push(case(
         "linear/no-bias",
         op("linear", e.clone()),
         vec![f("f32", &[7, 16]), f("f32", &[16, 3])],
     ));
-    v.push(case("matmul", op("matmul", e.clone()), vec![f("f32", &[9, 17]), f("f32", &[17, 5])]));
+    v.push(case(
+        "matmul",
+        op("matmul", e.clone()),
+        vec![f("f32", &[9, 17]), f("f32", &[17, 5])],
+    ));
     v.push(case(
         "matmul/batched-broadcast",
         op("matmul", e.clone()),
@@ -242,7 +309,11 @@ fn cases() -> Vec<Case> {
         op("matmul", e.clone()),
         vec![f("f32", &[3, 4, 8]), f("f32", &[3, 8, 2])],
     ));
-    v.push(case("matmul/i32", op("matmul", e.clone()), vec![f("i32", &[3, 4]), f("i32", &[4, 2])]));
+    v.push(case(
+        "matmul/i32",
+        op("matmul", e.clone()),
+        vec![f("i32", &[3, 4]), f("i32", &[4, 2])],
+    ));
     // Layout.
     v.push(case(
         "transpose",
@@ -271,12 +342,18 @@ fn cases() -> Vec<Case> {
     ));
     v.push(case(
         "slice/step",
-        op("slice", json!({"axis": 0, "start": 0, "end": i64::MAX, "step": 2})),
+        op(
+            "slice",
+            json!({"axis": 0, "start": 0, "end": i64::MAX, "step": 2}),
+        ),
         vec![f("f32", &[7, 2])],
     ));
     v.push(case(
         "slice/negative-step",
-        op("slice", json!({"axis": -1, "start": -1, "end": -8, "step": -2})),
+        op(
+            "slice",
+            json!({"axis": -1, "start": -1, "end": -8, "step": -2}),
+        ),
         vec![f("f32", &[2, 7])],
     ));
     v.push(case(
@@ -302,7 +379,10 @@ fn cases() -> Vec<Case> {
     ));
     v.push(case(
         "rope/interleaved-partial",
-        op("rope", json!({"style": "interleaved", "theta": 500.0, "rotary_dim": 4})),
+        op(
+            "rope",
+            json!({"style": "interleaved", "theta": 500.0, "rotary_dim": 4}),
+        ),
         vec![f("f32", &[2, 5, 6]), idx("i64", &[2, 5], 20)],
     ));
     let qkv = |b, h, hk, sq, sk, d| {
@@ -312,7 +392,11 @@ fn cases() -> Vec<Case> {
             f("f32", &[b, hk, sk, d]),
         ]
     };
-    v.push(case("attention", op("attention", e.clone()), qkv(2, 2, 2, 5, 5, 8)));
+    v.push(case(
+        "attention",
+        op("attention", e.clone()),
+        qkv(2, 2, 2, 5, 5, 8),
+    ));
     v.push(case(
         "attention/causal-gqa",
         op("attention", json!({"mask": "causal"})),
@@ -331,7 +415,11 @@ fn cases() -> Vec<Case> {
     let mut with_bias = qkv(2, 2, 1, 4, 4, 8);
     with_bias.push(f("f32", &[2, 1, 1, 4]));
     with_bias.push(f("f32", &[2, 4, 4]));
-    v.push(case("attention/biases", op("attention", e.clone()), with_bias));
+    v.push(case(
+        "attention/biases",
+        op("attention", e.clone()),
+        with_bias,
+    ));
     v.push(case(
         "attention/symbolic",
         op("attention", e.clone()),
@@ -348,7 +436,11 @@ fn cases() -> Vec<Case> {
     v.push(case(
         "conv2d",
         op("conv2d", json!({"stride": [1, 1], "padding": [1, 1, 1, 1]})),
-        vec![f("f32", &[1, 3, 5, 5]), f("f32", &[4, 3, 3, 3]), f("f32", &[4])],
+        vec![
+            f("f32", &[1, 3, 5, 5]),
+            f("f32", &[4, 3, 3, 3]),
+            f("f32", &[4]),
+        ],
     ));
     v.push(case(
         "conv2d/asym-pad-stride-groups-dilation",
@@ -409,12 +501,18 @@ fn cases() -> Vec<Case> {
     // Collectives at world = 1.
     v.push(case(
         "all_gather",
-        op("all_gather", json!({"axis": 0, "mesh_axis": "tp", "world": 1})),
+        op(
+            "all_gather",
+            json!({"axis": 0, "mesh_axis": "tp", "world": 1}),
+        ),
         vec![f("f32", &[2, 3])],
     ));
     v.push(case(
         "reduce_scatter",
-        op("reduce_scatter", json!({"axis": 0, "mesh_axis": "tp", "world": 1})),
+        op(
+            "reduce_scatter",
+            json!({"axis": 0, "mesh_axis": "tp", "world": 1}),
+        ),
         vec![f("f32", &[2, 3])],
     ));
     v.push(case(
@@ -557,7 +655,10 @@ fn every_op_case_matches_the_reference() {
         .copied()
         .filter(|n| !covered.contains(n) && !["input", "constant", "call", "for"].contains(n))
         .collect();
-    assert!(missing.is_empty(), "ops without a conformance case: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "ops without a conformance case: {missing:?}"
+    );
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
@@ -593,7 +694,9 @@ fn control_flow_module() -> Module {
     let p = b
         .add_inferred(&m, op("matmul", json!({})), vec![h.into(), wb.into()], None)
         .unwrap();
-    let t = b.add_inferred(&m, op("tanh", json!({})), vec![p.into()], None).unwrap();
+    let t = b
+        .add_inferred(&m, op("tanh", json!({})), vec![p.into()], None)
+        .unwrap();
     b.add_output("h", t.into());
     m.functions.insert("body".into(), b);
     let mut g = Graph::new();
@@ -602,7 +705,12 @@ fn control_flow_module() -> Module {
         .add_inferred(&m, op("constant", json!({"name": "w"})), vec![], None)
         .unwrap();
     let call = g
-        .add_inferred(&m, op("call", json!({"callee": "f"})), vec![x.into(), c.into()], None)
+        .add_inferred(
+            &m,
+            op("call", json!({"callee": "f"})),
+            vec![x.into(), c.into()],
+            None,
+        )
         .unwrap();
     let lp = g
         .add_inferred(
@@ -630,7 +738,9 @@ fn call_for_and_constants_match_the_reference() {
     let got = p.run(&m, "main", &[x]).unwrap();
     compare("control flow (executor)", &got, &want, 1e-5).unwrap();
     let report = p.lowering_report();
-    assert!(report.iter().any(|(op, how, _)| op == "for" && *how == Lowering::Native));
+    assert!(report
+        .iter()
+        .any(|(op, how, _)| op == "for" && *how == Lowering::Native));
     assert!(report.iter().any(|(op, _, _)| op == "tanh"), "{report:?}");
 }
 
@@ -639,8 +749,12 @@ fn bad_inputs_and_unsupported_ops_are_errors() {
     let m = control_flow_module();
     let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
     // Wrong rank, wrong dtype, wrong count.
-    assert!(p.run_tensors(&[rand_tensor(DType::F32, vec![4], 1)]).is_err());
-    assert!(p.run_tensors(&[rand_tensor(DType::F16, vec![2, 4], 1)]).is_err());
+    assert!(p
+        .run_tensors(&[rand_tensor(DType::F32, vec![4], 1)])
+        .is_err());
+    assert!(p
+        .run_tensors(&[rand_tensor(DType::F16, vec![2, 4], 1)])
+        .is_err());
     assert!(p.run_tensors(&[]).is_err());
     // Gather out of range is an error, not a panic.
     let c = case(
@@ -649,7 +763,8 @@ fn bad_inputs_and_unsupported_ops_are_errors() {
         vec![f("f32", &[3, 2]), f("i64", &[2])],
     );
     let gm = module_of(&c);
-    let gp = lower::<CpuBackend>(&gm, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let gp =
+        lower::<CpuBackend>(&gm, "main", &Default::default(), &LowerOptions::default()).unwrap();
     let ids = Tensor::new(DType::I64, vec![2], vec![0.0, 7.0]).unwrap();
     let err = gp
         .run_tensors(&[rand_tensor(DType::F32, vec![3, 2], 1), ids])
@@ -662,11 +777,20 @@ fn bad_inputs_and_unsupported_ops_are_errors() {
         op("all_reduce", json!({"mesh_axis": "tp", "world": 2})),
         vec![f("f32", &[2])],
     );
-    let err = lower::<CpuBackend>(&module_of(&c), "main", &Default::default(), &LowerOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = lower::<CpuBackend>(
+        &module_of(&c),
+        "main",
+        &Default::default(),
+        &LowerOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("communicator"), "{err}");
-    let c = case("top_k", op("top_k", json!({"k": 1, "axis": 0})), vec![f("f32", &[3])]);
+    let c = case(
+        "top_k",
+        op("top_k", json!({"k": 1, "axis": 0})),
+        vec![f("f32", &[3])],
+    );
     let no_host = LowerOptions {
         host_fallback: false,
         ..Default::default()
@@ -687,7 +811,8 @@ fn memory_plan_and_peak_are_reported() {
         .unwrap();
     assert!(plan.planned_bytes <= plan.naive_bytes);
     assert!(plan.planned_bytes > 0);
-    p.run_tensors(&[rand_tensor(DType::F32, vec![3, 4], 1)]).unwrap();
+    p.run_tensors(&[rand_tensor(DType::F32, vec![3, 4], 1)])
+        .unwrap();
     let s = p.last_run_stats();
     // While the call runs: its operand x and its two results, 3 values of f32[3,4].
     assert_eq!(s.peak_bytes, 3 * 3 * 4 * 4, "{s:?}");

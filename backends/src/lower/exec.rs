@@ -179,7 +179,11 @@ fn resolve(ty: &TensorType, b: &HashMap<String, u64>) -> R<Vec<usize>> {
 fn softmax<B: Backend>(x: F<B>, dim: usize) -> F<B> {
     let s = shape_of::<B>(&x);
     let m = B::float_max_dim(x.clone(), dim);
-    let dead = B::float_equal_elem(m.clone(), Scalar::Float(f64::NEG_INFINITY), bool_dtype::<B>());
+    let dead = B::float_equal_elem(
+        m.clone(),
+        Scalar::Float(f64::NEG_INFINITY),
+        bool_dtype::<B>(),
+    );
     let m = B::float_mask_fill(m, dead, Scalar::Float(0.0));
     let e = B::float_exp(B::float_sub(x, B::float_expand(m, sh(&s))));
     let z = sum_dim::<B>(e.clone(), dim);
@@ -203,7 +207,11 @@ fn pad2d<B: Backend>(x: F<B>, p: [usize; 4], value: f64, device: &B::Device) -> 
     if p[2] > 0 {
         rows.push(scalar::<B>(value, &[n, c, p[2], w], device));
     }
-    let x = if rows.len() > 1 { B::float_cat(rows, 2) } else { rows.pop().expect("one") };
+    let x = if rows.len() > 1 {
+        B::float_cat(rows, 2)
+    } else {
+        rows.pop().expect("one")
+    };
     let hh = h + p[0] + p[2];
     let mut cols = vec![];
     if p[1] > 0 {
@@ -240,8 +248,14 @@ fn matmul<B: Backend>(a: F<B>, b: F<B>) -> R<F<B>> {
         let a = B::float_reshape(a, sh(&[nb * m, k]));
         return Ok(B::float_reshape(B::float_matmul(a, b), sh(&out_shape)));
     }
-    let a = B::float_reshape(bcast::<B>(a, &[batch.clone(), vec![m, k]].concat()), sh(&[nb, m, k]));
-    let b = B::float_reshape(bcast::<B>(b, &[batch.clone(), vec![k, n]].concat()), sh(&[nb, k, n]));
+    let a = B::float_reshape(
+        bcast::<B>(a, &[batch.clone(), vec![m, k]].concat()),
+        sh(&[nb, m, k]),
+    );
+    let b = B::float_reshape(
+        bcast::<B>(b, &[batch.clone(), vec![k, n]].concat()),
+        sh(&[nb, k, n]),
+    );
     Ok(B::float_reshape(B::float_matmul(a, b), sh(&out_shape)))
 }
 
@@ -311,7 +325,12 @@ impl<B: Backend> Program<B> {
     }
 
     /// The reference semantics on the host.
-    fn host(&self, ins: &Instr<B>, args: Vec<F<B>>, bindings: &HashMap<String, u64>) -> R<Vec<F<B>>> {
+    fn host(
+        &self,
+        ins: &Instr<B>,
+        args: Vec<F<B>>,
+        bindings: &HashMap<String, u64>,
+    ) -> R<Vec<F<B>>> {
         let host: Vec<Tensor> = args
             .into_iter()
             .zip(&ins.operand_types)
@@ -364,7 +383,12 @@ impl<B: Backend> Program<B> {
         Ok(vec![upload_f32::<B>(data, &shape, &self.device)])
     }
 
-    fn native(&self, ins: &Instr<B>, mut a: Vec<F<B>>, bind: &HashMap<String, u64>) -> R<Vec<F<B>>> {
+    fn native(
+        &self,
+        ins: &Instr<B>,
+        mut a: Vec<F<B>>,
+        bind: &HashMap<String, u64>,
+    ) -> R<Vec<F<B>>> {
         let dev = &self.device;
         let name = ins.op.name();
         let rank0 = a.first().map(|t| shape_of::<B>(t).len()).unwrap_or(0);
@@ -602,7 +626,15 @@ impl<B: Backend> Program<B> {
                 let q = a.remove(0);
                 let k = a.remove(0);
                 let v = a.remove(0);
-                one(attention::<B>(q, k, v, a, at.mask == AttnMask::Causal, at.scale, dev)?)
+                one(attention::<B>(
+                    q,
+                    k,
+                    v,
+                    a,
+                    at.mask == AttnMask::Causal,
+                    at.scale,
+                    dev,
+                )?)
             }
             Op::LayerNorm(ln) => {
                 let x = a.remove(0);
@@ -632,7 +664,10 @@ impl<B: Backend> Program<B> {
                     sum_dim::<B>(B::float_mul(x.clone(), x.clone()), 1),
                     Scalar::Float(n as f64),
                 );
-                let inv = B::float_recip(B::float_sqrt(B::float_add_scalar(ms, Scalar::Float(rn.eps))));
+                let inv = B::float_recip(B::float_sqrt(B::float_add_scalar(
+                    ms,
+                    Scalar::Float(rn.eps),
+                )));
                 let mut y = B::float_mul(x, B::float_expand(inv, sh(&[rows, n])));
                 if !a.is_empty() {
                     let sc = B::float_reshape(a.remove(0), sh(&[1, n]));
@@ -651,7 +686,10 @@ impl<B: Backend> Program<B> {
                 let rows: usize = s[..s.len() - 1].iter().product();
                 let mut y = B::float_matmul(B::float_reshape(x, sh(&[rows, k])), w);
                 if let Some(b) = a.pop() {
-                    y = B::float_add(y, B::float_expand(B::float_reshape(b, sh(&[1, n])), sh(&[rows, n])));
+                    y = B::float_add(
+                        y,
+                        B::float_expand(B::float_reshape(b, sh(&[1, n])), sh(&[rows, n])),
+                    );
                 }
                 let mut out = s[..s.len() - 1].to_vec();
                 out.push(n);
@@ -715,7 +753,14 @@ impl<B: Backend> Program<B> {
                 let st = p.stride.map(|v| v as usize);
                 let pd = p.padding.map(|v| v as usize);
                 if pd[0] == pd[2] && pd[1] == pd[3] {
-                    return one(B::avg_pool2d(x, k, st, [pd[0], pd[1]], p.count_include_pad, false));
+                    return one(B::avg_pool2d(
+                        x,
+                        k,
+                        st,
+                        [pd[0], pd[1]],
+                        p.count_include_pad,
+                        false,
+                    ));
                 }
                 let s = shape_of::<B>(&x);
                 let xp = pad2d::<B>(x, pd, 0.0, dev);
@@ -724,7 +769,8 @@ impl<B: Backend> Program<B> {
                     return one(avg);
                 }
                 let ones = scalar::<B>(1.0, &[1, 1, s[2], s[3]], dev);
-                let frac = B::avg_pool2d(pad2d::<B>(ones, pd, 0.0, dev), k, st, [0, 0], true, false);
+                let frac =
+                    B::avg_pool2d(pad2d::<B>(ones, pd, 0.0, dev), k, st, [0, 0], true, false);
                 let frac = B::float_expand(frac, sh(&shape_of::<B>(&avg)));
                 one(B::float_div(avg, frac))
             }
@@ -737,7 +783,10 @@ impl<B: Backend> Program<B> {
                 let sub = ins.sub.as_ref().ok_or("loop body was not lowered")?;
                 let n = sub.output_regs.len();
                 if n > a.len() {
-                    return Err(format!("body returns {n} values, only {} operands", a.len()));
+                    return Err(format!(
+                        "body returns {n} values, only {} operands",
+                        a.len()
+                    ));
                 }
                 let invariant: Vec<F<B>> = a[n..].to_vec();
                 let mut carried: Vec<F<B>> = a[..n].to_vec();
@@ -768,7 +817,9 @@ impl<B: Backend> Program<B> {
         // Angles in f64 on the host from the (small) positions tensor.
         let (pv, ps) = download_f32::<B>(pos)?;
         if bshape("rope", &ps, lead)? != lead {
-            return Err(format!("rope positions {ps:?} do not broadcast to {lead:?}"));
+            return Err(format!(
+                "rope positions {ps:?} do not broadcast to {lead:?}"
+            ));
         }
         let inv: Vec<f64> = (0..h)
             .map(|k| r.theta.powf(-(2.0 * k as f64) / rd as f64))
@@ -799,7 +850,10 @@ impl<B: Backend> Program<B> {
                 take_range::<B>(x.clone(), last, 1, h as i64, 2, &self.device)?,
             ),
         };
-        let oa = B::float_sub(B::float_mul(xa.clone(), cos.clone()), B::float_mul(xb.clone(), sin.clone()));
+        let oa = B::float_sub(
+            B::float_mul(xa.clone(), cos.clone()),
+            B::float_mul(xb.clone(), sin.clone()),
+        );
         let ob = B::float_add(B::float_mul(xb, cos), B::float_mul(xa, sin));
         let rot = match r.style {
             RopeStyle::Half => B::float_cat(vec![oa, ob], last),
@@ -855,7 +909,10 @@ fn take_range<B: Backend>(
         e[dim] = 0;
         return Ok(B::float_empty(sh(&e), device, float_dtype::<B>()));
     }
-    let mut slices: Vec<Slice> = s.iter().map(|&n| Slice::new(0, Some(n as isize), 1)).collect();
+    let mut slices: Vec<Slice> = s
+        .iter()
+        .map(|&n| Slice::new(0, Some(n as isize), 1))
+        .collect();
     if step > 0 {
         let end = first + (count - 1) * step + 1;
         slices[dim] = Slice::new(first as isize, Some(end as isize), step as isize);
@@ -888,7 +945,9 @@ fn reshape_target(shape: &[ReshapeDim], n: usize, bind: &HashMap<String, u64>) -
     if let Some(i) = infer {
         let known: usize = out.iter().product();
         if known == 0 || n % known != 0 {
-            return Err(format!("reshape: cannot infer a dim of {out:?} for {n} elements"));
+            return Err(format!(
+                "reshape: cannot infer a dim of {out:?} for {n} elements"
+            ));
         }
         out[i] = n / known;
     }
@@ -934,7 +993,9 @@ fn attention<B: Backend>(
     for bias in biases {
         let bs = shape_of::<B>(&bias);
         if bshape("attention", &bs, &ls)? != ls {
-            return Err(format!("attention bias {bs:?} does not broadcast to {ls:?}"));
+            return Err(format!(
+                "attention bias {bs:?} does not broadcast to {ls:?}"
+            ));
         }
         l = B::float_add(l, bcast::<B>(bias, &ls));
     }

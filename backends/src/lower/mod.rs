@@ -288,10 +288,7 @@ fn lower_rec<B: Backend>(
         })?;
     let order = graph.topo_order().map_err(|id| LowerError::Graph {
         function: function.into(),
-        message: format!(
-            "cycle or missing operand at {}",
-            graph.describe(id)
-        ),
+        message: format!("cycle or missing operand at {}", graph.describe(id)),
     })?;
     // Registers: one per value, in definition order.
     let mut reg: HashMap<fuselage_ir::ValueId, usize> = HashMap::new();
@@ -319,7 +316,10 @@ fn lower_rec<B: Backend>(
     for o in &graph.outputs {
         let r = *reg.get(&o.value).ok_or_else(|| LowerError::Graph {
             function: function.into(),
-            message: format!("output `{}` reads {}, which is not defined", o.name, o.value),
+            message: format!(
+                "output `{}` reads {}, which is not defined",
+                o.name, o.value
+            ),
         })?;
         output_regs.push(r);
         last.insert(r, usize::MAX);
@@ -377,7 +377,9 @@ fn lower_rec<B: Backend>(
                 *depth += 1;
                 let p = lower_rec::<B>(module, &c.callee, device, options, depth);
                 *depth -= 1;
-                sub = Some(Arc::new(p.map_err(|e| unsupported(format!("callee: {e}")))?));
+                sub = Some(Arc::new(
+                    p.map_err(|e| unsupported(format!("callee: {e}")))?,
+                ));
                 Lowering::Native
             }
             Op::For(f) => {
@@ -444,7 +446,9 @@ pub(crate) fn upload_f32<B: Backend>(
 }
 
 /// Download a burn tensor as f32 values (and its shape).
-pub(crate) fn download_f32<B: Backend>(t: FloatTensor<B>) -> Result<(Vec<f32>, Vec<usize>), String> {
+pub(crate) fn download_f32<B: Backend>(
+    t: FloatTensor<B>,
+) -> Result<(Vec<f32>, Vec<usize>), String> {
     let shape = t.shape().to_vec();
     let data = burn::tensor::try_read_sync(B::float_into_data(t))
         .ok_or("the backend cannot read tensors synchronously")?
@@ -497,7 +501,10 @@ impl<B: Backend> Program<B> {
             .into_iter()
             .map(|((op, _), (how, n))| (op, how, n))
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0).then(format!("{:?}", a.1).cmp(&format!("{:?}", b.1))));
+        v.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(format!("{:?}", a.1).cmp(&format!("{:?}", b.1)))
+        });
         v
     }
 
@@ -531,7 +538,10 @@ impl<B: Backend> Program<B> {
     pub fn run_tensors(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, LowerError> {
         let bindings = fuselage_ir::eval::bind_inputs(&self.function, &self.graph, inputs)
             .map_err(LowerError::Inputs)?;
-        let args: Vec<FloatTensor<B>> = inputs.iter().map(|t| upload::<B>(t, &self.device)).collect();
+        let args: Vec<FloatTensor<B>> = inputs
+            .iter()
+            .map(|t| upload::<B>(t, &self.device))
+            .collect();
         let out = self.run_values(args, &bindings)?;
         let tys = self.graph.output_types();
         out.into_iter()
@@ -722,7 +732,6 @@ pub fn cpu_executor() -> LoweringExecutor<CpuBackend> {
     }
 }
 
-
 /// Timing of one lowered function on pre-uploaded inputs (for benchmarks: excludes the host
 /// conversion at the boundary). Returns the seconds of each of `iters` runs after `warmup` runs.
 #[doc(hidden)]
@@ -734,8 +743,10 @@ pub fn time_runs<B: Backend>(
 ) -> Result<Vec<f64>, LowerError> {
     let bindings = fuselage_ir::eval::bind_inputs(&program.function, &program.graph, inputs)
         .map_err(LowerError::Inputs)?;
-    let args: Vec<FloatTensor<B>> =
-        inputs.iter().map(|t| upload::<B>(t, &program.device)).collect();
+    let args: Vec<FloatTensor<B>> = inputs
+        .iter()
+        .map(|t| upload::<B>(t, &program.device))
+        .collect();
     let mut times = vec![];
     for i in 0..warmup + iters {
         let t0 = std::time::Instant::now();
