@@ -234,7 +234,7 @@ pub fn attention(
             "attention: q {sq_:?}, k {sk_:?}, v {sv_:?} disagree"
         ));
     }
-    if hk == 0 || h % hk != 0 {
+    if hk == 0 || !h.is_multiple_of(hk) {
         return Err(format!("attention: {hk} kv heads do not divide {h} heads"));
     }
     let rep = h / hk;

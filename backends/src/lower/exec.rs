@@ -809,7 +809,7 @@ impl<B: Backend> Program<B> {
         let s = shape_of::<B>(&x);
         let d = s[s.len() - 1];
         let rd = r.rotary_dim.map(|v| v as usize).unwrap_or(d);
-        if rd > d || rd % 2 != 0 {
+        if rd > d || !rd.is_multiple_of(2) {
             return Err(format!("rope: rotary_dim {rd} must be even and <= {d}"));
         }
         let h = rd / 2;
@@ -944,7 +944,7 @@ fn reshape_target(shape: &[ReshapeDim], n: usize, bind: &HashMap<String, u64>) -
     }
     if let Some(i) = infer {
         let known: usize = out.iter().product();
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(format!(
                 "reshape: cannot infer a dim of {out:?} for {n} elements"
             ));
@@ -970,7 +970,7 @@ fn attention<B: Backend>(
     }
     let (b, h, sq, d) = (sq_[0], sq_[1], sq_[2], sq_[3]);
     let (hk, sk, dv) = (sk_[1], sk_[2], sv_[3]);
-    if hk == 0 || h % hk != 0 {
+    if hk == 0 || !h.is_multiple_of(hk) {
         return Err(format!("attention: {hk} kv heads do not divide {h} heads"));
     }
     let rep = h / hk;
