@@ -1,0 +1,770 @@
+//! Lowering: a function of a [`Module`] becomes a [`Program<B>`] over a burn backend `B`.
+//!
+//! [`lower`] resolves the function into a flat list of instructions in topological order. Each
+//! value lives in a register that is freed right after its last reader (the same liveness the
+//! [`memory`](crate::memory) planner uses; its plan is reported as planned bytes vs the naive
+//! sum by [`Program::memory_plan`]). Constants are uploaded to the device once, at lowering
+//! time. Symbolic dims are bound when the program runs, from the shapes of its inputs.
+//!
+//! ## Value representation
+//!
+//! Every value is a burn *float* tensor of the backend's float element (f32 on the CPU and CUDA
+//! backends): integers and booleans are carried as exact small floats (`0.0`/`1.0` for bools).
+//! After each op the result is brought back onto its IR dtype:
+//! - `f32`, `f64`, `bool`: nothing to do (`f64` values are computed in f32: the lowered program
+//!   is an f32 program; the reference interpreter is the f64 oracle);
+//! - integer dtypes: round half to even and saturate to the dtype's range, on the device
+//!   (integers are exact up to 2^24 in f32: indices, positions and token ids are far below);
+//! - `f16`, `bf16`, `f8e4m3fn`, `f8e5m2`, `f4e2m1`, `i4` have no burn CPU kernels with exact
+//!   rounding, so they are *emulated*: computed in f32, then rounded exactly with
+//!   [`DType::round`](fuselage_ir::DType::round) (the codecs of `fuselage_ir::numerics`) on the
+//!   host. Correct to the bit, not fast.
+//!
+//! ## Native vs host ops
+//!
+//! Almost every op is lowered onto burn's tensor operations (see [`Lowering::Native`]). The exact
+//! low-precision codecs (`quantize`, `dequantize`), `top_k`, `mmca_attention` and `attention`
+//! with a non-causal boolean-style pattern run through the reference implementation on the host
+//! ([`Lowering::Host`]): operands are downloaded, the op's f64 reference semantics run, results
+//! are uploaded. [`Program::lowering_report`] lists which is which for a program.
+
+mod exec;
+
+use crate::memory::{self, MemoryPlan};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Element, FloatDType, TensorData, TensorMetadata};
+use fuselage_ir::sample::SymbolSizes;
+use fuselage_ir::{DType, Executor, Graph, IrError, Module, NodeId, Op, Tensor, TensorType};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// Which burn backend a lowered program runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum BackendKind {
+    /// burn-ndarray on the CPU (always available); fuselage's native CPU kernels for matmul,
+    /// linear and attention are available through [`LowerOptions::native_kernels`].
+    #[default]
+    Cpu,
+    /// burn-cuda (the `cuda` cargo feature, an NVIDIA GPU and its driver at run time).
+    Cuda,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        })
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = LowerError;
+    fn from_str(s: &str) -> Result<Self, LowerError> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            _ => Err(LowerError::Backend(format!(
+                "unknown backend `{s}` (expected cpu or cuda)"
+            ))),
+        }
+    }
+}
+
+/// The CPU backend: burn-ndarray over f32 with i64 indices.
+pub type CpuBackend = burn::backend::NdArray<f32, i64>;
+
+/// Options of [`lower`].
+#[derive(Clone, Debug)]
+pub struct LowerOptions {
+    /// Use fuselage's native CPU kernels (blocked `sgemm`, fused attention) for `matmul`,
+    /// `linear` and `attention` when the backend is the CPU backend. Default: false — measured
+    /// on the 2-core dev machine they were not faster than burn-ndarray's path, which already
+    /// reaches matrixmultiply's AVX-512 sgemm (see docs/performance.md).
+    pub native_kernels: bool,
+    /// Allow ops without a burn lowering to run through the reference semantics on the host.
+    /// When false, lowering such an op is an error. Default: true.
+    pub host_fallback: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions {
+            native_kernels: false,
+            host_fallback: true,
+        }
+    }
+}
+
+/// Errors of lowering and of running a lowered program.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    /// The function does not exist.
+    #[error("no function `{function}` in the module (module has: {available})")]
+    NoFunction {
+        /// The function asked for.
+        function: String,
+        /// The functions the module has.
+        available: String,
+    },
+    /// The graph is malformed (cycle, dangling operand).
+    #[error("function `{function}`: {message}")]
+    Graph {
+        /// The function.
+        function: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An op cannot be lowered (with these options).
+    #[error("function `{function}`, node {node} ({op}): cannot lower: {message}")]
+    Unsupported {
+        /// The function.
+        function: String,
+        /// The node, described.
+        node: String,
+        /// The op name.
+        op: String,
+        /// Why.
+        message: String,
+    },
+    /// Running an instruction failed.
+    #[error("function `{function}`, node {node} ({op}): {message}")]
+    Run {
+        /// The function.
+        function: String,
+        /// The node, described.
+        node: String,
+        /// The op name.
+        op: String,
+        /// What happened.
+        message: String,
+    },
+    /// Inputs do not match the function's parameters.
+    #[error("{0}")]
+    Inputs(IrError),
+    /// A constant could not be materialized.
+    #[error("constant: {0}")]
+    Constant(IrError),
+    /// The backend is not available (no GPU, no driver, feature not built).
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+impl From<LowerError> for IrError {
+    fn from(e: LowerError) -> IrError {
+        match e {
+            LowerError::Inputs(e) | LowerError::Constant(e) => e,
+            LowerError::Run {
+                function,
+                node,
+                op,
+                message,
+            }
+            | LowerError::Unsupported {
+                function,
+                node,
+                op,
+                message,
+            } => IrError::Eval {
+                function,
+                node,
+                op,
+                message,
+            },
+            other => IrError::Eval {
+                function: String::new(),
+                node: String::new(),
+                op: "lower".into(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// How one instruction is executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lowering {
+    /// On the device through burn's tensor operations.
+    Native,
+    /// With a native CPU kernel of fuselage (`kernels`).
+    Kernel,
+    /// Through the op's reference semantics on the host.
+    Host,
+    /// No computation: an input, a constant, a view-free identity (collective at world 1).
+    Trivial,
+}
+
+/// One instruction of a program.
+pub(crate) struct Instr<B: Backend> {
+    pub node: NodeId,
+    pub op: Op,
+    pub operands: Vec<usize>,
+    pub results: Vec<usize>,
+    pub result_types: Vec<TensorType>,
+    pub operand_types: Vec<TensorType>,
+    /// Registers to free after this instruction (their last reader).
+    pub frees: Vec<usize>,
+    pub how: Lowering,
+    /// Lowered callee / loop body.
+    pub sub: Option<Arc<Program<B>>>,
+}
+
+/// Statistics of the last run of a program.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Peak of the bytes of the live values (inputs, intermediates, outputs; not constants) as
+    /// the backend stores them (f32: 4 bytes per element).
+    pub peak_bytes: u64,
+    /// Bytes of the uploaded constants.
+    pub constant_bytes: u64,
+}
+
+/// A lowered function: runs on backend `B`'s device.
+pub struct Program<B: Backend> {
+    pub(crate) function: String,
+    pub(crate) module: Module,
+    pub(crate) graph: Graph,
+    pub(crate) device: B::Device,
+    pub(crate) instrs: Vec<Instr<B>>,
+    pub(crate) n_regs: usize,
+    pub(crate) input_regs: Vec<usize>,
+    pub(crate) output_regs: Vec<usize>,
+    pub(crate) constants: HashMap<usize, FloatTensor<B>>,
+    pub(crate) constant_bytes: u64,
+    pub(crate) use_kernels: bool,
+    pub(crate) stats: Mutex<RunStats>,
+}
+
+impl<B: Backend> fmt::Debug for Program<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Program")
+            .field("function", &self.function)
+            .field("instructions", &self.instrs.len())
+            .field("backend", &B::name(&self.device))
+            .finish()
+    }
+}
+
+/// Is `B` the CPU backend (where the native kernels apply)?
+pub(crate) fn is_cpu_backend<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<CpuBackend>()
+}
+
+/// Lower `function` of `module` onto backend `B` at `device`.
+pub fn lower<B: Backend>(
+    module: &Module,
+    function: &str,
+    device: &B::Device,
+    options: &LowerOptions,
+) -> Result<Program<B>, LowerError> {
+    let mut depth = 0;
+    lower_rec(module, function, device, options, &mut depth)
+}
+
+fn lower_rec<B: Backend>(
+    module: &Module,
+    function: &str,
+    device: &B::Device,
+    options: &LowerOptions,
+    depth: &mut usize,
+) -> Result<Program<B>, LowerError> {
+    if *depth > 64 {
+        return Err(LowerError::Graph {
+            function: function.into(),
+            message: "call/for nesting deeper than 64 (recursion?)".into(),
+        });
+    }
+    let graph = module
+        .functions
+        .get(function)
+        .ok_or_else(|| LowerError::NoFunction {
+            function: function.into(),
+            available: module
+                .functions
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let order = graph.topo_order().map_err(|id| LowerError::Graph {
+        function: function.into(),
+        message: format!("cycle or missing operand at {}", graph.describe(id)),
+    })?;
+    // Registers: one per value, in definition order.
+    let mut reg: HashMap<fuselage_ir::ValueId, usize> = HashMap::new();
+    let mut n_regs = 0usize;
+    for &id in &order {
+        let n = graph.node(id).expect("topo order yields live nodes");
+        for slot in 0..n.results.len() {
+            reg.insert(fuselage_ir::ValueId::new(id, slot as u32), n_regs);
+            n_regs += 1;
+        }
+    }
+    // Last reader of each register; outputs are never freed.
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    for (step, &id) in order.iter().enumerate() {
+        let n = graph.node(id).expect("live");
+        for o in &n.operands {
+            let r = *reg.get(o).ok_or_else(|| LowerError::Graph {
+                function: function.into(),
+                message: format!("{} reads {o}, which is not defined", graph.describe(id)),
+            })?;
+            last.insert(r, step);
+        }
+    }
+    let mut output_regs = vec![];
+    for o in &graph.outputs {
+        let r = *reg.get(&o.value).ok_or_else(|| LowerError::Graph {
+            function: function.into(),
+            message: format!(
+                "output `{}` reads {}, which is not defined",
+                o.name, o.value
+            ),
+        })?;
+        output_regs.push(r);
+        last.insert(r, usize::MAX);
+    }
+    let input_regs: Vec<usize> = graph
+        .inputs
+        .iter()
+        .map(|&n| reg[&fuselage_ir::ValueId::new(n, 0)])
+        .collect();
+    let mut frees_at: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (&r, &s) in &last {
+        if s != usize::MAX {
+            frees_at.entry(s).or_default().push(r);
+        }
+    }
+    let use_kernels = options.native_kernels && is_cpu_backend::<B>();
+    let mut instrs = vec![];
+    let mut constants = HashMap::new();
+    let mut constant_bytes = 0u64;
+    for (step, &id) in order.iter().enumerate() {
+        let n = graph.node(id).expect("live");
+        let results: Vec<usize> = (0..n.results.len())
+            .map(|s| reg[&fuselage_ir::ValueId::new(id, s as u32)])
+            .collect();
+        let operands: Vec<usize> = n.operands.iter().map(|o| reg[o]).collect();
+        let operand_types: Vec<TensorType> = n
+            .operands
+            .iter()
+            .map(|o| graph.value_type(*o).cloned())
+            .collect::<Option<_>>()
+            .ok_or_else(|| LowerError::Graph {
+                function: function.into(),
+                message: format!("{}: an operand has no type", graph.describe(id)),
+            })?;
+        let unsupported = |message: String| LowerError::Unsupported {
+            function: function.into(),
+            node: graph.describe(id),
+            op: n.op.name().into(),
+            message,
+        };
+        let mut sub = None;
+        let how = match &n.op {
+            Op::Constant(c) => {
+                let k = module
+                    .constants
+                    .get(&c.name)
+                    .ok_or_else(|| unsupported(format!("no constant `{}`", c.name)))?;
+                let t = k.value(&c.name).map_err(LowerError::Constant)?;
+                constant_bytes += t.numel() as u64 * 4;
+                constants.insert(results[0], upload::<B>(&t, device));
+                Lowering::Trivial
+            }
+            Op::Input(_) => Lowering::Trivial,
+            Op::Call(c) => {
+                *depth += 1;
+                let p = lower_rec::<B>(module, &c.callee, device, options, depth);
+                *depth -= 1;
+                sub = Some(Arc::new(
+                    p.map_err(|e| unsupported(format!("callee: {e}")))?,
+                ));
+                Lowering::Native
+            }
+            Op::For(f) => {
+                *depth += 1;
+                let p = lower_rec::<B>(module, &f.body, device, options, depth);
+                *depth -= 1;
+                sub = Some(Arc::new(p.map_err(|e| unsupported(format!("body: {e}")))?));
+                Lowering::Native
+            }
+            op => exec::classify(op, &operand_types, use_kernels)
+                .map_err(unsupported)
+                .and_then(|how| {
+                    if how == Lowering::Host && !options.host_fallback {
+                        Err(unsupported(
+                            "no burn lowering and host fallback is disabled".into(),
+                        ))
+                    } else {
+                        Ok(how)
+                    }
+                })?,
+        };
+        instrs.push(Instr {
+            node: id,
+            op: n.op.clone(),
+            operands,
+            results,
+            result_types: n.results.clone(),
+            operand_types,
+            frees: frees_at.remove(&step).unwrap_or_default(),
+            how,
+            sub,
+        });
+    }
+    Ok(Program {
+        function: function.into(),
+        module: module.clone(),
+        graph: graph.clone(),
+        device: device.clone(),
+        instrs,
+        n_regs,
+        input_regs,
+        output_regs,
+        constants,
+        constant_bytes,
+        use_kernels,
+        stats: Mutex::new(RunStats::default()),
+    })
+}
+
+/// Upload a host tensor as an f32 burn tensor.
+pub(crate) fn upload<B: Backend>(t: &Tensor, device: &B::Device) -> FloatTensor<B> {
+    upload_f32::<B>(t.to_f32_vec(), t.shape(), device)
+}
+
+/// Upload f32 values of `shape`.
+pub(crate) fn upload_f32<B: Backend>(
+    data: Vec<f32>,
+    shape: &[usize],
+    device: &B::Device,
+) -> FloatTensor<B> {
+    let td = TensorData::new(data, shape.to_vec());
+    let td = td.convert_dtype(<B::FloatElem as Element>::dtype());
+    B::float_from_data(td, device)
+}
+
+/// Download a burn tensor as f32 values (and its shape).
+pub(crate) fn download_f32<B: Backend>(
+    t: FloatTensor<B>,
+) -> Result<(Vec<f32>, Vec<usize>), String> {
+    let shape = t.shape().to_vec();
+    let data = burn::tensor::try_read_sync(B::float_into_data(t))
+        .ok_or("the backend cannot read tensors synchronously")?
+        .map_err(|e| format!("reading a tensor back: {e:?}"))?;
+    let v = data
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| format!("reading a tensor back: {e:?}"))?;
+    Ok((v, shape))
+}
+
+/// Download a burn tensor as a fuselage tensor of `dtype` (rounding exactly).
+pub(crate) fn download<B: Backend>(t: FloatTensor<B>, dtype: DType) -> Result<Tensor, String> {
+    let (v, shape) = download_f32::<B>(t)?;
+    Tensor::new(dtype, shape, v.into_iter().map(f64::from).collect()).map_err(|e| e.to_string())
+}
+
+/// The backend's float dtype.
+pub(crate) fn float_dtype<B: Backend>() -> FloatDType {
+    FloatDType::from(<B::FloatElem as Element>::dtype())
+}
+
+impl<B: Backend> Program<B> {
+    /// The function this program runs.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Number of instructions (one per node of the function, inputs and constants included).
+    pub fn len(&self) -> usize {
+        self.instrs.len()
+    }
+
+    /// True when the function has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.instrs.is_empty()
+    }
+
+    /// How each op of the program is executed: `(op name, lowering, count)`, sorted by op name,
+    /// callees and loop bodies included.
+    pub fn lowering_report(&self) -> Vec<(String, Lowering, usize)> {
+        let mut m: HashMap<(String, String), (Lowering, usize)> = HashMap::new();
+        self.collect_report(&mut m);
+        let mut v: Vec<_> = m
+            .into_iter()
+            .map(|((op, _), (how, n))| (op, how, n))
+            .collect();
+        v.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(format!("{:?}", a.1).cmp(&format!("{:?}", b.1)))
+        });
+        v
+    }
+
+    fn collect_report(&self, m: &mut HashMap<(String, String), (Lowering, usize)>) {
+        for i in &self.instrs {
+            let e = m
+                .entry((i.op.name().to_string(), format!("{:?}", i.how)))
+                .or_insert((i.how, 0));
+            e.1 += 1;
+            if let Some(s) = &i.sub {
+                s.collect_report(m);
+            }
+        }
+    }
+
+    /// The liveness-based memory plan of the function's values for symbol sizes `sizes`
+    /// (planned arena bytes vs the naive sum of every value's size).
+    pub fn memory_plan(&self, sizes: &SymbolSizes) -> Result<MemoryPlan, LowerError> {
+        memory::plan(&self.graph, sizes).map_err(|e| LowerError::Graph {
+            function: self.function.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Statistics of the last run (peak bytes of live values).
+    pub fn last_run_stats(&self) -> RunStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Run on host tensors (in parameter order); outputs in output order.
+    pub fn run_tensors(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, LowerError> {
+        let bindings = fuselage_ir::eval::bind_inputs(&self.function, &self.graph, inputs)
+            .map_err(LowerError::Inputs)?;
+        let args: Vec<FloatTensor<B>> = inputs
+            .iter()
+            .map(|t| upload::<B>(t, &self.device))
+            .collect();
+        let out = self.run_values(args, &bindings)?;
+        let tys = self.graph.output_types();
+        out.into_iter()
+            .zip(tys)
+            .zip(&self.graph.outputs)
+            .map(|((t, ty), o)| {
+                let dtype = ty.map(|t| t.dtype).unwrap_or(DType::F32);
+                download::<B>(t, dtype).map_err(|message| LowerError::Run {
+                    function: self.function.clone(),
+                    node: self.graph.describe(o.value.node),
+                    op: "return".into(),
+                    message,
+                })
+            })
+            .collect()
+    }
+
+    /// Run on device values already bound to symbol sizes.
+    pub(crate) fn run_values(
+        &self,
+        inputs: Vec<FloatTensor<B>>,
+        bindings: &HashMap<String, u64>,
+    ) -> Result<Vec<FloatTensor<B>>, LowerError> {
+        if inputs.len() != self.input_regs.len() {
+            return Err(LowerError::Graph {
+                function: self.function.clone(),
+                message: format!(
+                    "expected {} inputs, found {}",
+                    self.input_regs.len(),
+                    inputs.len()
+                ),
+            });
+        }
+        let mut regs: Vec<Option<FloatTensor<B>>> = (0..self.n_regs).map(|_| None).collect();
+        let mut live_bytes: u64 = 0;
+        let mut peak: u64 = 0;
+        let bytes_of = |t: &FloatTensor<B>| t.shape().num_elements() as u64 * 4;
+        for (r, t) in self.input_regs.iter().zip(inputs) {
+            live_bytes += bytes_of(&t);
+            regs[*r] = Some(t);
+        }
+        peak = peak.max(live_bytes);
+        for ins in &self.instrs {
+            let err = |message: String| LowerError::Run {
+                function: self.function.clone(),
+                node: self.graph.describe(ins.node),
+                op: ins.op.name().into(),
+                message,
+            };
+            match &ins.op {
+                Op::Input(_) => continue,
+                Op::Constant(_) => {
+                    let t = self.constants.get(&ins.results[0]).cloned();
+                    regs[ins.results[0]] = t;
+                    continue;
+                }
+                _ => {}
+            }
+            let mut args = Vec::with_capacity(ins.operands.len());
+            for &r in &ins.operands {
+                args.push(
+                    regs[r]
+                        .clone()
+                        .ok_or_else(|| err(format!("register {r} is empty")))?,
+                );
+            }
+            // Operands whose last reader this is are released after the op ran (its results
+            // and operands coexist while it runs).
+            let mut released = 0u64;
+            for &r in &ins.frees {
+                if let Some(t) = regs[r].take() {
+                    if !self.constants.contains_key(&r) {
+                        released += bytes_of(&t);
+                    }
+                }
+            }
+            let out = self.exec(ins, args, bindings).map_err(err)?;
+            if out.len() != ins.results.len() {
+                return Err(err(format!(
+                    "produced {} results, declared {}",
+                    out.len(),
+                    ins.results.len()
+                )));
+            }
+            for ((t, &r), ty) in out.into_iter().zip(&ins.results).zip(&ins.result_types) {
+                if let Some(want) = ty.resolve(bindings) {
+                    if t.shape().as_slice() != want.as_slice() {
+                        return Err(err(format!(
+                            "produced shape {:?}, declared {ty} = {want:?}",
+                            t.shape().as_slice()
+                        )));
+                    }
+                }
+                live_bytes += bytes_of(&t);
+                regs[r] = Some(t);
+            }
+            peak = peak.max(live_bytes);
+            live_bytes = live_bytes.saturating_sub(released);
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.peak_bytes = peak;
+            s.constant_bytes = self.constant_bytes;
+        }
+        self.output_regs
+            .iter()
+            .map(|&r| {
+                regs[r].clone().ok_or_else(|| LowerError::Graph {
+                    function: self.function.clone(),
+                    message: format!("output register {r} was not computed"),
+                })
+            })
+            .collect()
+    }
+}
+
+impl<B: Backend> Executor for Program<B> {
+    fn name(&self) -> &str {
+        if is_cpu_backend::<B>() {
+            "cpu"
+        } else {
+            "burn"
+        }
+    }
+
+    /// Runs the lowered function. When `module`/`function` is not the one this program was
+    /// lowered from (a pass changed it), the function is lowered afresh for this call.
+    fn run(
+        &self,
+        module: &Module,
+        function: &str,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, IrError> {
+        let same = function == self.function
+            && module.functions.get(function) == Some(&self.graph)
+            && module.constants.len() == self.module.constants.len()
+            && module
+                .constants
+                .iter()
+                .zip(&self.module.constants)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
+        if same {
+            return Ok(self.run_tensors(inputs)?);
+        }
+        let opts = LowerOptions {
+            native_kernels: self.use_kernels,
+            host_fallback: true,
+        };
+        let p = lower::<B>(module, function, &self.device, &opts)?;
+        Ok(p.run_tensors(inputs)?)
+    }
+}
+
+/// An [`Executor`] that lowers the function it is asked to run onto `B` and runs it (for the
+/// pass manager's numeric checks and the CLI, where the module changes between runs).
+#[derive(Clone, Debug)]
+pub struct LoweringExecutor<B: Backend> {
+    /// The device.
+    pub device: B::Device,
+    /// Lowering options.
+    pub options: LowerOptions,
+}
+
+impl<B: Backend> Executor for LoweringExecutor<B> {
+    fn name(&self) -> &str {
+        if is_cpu_backend::<B>() {
+            "cpu"
+        } else {
+            "burn"
+        }
+    }
+
+    fn run(
+        &self,
+        module: &Module,
+        function: &str,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, IrError> {
+        let p = lower::<B>(module, function, &self.device, &self.options)?;
+        Ok(p.run_tensors(inputs)?)
+    }
+}
+
+/// A CPU executor with default options.
+pub fn cpu_executor() -> LoweringExecutor<CpuBackend> {
+    LoweringExecutor {
+        device: Default::default(),
+        options: LowerOptions::default(),
+    }
+}
+
+/// Timing of one lowered function on pre-uploaded inputs (for benchmarks: excludes the host
+/// conversion at the boundary). Returns the seconds of each of `iters` runs after `warmup` runs.
+#[doc(hidden)]
+pub fn time_runs<B: Backend>(
+    program: &Program<B>,
+    inputs: &[Tensor],
+    warmup: usize,
+    iters: usize,
+) -> Result<Vec<f64>, LowerError> {
+    let bindings = fuselage_ir::eval::bind_inputs(&program.function, &program.graph, inputs)
+        .map_err(LowerError::Inputs)?;
+    let args: Vec<FloatTensor<B>> = inputs
+        .iter()
+        .map(|t| upload::<B>(t, &program.device))
+        .collect();
+    let mut times = vec![];
+    for i in 0..warmup + iters {
+        let t0 = std::time::Instant::now();
+        let out = program.run_values(args.clone(), &bindings)?;
+        // Force completion (synchronizes asynchronous backends).
+        for o in out {
+            download_f32::<B>(o).map_err(|message| LowerError::Run {
+                function: program.function.clone(),
+                node: String::new(),
+                op: "return".into(),
+                message,
+            })?;
+        }
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(times)
+}

@@ -1,0 +1,836 @@
+//! Conformance: ONE table of op cases, each run on the reference interpreter (f64, the oracle)
+//! and on the lowered CPU program (burn-ndarray, f32), with the native CPU kernels on and off.
+//!
+//! Tolerances per result dtype: `|lowered − ref| ≤ atol + rtol·|ref|` with
+//! f32/f64: rtol = atol = 1e-5 (the lowered program computes in f32; ops with long reductions
+//! get 1e-4 via the case's `tol`); f16: 2^-10 relative (one ulp: the f32 value may round to
+//! the other neighbour at a tie); bf16: 2^-7; integers and bools: exact.
+
+use fuselage_backends::{lower, CpuBackend, LowerOptions, Lowering};
+use fuselage_ir::ops::testing::rand_tensor;
+use fuselage_ir::{DType, Dim, Executor, Graph, Module, Op, Reference, Tensor, TensorType};
+use serde_json::json;
+
+/// One operand: dtype, declared dims (`"B"` symbolic, numbers fixed), concrete shape, values.
+#[derive(Clone)]
+struct In {
+    dtype: DType,
+    dims: Vec<Dim>,
+    shape: Vec<usize>,
+    /// `Some(n)`: integer values in `0..n` (indices); `None`: random of the dtype.
+    below: Option<u64>,
+    positive: bool,
+}
+
+fn dims(spec: &str) -> Vec<Dim> {
+    spec.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<u64>() {
+            Ok(n) => Dim::Fixed(n),
+            Err(_) => Dim::Sym(s.to_string()),
+        })
+        .collect()
+}
+
+/// `t("f32", "B,4", &[2,4])`.
+fn t(dtype: &str, spec: &str, shape: &[usize]) -> In {
+    In {
+        dtype: dtype.parse().unwrap(),
+        dims: dims(spec),
+        shape: shape.to_vec(),
+        below: None,
+        positive: false,
+    }
+}
+
+/// Fixed-shape operand.
+fn f(dtype: &str, shape: &[usize]) -> In {
+    let spec: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    t(dtype, &spec.join(","), shape)
+}
+
+fn idx(dtype: &str, shape: &[usize], below: u64) -> In {
+    In {
+        below: Some(below),
+        ..f(dtype, shape)
+    }
+}
+
+fn pos(mut i: In) -> In {
+    i.positive = true;
+    i
+}
+
+struct Case {
+    name: String,
+    op: Op,
+    inputs: Vec<In>,
+    tol: f64,
+}
+
+fn op(name: &str, attrs: serde_json::Value) -> Op {
+    Op::from_attrs(name, attrs).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn case(name: &str, o: Op, inputs: Vec<In>) -> Case {
+    Case {
+        name: name.into(),
+        op: o,
+        inputs,
+        tol: 1e-5,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = vec![];
+    let e = json!({});
+    // Element-wise binary, with broadcasting and symbolic dims.
+    for name in ["add", "sub", "mul", "maximum", "minimum"] {
+        v.push(case(
+            name,
+            op(name, e.clone()),
+            vec![f("f32", &[3, 4]), f("f32", &[3, 4])],
+        ));
+        v.push(case(
+            &format!("{name}/broadcast-sym"),
+            op(name, e.clone()),
+            vec![t("f32", "B,1,4", &[2, 1, 4]), f("f32", &[3, 1])],
+        ));
+    }
+    v.push(case(
+        "div",
+        op("div", e.clone()),
+        vec![f("f32", &[5, 3]), pos(f("f32", &[3]))],
+    ));
+    v.push(case(
+        "pow",
+        op("pow", e.clone()),
+        vec![pos(f("f32", &[4, 3])), f("f32", &[4, 3])],
+    ));
+    v.push(case(
+        "add/i64",
+        op("add", e.clone()),
+        vec![f("i64", &[6]), f("i64", &[6])],
+    ));
+    v.push(case(
+        "mul/i8-saturates",
+        op("mul", e.clone()),
+        vec![f("i8", &[16]), f("i8", &[16])],
+    ));
+    v.push(case(
+        "add/f16",
+        op("add", e.clone()),
+        vec![f("f16", &[8]), f("f16", &[8])],
+    ));
+    v.push(case(
+        "mul/bf16",
+        op("mul", e.clone()),
+        vec![f("bf16", &[8]), f("bf16", &[8])],
+    ));
+    // Unary.
+    for name in [
+        "neg", "abs", "exp", "tanh", "erf", "sin", "cos", "relu", "sigmoid", "silu",
+    ] {
+        v.push(case(
+            name,
+            op(name, e.clone()),
+            vec![t("f32", "B,5", &[3, 5])],
+        ));
+    }
+    for name in ["log", "sqrt", "rsqrt"] {
+        v.push(case(
+            name,
+            op(name, e.clone()),
+            vec![pos(f("f32", &[3, 5]))],
+        ));
+    }
+    v.push(case("gelu", op("gelu", e.clone()), vec![f("f32", &[4, 6])]));
+    v.push(case(
+        "gelu/tanh",
+        op("gelu", json!({"approximate":"tanh"})),
+        vec![f("f32", &[4, 6])],
+    ));
+    v.push(case(
+        "clamp",
+        op("clamp", json!({"min":-0.5,"max":0.75})),
+        vec![f("f32", &[4, 6])],
+    ));
+    v.push(case(
+        "clamp/min-only",
+        op("clamp", json!({"min":0.0})),
+        vec![f("f32", &[7])],
+    ));
+    // Compare / logical / where / cast.
+    for p in ["eq", "ne", "lt", "le", "gt", "ge"] {
+        v.push(case(
+            &format!("compare/{p}"),
+            op("compare", json!({ "predicate": p })),
+            vec![f("i32", &[3, 4]), f("i32", &[4])],
+        ));
+    }
+    v.push(case(
+        "compare/f32",
+        op("compare", json!({"predicate":"lt"})),
+        vec![f("f32", &[3, 4]), f("f32", &[3, 1])],
+    ));
+    for k in ["and", "or", "xor"] {
+        v.push(case(
+            &format!("logical/{k}"),
+            op("logical", json!({ "kind": k })),
+            vec![f("bool", &[3, 4]), f("bool", &[1, 4])],
+        ));
+    }
+    v.push(case("not", op("not", e.clone()), vec![f("bool", &[9])]));
+    v.push(case(
+        "where",
+        op("where", e.clone()),
+        vec![f("bool", &[3, 1]), f("f32", &[3, 4]), f("f32", &[4])],
+    ));
+    for (from, to) in [
+        ("f32", "i32"),
+        ("f32", "i8"),
+        ("f32", "f16"),
+        ("f32", "bf16"),
+        ("f32", "f8e4m3fn"),
+        ("f32", "f4e2m1"),
+        ("f32", "bool"),
+        ("i64", "f32"),
+        ("bool", "f32"),
+        ("i32", "u8"),
+    ] {
+        v.push(case(
+            &format!("cast/{from}-{to}"),
+            op("cast", json!({ "dtype": to })),
+            vec![f(from, &[4, 5])],
+        ));
+    }
+    v.push(case(
+        "iota",
+        op("iota", json!({"shape":[2, 5], "axis": 1, "dtype": "i64"})),
+        vec![],
+    ));
+    v.push(case(
+        "iota/f32-axis0",
+        op("iota", json!({"shape":[3, 5], "axis": 0, "dtype": "f32"})),
+        vec![],
+    ));
+    // Reductions, softmax, norms.
+    v.push(case(
+        "softmax",
+        op("softmax", json!({"axis": -1})),
+        vec![t("f32", "B,7", &[3, 7])],
+    ));
+    v.push(case(
+        "softmax/axis0",
+        op("softmax", json!({"axis": 0})),
+        vec![f("f32", &[4, 3])],
+    ));
+    for k in ["sum", "mean", "max", "min"] {
+        v.push(case(
+            &format!("reduce/{k}"),
+            op("reduce", json!({"kind": k, "axes": [1], "keepdims": false})),
+            vec![t("f32", "B,6,3", &[2, 6, 3])],
+        ));
+        v.push(case(
+            &format!("reduce/{k}-multi-keep"),
+            op(
+                "reduce",
+                json!({"kind": k, "axes": [0, -1], "keepdims": true}),
+            ),
+            vec![f("f32", &[4, 3, 5])],
+        ));
+    }
+    v.push(case(
+        "argmax",
+        op("argmax", json!({"axis": 1})),
+        vec![f("f32", &[3, 7])],
+    ));
+    v.push(case(
+        "argmax/keep",
+        op("argmax", json!({"axis": 0, "keepdims": true})),
+        vec![f("f32", &[5, 2])],
+    ));
+    v.push(case(
+        "top_k",
+        op("top_k", json!({"k": 3, "axis": -1})),
+        vec![f("f32", &[2, 8])],
+    ));
+    v.push(case(
+        "layer_norm",
+        op("layer_norm", json!({"eps": 1e-5})),
+        vec![
+            t("f32", "B,S,16", &[2, 3, 16]),
+            f("f32", &[16]),
+            f("f32", &[16]),
+        ],
+    ));
+    v.push(case(
+        "layer_norm/two-dims-no-affine",
+        op("layer_norm", json!({"axis": 1, "eps": 1e-6})),
+        vec![f("f32", &[3, 4, 5])],
+    ));
+    v.push(case(
+        "rms_norm",
+        op("rms_norm", json!({"eps": 1e-6})),
+        vec![t("f32", "B,16", &[3, 16]), f("f32", &[16])],
+    ));
+    v.push(case(
+        "group_norm",
+        op("group_norm", json!({"groups": 2, "eps": 1e-5})),
+        vec![f("f32", &[2, 4, 3, 3]), f("f32", &[4]), f("f32", &[4])],
+    ));
+    // Linear algebra.
+    v.push(case(
+        "linear",
+        op("linear", e.clone()),
+        vec![
+            t("f32", "B,S,32", &[2, 5, 32]),
+            f("f32", &[32, 24]),
+            f("f32", &[24]),
+        ],
+    ));
+    v.push(case(
+        "linear/no-bias",
+        op("linear", e.clone()),
+        vec![f("f32", &[7, 16]), f("f32", &[16, 3])],
+    ));
+    v.push(case(
+        "matmul",
+        op("matmul", e.clone()),
+        vec![f("f32", &[9, 17]), f("f32", &[17, 5])],
+    ));
+    v.push(case(
+        "matmul/batched-broadcast",
+        op("matmul", e.clone()),
+        vec![t("f32", "B,1,4,8", &[2, 1, 4, 8]), f("f32", &[3, 8, 6])],
+    ));
+    v.push(case(
+        "matmul/rank3",
+        op("matmul", e.clone()),
+        vec![f("f32", &[3, 4, 8]), f("f32", &[3, 8, 2])],
+    ));
+    v.push(case(
+        "matmul/i32",
+        op("matmul", e.clone()),
+        vec![f("i32", &[3, 4]), f("i32", &[4, 2])],
+    ));
+    // Layout.
+    v.push(case(
+        "transpose",
+        op("transpose", json!({"perm": [0, 2, 1, 3]})),
+        vec![t("f32", "B,3,4,5", &[2, 3, 4, 5])],
+    ));
+    v.push(case(
+        "reshape",
+        op("reshape", json!({"shape": ["B", -1, 2]})),
+        vec![t("f32", "B,3,4", &[2, 3, 4])],
+    ));
+    v.push(case(
+        "broadcast_to",
+        op("broadcast_to", json!({"shape": ["B", 3, 4]})),
+        vec![t("f32", "B,1,4", &[2, 1, 4])],
+    ));
+    v.push(case(
+        "concat",
+        op("concat", json!({"axis": 1})),
+        vec![f("f32", &[2, 3]), f("f32", &[2, 1]), f("f32", &[2, 4])],
+    ));
+    v.push(case(
+        "slice",
+        op("slice", json!({"axis": 1, "start": 1, "end": -1})),
+        vec![t("f32", "B,6", &[3, 6])],
+    ));
+    v.push(case(
+        "slice/step",
+        op(
+            "slice",
+            json!({"axis": 0, "start": 0, "end": i64::MAX, "step": 2}),
+        ),
+        vec![f("f32", &[7, 2])],
+    ));
+    v.push(case(
+        "slice/negative-step",
+        op(
+            "slice",
+            json!({"axis": -1, "start": -1, "end": -8, "step": -2}),
+        ),
+        vec![f("f32", &[2, 7])],
+    ));
+    v.push(case(
+        "split",
+        op("split", json!({"axis": -1, "sizes": [2, 3, 1]})),
+        vec![f("f32", &[3, 6])],
+    ));
+    v.push(case(
+        "gather/embedding",
+        op("gather", json!({"axis": 0})),
+        vec![f("f32", &[10, 4]), idx("i64", &[2, 3], 10)],
+    ));
+    v.push(case(
+        "gather/axis1",
+        op("gather", json!({"axis": 1})),
+        vec![f("f32", &[3, 5, 2]), idx("i32", &[4], 5)],
+    ));
+    // Transformer ops.
+    v.push(case(
+        "rope/half",
+        op("rope", json!({"style": "half", "theta": 10000.0})),
+        vec![f("f32", &[1, 2, 5, 8]), idx("i64", &[5], 50)],
+    ));
+    v.push(case(
+        "rope/interleaved-partial",
+        op(
+            "rope",
+            json!({"style": "interleaved", "theta": 500.0, "rotary_dim": 4}),
+        ),
+        vec![f("f32", &[2, 5, 6]), idx("i64", &[2, 5], 20)],
+    ));
+    let qkv = |b, h, hk, sq, sk, d| {
+        vec![
+            f("f32", &[b, h, sq, d]),
+            f("f32", &[b, hk, sk, d]),
+            f("f32", &[b, hk, sk, d]),
+        ]
+    };
+    v.push(case(
+        "attention",
+        op("attention", e.clone()),
+        qkv(2, 2, 2, 5, 5, 8),
+    ));
+    v.push(case(
+        "attention/causal-gqa",
+        op("attention", json!({"mask": "causal"})),
+        qkv(1, 4, 2, 6, 6, 8),
+    ));
+    v.push(case(
+        "attention/causal-decode",
+        op("attention", json!({"mask": "causal", "scale": 0.5})),
+        qkv(1, 2, 1, 2, 7, 4),
+    ));
+    v.push(case(
+        "attention/causal-more-queries",
+        op("attention", json!({"mask": "causal"})),
+        qkv(1, 1, 1, 5, 3, 4),
+    ));
+    let mut with_bias = qkv(2, 2, 1, 4, 4, 8);
+    with_bias.push(f("f32", &[2, 1, 1, 4]));
+    with_bias.push(f("f32", &[2, 4, 4]));
+    v.push(case(
+        "attention/biases",
+        op("attention", e.clone()),
+        with_bias,
+    ));
+    v.push(case(
+        "attention/symbolic",
+        op("attention", e.clone()),
+        vec![
+            t("f32", "B,2,S,8", &[2, 2, 3, 8]),
+            t("f32", "B,2,S,8", &[2, 2, 3, 8]),
+            t("f32", "B,2,S,8", &[2, 2, 3, 8]),
+        ],
+    ));
+    let mut mm = qkv(1, 2, 2, 5, 5, 4);
+    mm.push(idx("i64", &[1, 5], 3));
+    v.push(case("mmca_attention", op("mmca_attention", e.clone()), mm));
+    // Vision.
+    v.push(case(
+        "conv2d",
+        op("conv2d", json!({"stride": [1, 1], "padding": [1, 1, 1, 1]})),
+        vec![
+            f("f32", &[1, 3, 5, 5]),
+            f("f32", &[4, 3, 3, 3]),
+            f("f32", &[4]),
+        ],
+    ));
+    v.push(case(
+        "conv2d/asym-pad-stride-groups-dilation",
+        op(
+            "conv2d",
+            json!({"stride": [2, 1], "padding": [0, 1, 2, 0], "dilation": [1, 2], "groups": 2}),
+        ),
+        vec![f("f32", &[2, 4, 6, 5]), f("f32", &[2, 2, 3, 2])],
+    ));
+    v.push(case(
+        "upsample_nearest2d",
+        op("upsample_nearest2d", json!({"scale": 2})),
+        vec![f("f32", &[1, 2, 3, 4])],
+    ));
+    v.push(case(
+        "avg_pool2d",
+        op("avg_pool2d", json!({"kernel": [2, 2], "stride": [2, 2]})),
+        vec![f("f32", &[1, 2, 4, 6])],
+    ));
+    v.push(case(
+        "avg_pool2d/pad-exclude",
+        op(
+            "avg_pool2d",
+            json!({"kernel": [3, 3], "stride": [1, 2], "padding": [1, 1, 1, 1], "count_include_pad": false}),
+        ),
+        vec![f("f32", &[1, 2, 5, 5])],
+    ));
+    v.push(case(
+        "avg_pool2d/asym-pad-exclude",
+        op(
+            "avg_pool2d",
+            json!({"kernel": [2, 3], "stride": [2, 2], "padding": [0, 1, 1, 0], "count_include_pad": false}),
+        ),
+        vec![f("f32", &[1, 1, 5, 6])],
+    ));
+    v.push(case(
+        "avg_pool2d/asym-pad-include",
+        op(
+            "avg_pool2d",
+            json!({"kernel": [2, 2], "stride": [1, 1], "padding": [1, 0, 0, 1], "count_include_pad": true}),
+        ),
+        vec![f("f32", &[1, 1, 4, 4])],
+    ));
+    // Quantization (exact codecs, host).
+    v.push(case(
+        "quantize/i8-per-token",
+        op(
+            "quantize",
+            json!({"dtype": "i8", "granularity": {"kind": "per_token"}}),
+        ),
+        vec![f("f32", &[4, 8])],
+    ));
+    v.push(case(
+        "dequantize/i8-per-tensor",
+        op("dequantize", json!({"dtype": "f32"})),
+        vec![f("i8", &[4, 8]), pos(f("f32", &[1, 1]))],
+    ));
+    // Collectives at world = 1.
+    v.push(case(
+        "all_gather",
+        op(
+            "all_gather",
+            json!({"axis": 0, "mesh_axis": "tp", "world": 1}),
+        ),
+        vec![f("f32", &[2, 3])],
+    ));
+    v.push(case(
+        "reduce_scatter",
+        op(
+            "reduce_scatter",
+            json!({"axis": 0, "mesh_axis": "tp", "world": 1}),
+        ),
+        vec![f("f32", &[2, 3])],
+    ));
+    v.push(case(
+        "all_reduce",
+        op("all_reduce", json!({"mesh_axis": "tp", "world": 1})),
+        vec![f("f32", &[2, 3])],
+    ));
+    v.push(case(
+        "all_to_all",
+        op(
+            "all_to_all",
+            json!({"split_axis": 0, "concat_axis": 1, "mesh_axis": "tp", "world": 1}),
+        ),
+        vec![f("f32", &[2, 3])],
+    ));
+    v
+}
+
+fn input_tensor(i: &In, seed: u64) -> Tensor {
+    let mut x = rand_tensor(i.dtype, i.shape.clone(), seed);
+    if let Some(n) = i.below {
+        let d: Vec<f64> = x
+            .data()
+            .iter()
+            .map(|v| (v.abs() as u64 % n) as f64)
+            .collect();
+        x = Tensor::new(i.dtype, i.shape.clone(), d).unwrap();
+    } else if i.positive {
+        let d: Vec<f64> = x.data().iter().map(|v| v.abs() + 0.25).collect();
+        x = Tensor::new(i.dtype, i.shape.clone(), d).unwrap();
+    }
+    x
+}
+
+fn module_of(c: &Case) -> Module {
+    let m = Module::new();
+    let mut g = Graph::new();
+    let ids: Vec<_> = c
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, i)| {
+            g.add_input(&format!("x{k}"), TensorType::new(i.dtype, i.dims.clone()))
+                .into()
+        })
+        .collect();
+    let n = g
+        .add_inferred(&m, c.op.clone(), ids, None)
+        .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    let nres = g.node(n).unwrap().results.len();
+    for k in 0..nres {
+        g.add_output(&format!("y{k}"), fuselage_ir::ValueId::new(n, k as u32));
+    }
+    let mut m = m;
+    m.functions.insert("main".into(), g);
+    m
+}
+
+/// Tolerance of a result dtype (see the module docs).
+fn tolerance(dtype: DType, case_tol: f64) -> (f64, f64) {
+    match dtype {
+        DType::F32 | DType::F64 => (case_tol, case_tol),
+        DType::F16 => (1e-6, 2f64.powi(-10)),
+        DType::BF16 => (1e-6, 2f64.powi(-7)),
+        d if d.is_float() => (0.0, 0.0),
+        _ => (0.0, 0.0),
+    }
+}
+
+fn compare(name: &str, got: &[Tensor], want: &[Tensor], tol: f64) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{name}: {} results vs {}", got.len(), want.len()));
+    }
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        if g.dtype() != w.dtype() || g.shape() != w.shape() {
+            return Err(format!(
+                "{name} result {k}: {}{:?} vs reference {}{:?}",
+                g.dtype(),
+                g.shape(),
+                w.dtype(),
+                w.shape()
+            ));
+        }
+        let (atol, rtol) = tolerance(w.dtype(), tol);
+        for (i, (a, b)) in g.data().iter().zip(w.data()).enumerate() {
+            let ok = (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan());
+            if !ok {
+                return Err(format!(
+                    "{name} result {k} element {i}: lowered {a} vs reference {b} (atol {atol}, rtol {rtol})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_op_case_matches_the_reference() {
+    let cases = cases();
+    let mut failures = vec![];
+    let mut covered = std::collections::BTreeSet::new();
+    for (ci, c) in cases.iter().enumerate() {
+        covered.insert(c.op.name());
+        let m = module_of(c);
+        let inputs: Vec<Tensor> = c
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, i)| input_tensor(i, 1000 * ci as u64 + k as u64))
+            .collect();
+        let want = match Reference.run(&m, "main", &inputs) {
+            Ok(w) => w,
+            Err(e) => {
+                failures.push(format!("{}: reference failed: {e}", c.name));
+                continue;
+            }
+        };
+        for kernels in [true, false] {
+            let opts = LowerOptions {
+                native_kernels: kernels,
+                host_fallback: true,
+            };
+            let label = format!("{} (kernels {kernels})", c.name);
+            let got = lower::<CpuBackend>(&m, "main", &Default::default(), &opts)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.run_tensors(&inputs).map_err(|e| e.to_string()));
+            match got {
+                Ok(g) => {
+                    if let Err(e) = compare(&label, &g, &want, c.tol) {
+                        failures.push(e);
+                    }
+                }
+                Err(e) => failures.push(format!("{label}: {e}")),
+            }
+        }
+    }
+    // Every op of the IR is covered (call and for are covered by their own tests below).
+    let missing: Vec<&str> = fuselage_ir::ops::OP_NAMES
+        .iter()
+        .copied()
+        .filter(|n| !covered.contains(n) && !["input", "constant", "call", "for"].contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ops without a conformance case: {missing:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// A module with a callee and a loop body, to check `call`, `for` and constants.
+fn control_flow_module() -> Module {
+    let mut m = Module::new();
+    let w = rand_tensor(DType::F32, vec![4, 4], 7);
+    m.add_constant("w", fuselage_ir::Constant::from_tensor(&w));
+    // @f(a, w) = (a·w, a + a)
+    let mut f = Graph::new();
+    let a = f.add_input("a", TensorType::new(DType::F32, dims("B,4")));
+    let wi = f.add_input("w", TensorType::fixed(DType::F32, &[4, 4]));
+    let p = f
+        .add_inferred(&m, op("matmul", json!({})), vec![a.into(), wi.into()], None)
+        .unwrap();
+    let s = f
+        .add_inferred(&m, op("add", json!({})), vec![a.into(), a.into()], None)
+        .unwrap();
+    f.add_output("p", p.into());
+    f.add_output("s", s.into());
+    m.functions.insert("f".into(), f);
+    // @body(i, h, w) = tanh(h·w)
+    let mut b = Graph::new();
+    b.add_input("i", TensorType::scalar(DType::I64));
+    let h = b.add_input("h", TensorType::new(DType::F32, dims("B,4")));
+    let wb = b.add_input("w", TensorType::fixed(DType::F32, &[4, 4]));
+    let p = b
+        .add_inferred(&m, op("matmul", json!({})), vec![h.into(), wb.into()], None)
+        .unwrap();
+    let t = b
+        .add_inferred(&m, op("tanh", json!({})), vec![p.into()], None)
+        .unwrap();
+    b.add_output("h", t.into());
+    m.functions.insert("body".into(), b);
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::new(DType::F32, dims("B,4")));
+    let c = g
+        .add_inferred(&m, op("constant", json!({"name": "w"})), vec![], None)
+        .unwrap();
+    let call = g
+        .add_inferred(
+            &m,
+            op("call", json!({"callee": "f"})),
+            vec![x.into(), c.into()],
+            None,
+        )
+        .unwrap();
+    let lp = g
+        .add_inferred(
+            &m,
+            op("for", json!({"body": "body", "trip_count": 3})),
+            vec![fuselage_ir::ValueId::new(call, 0), c.into()],
+            None,
+        )
+        .unwrap();
+    g.add_output("loop", lp.into());
+    g.add_output("twice", fuselage_ir::ValueId::new(call, 1));
+    m.functions.insert("main".into(), g);
+    m
+}
+
+#[test]
+fn call_for_and_constants_match_the_reference() {
+    let m = control_flow_module();
+    let x = rand_tensor(DType::F32, vec![3, 4], 1);
+    let want = Reference.run(&m, "main", std::slice::from_ref(&x)).unwrap();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let got = p.run_tensors(std::slice::from_ref(&x)).unwrap();
+    compare("control flow", &got, &want, 1e-5).unwrap();
+    // The same program as an Executor.
+    let got = p.run(&m, "main", &[x]).unwrap();
+    compare("control flow (executor)", &got, &want, 1e-5).unwrap();
+    let report = p.lowering_report();
+    assert!(report
+        .iter()
+        .any(|(op, how, _)| op == "for" && *how == Lowering::Native));
+    assert!(report.iter().any(|(op, _, _)| op == "tanh"), "{report:?}");
+}
+
+#[test]
+fn bad_inputs_and_unsupported_ops_are_errors() {
+    let m = control_flow_module();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    // Wrong rank, wrong dtype, wrong count.
+    assert!(p
+        .run_tensors(&[rand_tensor(DType::F32, vec![4], 1)])
+        .is_err());
+    assert!(p
+        .run_tensors(&[rand_tensor(DType::F16, vec![2, 4], 1)])
+        .is_err());
+    assert!(p.run_tensors(&[]).is_err());
+    // Gather out of range is an error, not a panic.
+    let c = case(
+        "gather",
+        op("gather", json!({"axis": 0})),
+        vec![f("f32", &[3, 2]), f("i64", &[2])],
+    );
+    let gm = module_of(&c);
+    let gp =
+        lower::<CpuBackend>(&gm, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let ids = Tensor::new(DType::I64, vec![2], vec![0.0, 7.0]).unwrap();
+    let err = gp
+        .run_tensors(&[rand_tensor(DType::F32, vec![3, 2], 1), ids])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("out of range"), "{err}");
+    // A collective over 2 ranks cannot be lowered; a host-only op without fallback neither.
+    let c = case(
+        "all_reduce",
+        op("all_reduce", json!({"mesh_axis": "tp", "world": 2})),
+        vec![f("f32", &[2])],
+    );
+    let err = lower::<CpuBackend>(
+        &module_of(&c),
+        "main",
+        &Default::default(),
+        &LowerOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("communicator"), "{err}");
+    let c = case(
+        "top_k",
+        op("top_k", json!({"k": 1, "axis": 0})),
+        vec![f("f32", &[3])],
+    );
+    let no_host = LowerOptions {
+        host_fallback: false,
+        ..Default::default()
+    };
+    let err = lower::<CpuBackend>(&module_of(&c), "main", &Default::default(), &no_host)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("host fallback"), "{err}");
+    assert!(lower::<CpuBackend>(&m, "nope", &Default::default(), &no_host).is_err());
+}
+
+#[test]
+fn memory_plan_and_peak_are_reported() {
+    let m = control_flow_module();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let plan = p
+        .memory_plan(&fuselage_ir::sample::SymbolSizes::parse("B=3").unwrap())
+        .unwrap();
+    assert!(plan.planned_bytes <= plan.naive_bytes);
+    assert!(plan.planned_bytes > 0);
+    p.run_tensors(&[rand_tensor(DType::F32, vec![3, 4], 1)])
+        .unwrap();
+    let s = p.last_run_stats();
+    // While the call runs: its operand x and its two results, 3 values of f32[3,4].
+    assert_eq!(s.peak_bytes, 3 * 3 * 4 * 4, "{s:?}");
+    assert_eq!(s.constant_bytes, 16 * 4);
+}
+
+#[test]
+fn cuda_without_a_gpu_is_an_error_not_a_panic() {
+    let m = control_flow_module();
+    let r = fuselage_backends::lower_for(
+        fuselage_backends::BackendKind::Cuda,
+        &m,
+        "main",
+        &LowerOptions::default(),
+    );
+    // Without the feature or without a driver this is an error; with both it lowers.
+    if let Err(e) = r {
+        let s = e.to_string();
+        assert!(s.contains("CUDA") || s.contains("cuda"), "{s}");
+    }
+}
