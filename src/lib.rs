@@ -57,6 +57,9 @@ pub enum Error {
     /// Inputs that do not fit the model.
     #[error("{0}")]
     Inputs(String),
+    /// Lowering onto a backend failed, or the backend is not available.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// Options of [`compile`].
@@ -216,4 +219,63 @@ pub fn bind_named_inputs(
         )));
     }
     Ok(slots.into_iter().map(|s| s.expect("checked")).collect())
+}
+
+/// Where a model runs: the f64 reference interpreter or a lowered program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `ir::eval::Reference`, exact f64 semantics.
+    Reference,
+    /// The lowered program on burn's CPU backend.
+    Cpu,
+    /// The lowered program on burn-cuda (the `cuda` feature and a GPU).
+    Cuda,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(Backend::Reference),
+            "cpu" => Ok(Backend::Cpu),
+            "cuda" => Ok(Backend::Cuda),
+            _ => Err(format!(
+                "unknown backend `{s}` (allowed: reference, cpu, cuda)"
+            )),
+        }
+    }
+}
+
+/// An executor for `module` on `backend` (lowering it once for `cpu`/`cuda`).
+pub fn executor(module: &Module, backend: Backend) -> Result<Box<dyn Executor>, Error> {
+    let kind = match backend {
+        Backend::Reference => return Ok(Box::new(Reference)),
+        Backend::Cpu => fuselage_backends::BackendKind::Cpu,
+        Backend::Cuda => fuselage_backends::BackendKind::Cuda,
+    };
+    let entry = entry_name(module)?;
+    let program = fuselage_backends::lower_for(
+        kind,
+        module,
+        &entry,
+        &fuselage_backends::LowerOptions::default(),
+    )
+    .map_err(|e| Error::Backend(e.to_string()))?;
+    Ok(Box::new(DynExecutor(program)))
+}
+
+struct DynExecutor(Box<dyn fuselage_backends::DynProgram>);
+
+impl Executor for DynExecutor {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn run(
+        &self,
+        module: &Module,
+        function: &str,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, fuselage_ir::IrError> {
+        self.0.run(module, function, inputs)
+    }
 }

@@ -82,6 +82,9 @@ enum Command {
         /// Tokens to generate for a decoder with `--text`.
         #[arg(long, default_value_t = 16)]
         max_tokens: usize,
+        /// reference (exact f64 interpreter), cpu (lowered onto burn's CPU backend) or cuda.
+        #[arg(long, default_value = "reference")]
+        backend: fuselage::Backend,
         /// Seed of sample inputs.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -109,6 +112,9 @@ enum Command {
         /// Score only the first N tokens of the text.
         #[arg(long)]
         tokens: Option<usize>,
+        /// reference (exact f64 interpreter), cpu (lowered onto burn's CPU backend) or cuda.
+        #[arg(long, default_value = "reference")]
+        backend: fuselage::Backend,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -132,6 +138,12 @@ enum Command {
         /// Timed runs.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// cpu (lowered onto burn's CPU backend), cuda, or reference.
+        #[arg(long, default_value = "cpu")]
+        backend: fuselage::Backend,
+        /// Worker threads of the CPU backend (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -172,10 +184,6 @@ fn summary(t: &Tensor) -> (f64, f64, Vec<f64>) {
         sum / d.len() as f64
     };
     (sum, mean, d.iter().take(6).copied().collect())
-}
-
-fn exec_name(e: &dyn fuselage::ir::Executor) -> String {
-    e.name().to_string()
 }
 
 fn main() {
@@ -268,15 +276,17 @@ fn real_main() -> Result<()> {
             json,
             text,
             max_tokens,
+            backend,
         } => {
             let m = fuselage::load(&model)?;
+            let exec = fuselage::executor(&m, backend)?;
+            let exec = exec.as_ref();
             if let Some(text) = text {
                 let tok = fuselage::tasks::tokenizer_for(&model)?.with_context(|| {
                     format!("`{model}` carries no tokenizer (a model folder with tokenizer.json or a .gguf file does)")
                 })?;
-                let exec = fuselage::ir::Reference;
                 if fuselage::tasks::is_encoder(&m) {
-                    let e = fuselage::tasks::embed(&m, &tok, &text, &exec)?;
+                    let e = fuselage::tasks::embed(&m, &tok, &text, exec)?;
                     if json {
                         println!("{}", serde_json::json!({ "text": text, "embedding": e }));
                     } else {
@@ -287,7 +297,7 @@ fn real_main() -> Result<()> {
                 } else {
                     let bar = indicatif::ProgressBar::new(max_tokens as u64);
                     let out =
-                        fuselage::tasks::generate(&m, &tok, &text, max_tokens, &exec, &mut |k| {
+                        fuselage::tasks::generate(&m, &tok, &text, max_tokens, exec, &mut |k| {
                             bar.set_position(k as u64)
                         })?;
                     bar.finish_and_clear();
@@ -312,7 +322,7 @@ fn real_main() -> Result<()> {
                 }
                 fuselage::bind_named_inputs(&m, given)?
             };
-            let outs = fuselage::run(&m, &inputs)?;
+            let outs = fuselage::run_with(&m, &inputs, exec)?;
             for (i, a) in output.iter().enumerate() {
                 let (name, path) = split_named(a);
                 let t = match &name {
@@ -366,6 +376,7 @@ fn real_main() -> Result<()> {
             reference,
             perplexity,
             tokens,
+            backend,
             json,
         } => {
             let base = fuselage::load(&model)?;
@@ -379,8 +390,14 @@ fn real_main() -> Result<()> {
                 None => None,
             };
             let m = compiled.as_ref().unwrap_or(&base);
-            let exec = fuselage::ir::Reference;
-            let mut out = serde_json::json!({ "model": model, "pipeline": pipeline, "backend": exec_name(&exec) });
+            let exec = fuselage::executor(m, backend)?;
+            let exec = exec.as_ref();
+            let base_exec = match &compiled {
+                Some(_) => Some(fuselage::executor(&base, backend)?),
+                None => None,
+            };
+            let mut out =
+                serde_json::json!({ "model": model, "pipeline": pipeline, "backend": exec.name() });
             if let Some(path) = &embeddings {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
@@ -389,9 +406,9 @@ fn real_main() -> Result<()> {
                 let mut embs = vec![];
                 let mut base_embs = vec![];
                 for l in &lines {
-                    embs.push(fuselage::tasks::embed(m, &tok, l, &exec)?);
-                    if compiled.is_some() {
-                        base_embs.push(fuselage::tasks::embed(&base, &tok, l, &exec)?);
+                    embs.push(fuselage::tasks::embed(m, &tok, l, exec)?);
+                    if let Some(be) = &base_exec {
+                        base_embs.push(fuselage::tasks::embed(&base, &tok, l, be.as_ref())?);
                     }
                     bar.inc(1);
                 }
@@ -435,11 +452,12 @@ fn real_main() -> Result<()> {
             if let Some(path) = &perplexity {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let (ppl, n) = fuselage::tasks::perplexity(m, &tok, &text, tokens, &exec)?;
+                let (ppl, n) = fuselage::tasks::perplexity(m, &tok, &text, tokens, exec)?;
                 out["perplexity"] = serde_json::json!(ppl);
                 out["tokens"] = serde_json::json!(n);
-                if compiled.is_some() {
-                    let (b, _) = fuselage::tasks::perplexity(&base, &tok, &text, tokens, &exec)?;
+                if let Some(be) = &base_exec {
+                    let (b, _) =
+                        fuselage::tasks::perplexity(&base, &tok, &text, tokens, be.as_ref())?;
                     out["baseline"] = serde_json::json!({ "perplexity": b });
                     out["perplexity_delta"] = serde_json::json!(ppl - b);
                 }
@@ -464,8 +482,16 @@ fn real_main() -> Result<()> {
             seq,
             warmup,
             runs,
+            backend,
+            threads,
             json,
         } => {
+            if let Some(t) = threads {
+                // Read by rayon (burn-ndarray) and matrixmultiply when their pools start, which is
+                // after this point: the process has not run any parallel work yet.
+                std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+                std::env::set_var("MATMUL_NUM_THREADS", t.to_string());
+            }
             let mut m = fuselage::load(&model)?;
             if let Some(p) = &pipeline {
                 let p = fuselage::Pipeline::load(p)?;
@@ -483,14 +509,11 @@ fn real_main() -> Result<()> {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_message("bench");
-            let f = fuselage::bench::bench(
-                &m,
-                &inputs,
-                &fuselage::ir::Reference,
-                warmup,
-                runs,
-                &mut |d, _| bar.set_position(d as u64),
-            )?;
+            let exec = fuselage::executor(&m, backend)?;
+            let f =
+                fuselage::bench::bench(&m, &inputs, exec.as_ref(), warmup, runs, &mut |d, _| {
+                    bar.set_position(d as u64)
+                })?;
             bar.finish_and_clear();
             if json {
                 let mut v = serde_json::to_value(&f)?;
@@ -498,6 +521,7 @@ fn real_main() -> Result<()> {
                 v["batch"] = serde_json::json!(batch);
                 v["seq"] = serde_json::json!(seq);
                 v["pipeline"] = serde_json::json!(pipeline);
+                v["threads"] = serde_json::json!(threads);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
