@@ -56,3 +56,50 @@ fn llama_tiny_lowered_matches_reference() {
 fn mlp_lowered_matches_reference() {
     check("mlp", "B=3");
 }
+
+fn model_dir(name: &str) -> std::path::PathBuf {
+    fuselage::frontends::assets::find_model(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// MiniLM-L6 on the lowered CPU program: every golden sentence's embedding within the model
+/// README's cosine (≥ 0.99999, tighter than the 0.9999).
+#[test]
+fn minilm_embeddings_on_the_lowered_cpu_program_match_golden() {
+    let dir = model_dir("minilm-l6");
+    let m = fuselage::load(dir.to_str().unwrap()).unwrap();
+    let tok = fuselage::tasks::tokenizer_for(dir.to_str().unwrap())
+        .unwrap()
+        .unwrap();
+    let exec = fuselage::executor(&m, fuselage::Backend::Cpu).unwrap();
+    let golden = fuselage::npy::read_npy(&dir.join("golden/embeddings.npy")).unwrap();
+    let text = std::fs::read_to_string(dir.join("golden/sentences.txt")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let dim = golden.shape()[1];
+    assert_eq!(lines.len(), golden.shape()[0]);
+    for (i, l) in lines.iter().enumerate() {
+        let e = fuselage::tasks::embed(&m, &tok, l, exec.as_ref()).unwrap();
+        let c = fuselage::tasks::cosine(&e, &golden.data()[i * dim..(i + 1) * dim]);
+        assert!(c >= 0.99999, "sentence {i}: cosine {c}");
+    }
+}
+
+/// SmolLM2-135M on the lowered CPU program: perplexity of the golden 512 tokens within 0.5 % of
+/// the golden 16.1413 (measured: 16.14130, 3e-6 relative).
+#[test]
+fn smollm2_perplexity_on_the_lowered_cpu_program_matches_golden() {
+    let dir = model_dir("smollm2-135m");
+    let gguf = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let m = fuselage::load(gguf.to_str().unwrap()).unwrap();
+    let tok = fuselage::tasks::tokenizer_for(gguf.to_str().unwrap())
+        .unwrap()
+        .unwrap();
+    let exec = fuselage::executor(&m, fuselage::Backend::Cpu).unwrap();
+    let text = std::fs::read_to_string(dir.join("golden/text.txt")).unwrap();
+    let (ppl, n) = fuselage::tasks::perplexity(&m, &tok, &text, None, exec.as_ref()).unwrap();
+    assert_eq!(n, 511);
+    let golden = 16.1413;
+    assert!(
+        ((ppl - golden) / golden).abs() < 0.005,
+        "perplexity {ppl} vs {golden}"
+    );
+}
