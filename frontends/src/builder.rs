@@ -366,6 +366,19 @@ impl ModelBuilder {
         d_out: usize,
         bias: bool,
     ) -> BuildResult<ValueId> {
+        let (w, b) = self.affine_params(name, x, d_in, d_out, bias)?;
+        self.linear_with(name, x, w, b)
+    }
+
+    /// Seeded `name.weight [in, out]` and optional `name.bias [out]` of an affine map on `x`.
+    fn affine_params(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> BuildResult<(ValueId, Option<ValueId>)> {
         let d = self.float_dtype(x)?;
         self.push_scope(name);
         let w = self.weight("weight", d, &[d_in, d_out]);
@@ -383,17 +396,7 @@ impl ModelBuilder {
             None
         };
         self.pop_scope();
-        let mut operands = vec![x, w?];
-        if let Some(b) = b {
-            operands.push(b?);
-        }
-        self.op_multi(
-            Op::from_attrs("linear", json!({}))
-                .map_err(|source| FrontendError::build(name, source))?,
-            &operands,
-            Some(name),
-        )
-        .map(|v| v[0])
+        Ok((w?, b.transpose()?))
     }
 
     /// The same affine map written as a framework export writes it: `matmul` then `add`.
@@ -405,26 +408,10 @@ impl ModelBuilder {
         d_out: usize,
         bias: bool,
     ) -> BuildResult<ValueId> {
-        let d = self.float_dtype(x)?;
-        self.push_scope(name);
-        let w = self.weight("weight", d, &[d_in, d_out]);
-        let b = if bias {
-            Some(self.param(
-                "bias",
-                d,
-                &[d_out],
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.02,
-                },
-            ))
-        } else {
-            None
-        };
-        self.pop_scope();
-        let y = self.matmul(x, w?)?;
+        let (w, b) = self.affine_params(name, x, d_in, d_out, bias)?;
+        let y = self.matmul(x, w)?;
         match b {
-            Some(b) => self.add(y, b?),
+            Some(b) => self.add(y, b),
             None => Ok(y),
         }
     }
