@@ -416,7 +416,33 @@ impl ModelBuilder {
         }
     }
 
-    /// LayerNorm over the last dim as one op, with seeded scale (ones) and bias (zeros).
+    /// Seeded scale of a normalization over `dim` (normal around 1), `weight` in the scope.
+    fn norm_scale(&mut self, d: DType, dim: usize) -> BuildResult<ValueId> {
+        self.param(
+            "weight",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 1.0,
+                std: 0.02,
+            },
+        )
+    }
+
+    /// Seeded bias of a normalization over `dim` (normal around 0), `bias` in the scope.
+    fn norm_bias(&mut self, d: DType, dim: usize) -> BuildResult<ValueId> {
+        self.param(
+            "bias",
+            d,
+            &[dim],
+            Init::Normal {
+                mean: 0.0,
+                std: 0.02,
+            },
+        )
+    }
+
+    /// LayerNorm over the last dim as one op, with seeded scale and bias (normal around 1 and 0).
     pub fn layer_norm(
         &mut self,
         name: &str,
@@ -426,24 +452,8 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let d = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param(
-            "weight",
-            d,
-            &[dim],
-            Init::Normal {
-                mean: 1.0,
-                std: 0.02,
-            },
-        );
-        let b = self.param(
-            "bias",
-            d,
-            &[dim],
-            Init::Normal {
-                mean: 0.0,
-                std: 0.02,
-            },
-        );
+        let g = self.norm_scale(d, dim);
+        let b = self.norm_bias(d, dim);
         self.pop_scope();
         let (g, b) = (g?, b?);
         self.named(
@@ -465,24 +475,8 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let dt = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param(
-            "weight",
-            dt,
-            &[dim],
-            Init::Normal {
-                mean: 1.0,
-                std: 0.02,
-            },
-        );
-        let b = self.param(
-            "bias",
-            dt,
-            &[dim],
-            Init::Normal {
-                mean: 0.0,
-                std: 0.02,
-            },
-        );
+        let g = self.norm_scale(dt, dim);
+        let b = self.norm_bias(dt, dim);
         let e = self.scalar("eps", dt, eps);
         self.pop_scope();
         let (g, b, e) = (g?, b?, e?);
@@ -507,15 +501,7 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let d = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param(
-            "weight",
-            d,
-            &[dim],
-            Init::Normal {
-                mean: 1.0,
-                std: 0.02,
-            },
-        );
+        let g = self.norm_scale(d, dim);
         self.pop_scope();
         let g = g?;
         self.named(
@@ -536,15 +522,7 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let dt = self.float_dtype(x)?;
         self.push_scope(name);
-        let g = self.param(
-            "weight",
-            dt,
-            &[dim],
-            Init::Normal {
-                mean: 1.0,
-                std: 0.02,
-            },
-        );
+        let g = self.norm_scale(dt, dim);
         let e = self.scalar("eps", dt, eps);
         self.pop_scope();
         let (g, e) = (g?, e?);
