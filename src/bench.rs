@@ -1,7 +1,7 @@
 //! `fuselage bench`: time a model on an executor — warm-up runs, then timed runs, reported as
 //! median, p90, min and mean, plus the process's peak resident memory.
 
-use fuselage_ir::{Executor, Module, Tensor};
+use fuselage_ir::{Executor, Module, OpTime, Tensor};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -24,6 +24,10 @@ pub struct BenchFigures {
     pub mean_ms: f64,
     /// Peak resident set size of the process so far (Linux `VmHWM`), if known.
     pub peak_rss_mb: Option<f64>,
+    /// Time per op kind over the timed runs, slowest first (only with profiling; the per-op
+    /// clock adds a little overhead to the timed runs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<OpTime>,
 }
 
 /// `q`-quantile of sorted samples with numpy's default linear interpolation.
@@ -46,13 +50,15 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 /// Run `warmup` untimed and `runs` timed executions of the entry function; `progress` is called
-/// after each run with (done, total).
+/// after each run with (done, total). With `profile`, the executor records the time of each op
+/// kind over the timed runs (when it can: the reference interpreter does not).
 pub fn bench(
     module: &Module,
     inputs: &[Tensor],
     executor: &dyn Executor,
     warmup: usize,
     runs: usize,
+    profile: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BenchFigures, crate::Error> {
     let entry = module
@@ -65,6 +71,9 @@ pub fn bench(
         progress(i + 1, total);
     }
     let mut times = Vec::with_capacity(runs);
+    if profile {
+        executor.set_profiling(true);
+    }
     for i in 0..runs {
         let t = Instant::now();
         let out = executor.run(module, &entry, inputs)?;
@@ -72,6 +81,13 @@ pub fn bench(
         drop(out);
         progress(warmup + i + 1, total);
     }
+    let profile = if profile {
+        let p = executor.op_profile();
+        executor.set_profiling(false);
+        p
+    } else {
+        Vec::new()
+    };
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     Ok(BenchFigures {
@@ -83,6 +99,7 @@ pub fn bench(
         min_ms: sorted.first().copied().unwrap_or(f64::NAN),
         mean_ms: times.iter().sum::<f64>() / times.len().max(1) as f64,
         peak_rss_mb: peak_rss_mb(),
+        profile,
     })
 }
 

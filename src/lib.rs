@@ -278,4 +278,10 @@ impl Executor for DynExecutor {
     ) -> Result<Vec<Tensor>, fuselage_ir::IrError> {
         self.0.run(module, function, inputs)
     }
+    fn set_profiling(&self, on: bool) {
+        self.0.set_profiling(on)
+    }
+    fn op_profile(&self) -> Vec<fuselage_ir::OpTime> {
+        self.0.op_profile()
+    }
 }

@@ -6,6 +6,9 @@ use fuselage::ir::sample::SymbolSizes;
 use fuselage::ir::Tensor;
 use std::path::PathBuf;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "fuselage", version, about = "A compiler for trained models")]
 struct Cli {
@@ -144,6 +147,9 @@ enum Command {
         /// Worker threads of the CPU backend (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Also time each op kind over the timed runs and print where the time goes.
+        #[arg(long)]
+        profile: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -484,6 +490,7 @@ fn real_main() -> Result<()> {
             runs,
             backend,
             threads,
+            profile,
             json,
         } => {
             if let Some(t) = threads {
@@ -510,10 +517,15 @@ fn real_main() -> Result<()> {
             );
             bar.set_message("bench");
             let exec = fuselage::executor(&m, backend)?;
-            let f =
-                fuselage::bench::bench(&m, &inputs, exec.as_ref(), warmup, runs, &mut |d, _| {
-                    bar.set_position(d as u64)
-                })?;
+            let f = fuselage::bench::bench(
+                &m,
+                &inputs,
+                exec.as_ref(),
+                warmup,
+                runs,
+                profile,
+                &mut |d, _| bar.set_position(d as u64),
+            )?;
             bar.finish_and_clear();
             if json {
                 let mut v = serde_json::to_value(&f)?;
@@ -532,6 +544,27 @@ fn real_main() -> Result<()> {
                     f.min_ms,
                     f.peak_rss_mb.map(|m| format!("{m:.1} MB")).unwrap_or_else(|| "unknown".into())
                 );
+                if profile {
+                    if f.profile.is_empty() {
+                        println!("(the {} executor does not profile ops)", f.backend);
+                    }
+                    let total: f64 = f.profile.iter().map(|p| p.seconds).sum();
+                    if !f.profile.is_empty() {
+                        println!(
+                            "{:<20} {:>10} {:>12} {:>7}",
+                            "op", "calls/run", "ms/run", "share"
+                        );
+                    }
+                    for p in &f.profile {
+                        println!(
+                            "{:<20} {:>10.1} {:>12.3} {:>6.1}%",
+                            p.op,
+                            p.calls as f64 / runs.max(1) as f64,
+                            p.seconds * 1e3 / runs.max(1) as f64,
+                            100.0 * p.seconds / total.max(f64::MIN_POSITIVE)
+                        );
+                    }
+                }
             }
         }
         Command::Dot { model, output } => {

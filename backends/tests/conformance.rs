@@ -633,7 +633,7 @@ fn every_op_case_matches_the_reference() {
         for kernels in [true, false] {
             let opts = LowerOptions {
                 native_kernels: kernels,
-                host_fallback: true,
+                ..Default::default()
             };
             let label = format!("{} (kernels {kernels})", c.name);
             let got = lower::<CpuBackend>(&m, "main", &Default::default(), &opts)

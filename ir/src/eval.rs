@@ -25,6 +25,27 @@ pub trait Executor {
         function: &str,
         inputs: &[Tensor],
     ) -> Result<Vec<Tensor>, IrError>;
+
+    /// Start (`true`) or stop recording the time spent in each op kind. Executors that cannot
+    /// profile ignore it (the default).
+    fn set_profiling(&self, _on: bool) {}
+
+    /// The time recorded per op kind since profiling was switched on, slowest first; empty when
+    /// the executor does not profile.
+    fn op_profile(&self) -> Vec<OpTime> {
+        Vec::new()
+    }
+}
+
+/// Time spent in one op kind over the profiled runs (see [`Executor::op_profile`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    /// Op name (`linear`, `attention`, …).
+    pub op: String,
+    /// Executions of this op kind.
+    pub calls: u64,
+    /// Total seconds spent in it.
+    pub seconds: f64,
 }
 
 /// The f64 reference interpreter.

@@ -42,7 +42,7 @@ pub use constant::{map_file, Constant, Init, Storage};
 pub use dot::to_dot;
 pub use dtype::DType;
 pub use error::{IrError, OpError};
-pub use eval::{Executor, Reference};
+pub use eval::{Executor, OpTime, Reference};
 pub use graph::{Graph, GraphOutput, Node, NodeId, ValueId};
 pub use module::Module;
 pub use ops::Op;

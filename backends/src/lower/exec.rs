@@ -1,6 +1,7 @@
 //! Execution of one instruction: each op on burn's tensor operations (rank-generic primitives),
 //! on a native CPU kernel, or through the reference semantics on the host.
 
+use super::host_view::{from_host, hold};
 use super::{download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program};
 use crate::kernels;
 use burn::tensor::backend::Backend;
@@ -22,8 +23,23 @@ type F<B> = FloatTensor<B>;
 type R<T> = Result<T, String>;
 
 /// How `op` is executed (errors for ops that cannot run at all, e.g. collectives at world > 1).
-pub(crate) fn classify(op: &Op, operands: &[TensorType], kernels: bool) -> R<Lowering> {
-    let all_f32 = operands.iter().all(|t| t.dtype == DType::F32);
+pub(crate) fn classify(
+    op: &Op,
+    operands: &[TensorType],
+    results: &[TensorType],
+    kernels: bool,
+) -> R<Lowering> {
+    let all_f32 = operands
+        .iter()
+        .chain(results)
+        .all(|t| t.dtype == DType::F32);
+    let kernel = kernels && all_f32;
+    let last_axis = |axis: i64| {
+        let rank = operands.first().map(|t| t.rank()).unwrap_or(0);
+        normalize_axis(op.name(), axis, rank)
+            .map(|a| a + 1 == rank)
+            .unwrap_or(false)
+    };
     let world = |w: u64| -> R<Lowering> {
         if w == 1 {
             Ok(Lowering::Trivial)
@@ -42,8 +58,17 @@ pub(crate) fn classify(op: &Op, operands: &[TensorType], kernels: bool) -> R<Low
         // Exact low-precision codecs, selection with exact tie rules, and the multi-modal mask:
         // the reference semantics on the host.
         Op::Quantize(_) | Op::Dequantize(_) | Op::TopK(_) | Op::MmcaAttention(_) => Lowering::Host,
-        Op::MatMul(_) | Op::Linear(_) if kernels && all_f32 => Lowering::Kernel,
-        Op::Attention(_) if kernels && all_f32 => Lowering::Kernel,
+        Op::MatMul(_)
+        | Op::Linear(_)
+        | Op::Attention(_)
+        | Op::LayerNorm(_)
+        | Op::RmsNorm(_)
+        | Op::Gelu(_)
+            if kernel =>
+        {
+            Lowering::Kernel
+        }
+        Op::Softmax(sm) if kernel && last_axis(sm.axis) => Lowering::Kernel,
         Op::Input(_) | Op::Constant(_) => Lowering::Trivial,
         Op::Add(_)
         | Op::MatMul(_)
@@ -272,6 +297,9 @@ impl<B: Backend> Program<B> {
             Lowering::Kernel => self.kernel(ins, args)?,
             Lowering::Trivial => args,
             Lowering::Native => self.native(ins, args, bindings)?,
+            Lowering::Folded => {
+                return Err("internal: a folded instruction reached execution".into())
+            }
         };
         // Bring results back onto their dtypes.
         let exact = matches!(
@@ -346,41 +374,72 @@ impl<B: Backend> Program<B> {
         Ok(out.iter().map(|t| upload::<B>(t, &self.device)).collect())
     }
 
-    /// Native CPU kernels (f32 on the CPU backend).
+    /// Native CPU kernels (f32 on the CPU backend): operands are read in place.
     fn kernel(&self, ins: &Instr<B>, args: Vec<F<B>>) -> R<Vec<F<B>>> {
-        let mut host = vec![];
-        for a in args {
-            host.push(download_f32::<B>(a)?);
-        }
+        let held = args.iter().map(hold::<B>).collect::<R<Vec<_>>>()?;
+        let v = held.iter().map(|h| h.view()).collect::<R<Vec<_>>>()?;
+        let x = v.first().ok_or("missing operand")?;
+        let trailing = |axis: i64| -> R<(usize, Vec<usize>)> {
+            let d = normalize_axis(ins.op.name(), axis, x.shape.len()).map_err(|e| e.0)?;
+            Ok((x.shape[d..].iter().product(), x.shape.clone()))
+        };
         let (data, shape) = match &ins.op {
-            Op::MatMul(_) => {
-                let (a, sa) = &host[0];
-                let (b, sb) = &host[1];
-                kernels::batched_matmul(a, sa, b, sb)?
-            }
-            Op::Linear(_) => {
-                let (x, sx) = &host[0];
-                let (w, sw) = &host[1];
-                let bias = host.get(2).map(|(b, _)| b.as_slice());
-                kernels::linear(x, sx, w, sw, bias)?
-            }
+            Op::MatMul(_) => kernels::batched_matmul(x, v.get(1).ok_or("missing operand")?)?,
+            Op::Linear(_) => kernels::linear(x, v.get(1).ok_or("missing operand")?, v.get(2))?,
             Op::Attention(a) => {
-                let biases: Vec<(&[f32], &[usize])> = host[3..]
-                    .iter()
-                    .map(|(d, s)| (d.as_slice(), s.as_slice()))
-                    .collect();
+                if v.len() < 3 {
+                    return Err("attention needs q, k, v".into());
+                }
                 kernels::attention(
-                    (&host[0].0, &host[0].1),
-                    (&host[1].0, &host[1].1),
-                    (&host[2].0, &host[2].1),
-                    &biases,
+                    &v[0],
+                    &v[1],
+                    &v[2],
+                    &v[3..],
                     a.mask == AttnMask::Causal,
                     a.scale,
                 )?
             }
+            Op::LayerNorm(ln) => {
+                let (n, shape) = trailing(ln.axis)?;
+                let scale = v.get(1).map(|t| t.to_contiguous());
+                let bias = v.get(2).map(|t| t.to_contiguous());
+                let y = kernels::layer_norm(
+                    &x.to_contiguous(),
+                    n,
+                    scale.as_deref(),
+                    bias.as_deref(),
+                    ln.eps,
+                )?;
+                (y, shape)
+            }
+            Op::RmsNorm(rn) => {
+                let (n, shape) = trailing(rn.axis)?;
+                let scale = v.get(1).map(|t| t.to_contiguous());
+                (
+                    kernels::rms_norm(&x.to_contiguous(), n, scale.as_deref(), rn.eps)?,
+                    shape,
+                )
+            }
+            Op::Softmax(_) => {
+                let n = x.shape.last().copied().unwrap_or(1);
+                (
+                    kernels::softmax_rows(&x.to_contiguous(), n),
+                    x.shape.clone(),
+                )
+            }
+            Op::Gelu(g) => {
+                let xc = x.to_contiguous();
+                let y = match g.approximate {
+                    GeluApproximate::None => kernels::gelu_erf(&xc),
+                    GeluApproximate::Tanh => kernels::gelu_tanh(&xc),
+                };
+                (y, x.shape.clone())
+            }
             other => return Err(format!("no native kernel for {}", other.name())),
         };
-        Ok(vec![upload_f32::<B>(data, &shape, &self.device)])
+        drop(v);
+        drop(held);
+        Ok(vec![from_host::<B>(data, &shape, &self.device)?])
     }
 
     fn native(

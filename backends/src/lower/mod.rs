@@ -29,6 +29,7 @@
 //! are uploaded. [`Program::lowering_report`] lists which is which for a program.
 
 mod exec;
+mod host_view;
 
 use crate::memory::{self, MemoryPlan};
 use burn::tensor::backend::Backend;
@@ -79,21 +80,28 @@ pub type CpuBackend = burn::backend::NdArray<f32, i64>;
 /// Options of [`lower`].
 #[derive(Clone, Debug)]
 pub struct LowerOptions {
-    /// Use fuselage's native CPU kernels (blocked `sgemm`, fused attention) for `matmul`,
-    /// `linear` and `attention` when the backend is the CPU backend. Default: false — measured
-    /// on the 2-core dev machine they were not faster than burn-ndarray's path, which already
-    /// reaches matrixmultiply's AVX-512 sgemm (see docs/performance.md).
+    /// Use fuselage's native CPU kernels ([`crate::kernels`]: GEMM-backed `matmul` and
+    /// `linear`, fused `attention`, `layer_norm`, `rms_norm`, `softmax`, `gelu`) for f32 ops
+    /// when the backend is the CPU backend. Default: true — measured on MiniLM-L6 they are
+    /// several times faster than burn-ndarray's generic path (docs/performance.md); false
+    /// lowers every op onto burn's tensor operations.
     pub native_kernels: bool,
     /// Allow ops without a burn lowering to run through the reference semantics on the host.
     /// When false, lowering such an op is an error. Default: true.
     pub host_fallback: bool,
+    /// Compute, once at lowering time, every op whose operands are all constants and whose
+    /// shape is fixed (the weight transposes an importer keeps for zero-copy loading, weight
+    /// quantization…), storing the result row-major as a constant of the program
+    /// ([`Lowering::Folded`]); constants only such ops read are then dropped. Default: true.
+    pub hoist_constants: bool,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
         LowerOptions {
-            native_kernels: false,
+            native_kernels: true,
             host_fallback: true,
+            hoist_constants: true,
         }
     }
 }
@@ -194,6 +202,8 @@ pub enum Lowering {
     Host,
     /// No computation: an input, a constant, a view-free identity (collective at world 1).
     Trivial,
+    /// Computed once at lowering time from constants (see [`LowerOptions::hoist_constants`]).
+    Folded,
 }
 
 /// One instruction of a program.
@@ -235,6 +245,8 @@ pub struct Program<B: Backend> {
     pub(crate) constant_bytes: u64,
     pub(crate) use_kernels: bool,
     pub(crate) stats: Mutex<RunStats>,
+    /// Per-op-kind `(calls, seconds)` while profiling is on.
+    pub(crate) profile: Mutex<Option<HashMap<String, (u64, f64)>>>,
 }
 
 impl<B: Backend> fmt::Debug for Program<B> {
@@ -391,7 +403,7 @@ fn lower_rec<B: Backend>(
                 sub = Some(Arc::new(p.map_err(|e| unsupported(format!("body: {e}")))?));
                 Lowering::Native
             }
-            op => exec::classify(op, &operand_types, use_kernels)
+            op => exec::classify(op, &operand_types, &n.results, use_kernels)
                 .map_err(unsupported)
                 .and_then(|how| {
                     if how == Lowering::Host && !options.host_fallback {
@@ -415,7 +427,7 @@ fn lower_rec<B: Backend>(
             sub,
         });
     }
-    Ok(Program {
+    let mut program = Program {
         function: function.into(),
         module: module.clone(),
         graph: graph.clone(),
@@ -428,7 +440,12 @@ fn lower_rec<B: Backend>(
         constant_bytes,
         use_kernels,
         stats: Mutex::new(RunStats::default()),
-    })
+        profile: Mutex::new(None),
+    };
+    if options.hoist_constants {
+        program.hoist_constants();
+    }
+    Ok(program)
 }
 
 /// Upload a host tensor as an f32 burn tensor.
@@ -536,6 +553,85 @@ impl<B: Backend> Program<B> {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Computes the instructions whose operands are all constants (and whose result shapes are
+    /// fixed) once, stores their results row-major as constants and marks them
+    /// [`Lowering::Folded`]; then drops the constants that no remaining instruction or output
+    /// reads. An instruction that fails here is left to fail (with its error) at run time.
+    fn hoist_constants(&mut self) {
+        let none = HashMap::new();
+        for idx in 0..self.instrs.len() {
+            let ins = &self.instrs[idx];
+            let eligible = !matches!(ins.how, Lowering::Trivial)
+                && !matches!(
+                    ins.op,
+                    Op::Input(_) | Op::Constant(_) | Op::Call(_) | Op::For(_)
+                )
+                && ins.operands.iter().all(|r| self.constants.contains_key(r))
+                && ins.result_types.iter().all(|t| t.resolve(&none).is_some());
+            if !eligible {
+                continue;
+            }
+            let args = ins
+                .operands
+                .iter()
+                .map(|r| self.constants[r].clone())
+                .collect();
+            let Ok(out) = self.exec(ins, args, &none) else {
+                continue;
+            };
+            let mut stored = Vec::with_capacity(out.len());
+            for t in out {
+                // Materialized row-major: a transposed weight is laid out once for the GEMM.
+                match download_f32::<B>(t) {
+                    Ok((v, shape)) => stored.push(upload_f32::<B>(v, &shape, &self.device)),
+                    Err(_) => break,
+                }
+            }
+            if stored.len() != ins.results.len() {
+                continue;
+            }
+            for (t, &r) in stored.into_iter().zip(&ins.results) {
+                self.constants.insert(r, t);
+            }
+            self.instrs[idx].how = Lowering::Folded;
+        }
+        let mut read: std::collections::HashSet<usize> = self.output_regs.iter().copied().collect();
+        for ins in &self.instrs {
+            if ins.how != Lowering::Folded {
+                read.extend(ins.operands.iter().copied());
+            }
+        }
+        self.constants.retain(|r, _| read.contains(r));
+        self.constant_bytes = self
+            .constants
+            .values()
+            .map(|t| t.shape().num_elements() as u64 * 4)
+            .sum();
+    }
+
+    /// Start (`true`) or stop recording the time of each op kind (callees and loop bodies are
+    /// counted under `call` / `for`). Switching on clears what was recorded.
+    pub fn set_profiling(&self, on: bool) {
+        if let Ok(mut p) = self.profile.lock() {
+            *p = on.then(HashMap::new);
+        }
+    }
+
+    /// The time recorded per op kind since profiling was switched on, slowest first.
+    pub fn op_profile(&self) -> Vec<fuselage_ir::OpTime> {
+        let mut v: Vec<fuselage_ir::OpTime> = self
+            .profile
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(op, (calls, seconds))| fuselage_ir::OpTime { op, calls, seconds })
+            .collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then(a.op.cmp(&b.op)));
+        v
+    }
+
     /// Run on host tensors (in parameter order); outputs in output order.
     pub fn run_tensors(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, LowerError> {
         let bindings = fuselage_ir::eval::bind_inputs(&self.function, &self.graph, inputs)
@@ -586,7 +682,9 @@ impl<B: Backend> Program<B> {
             regs[*r] = Some(t);
         }
         peak = peak.max(live_bytes);
-        for ins in &self.instrs {
+        let profiling = self.profile.lock().map(|p| p.is_some()).unwrap_or(false);
+        let mut timings: Vec<(usize, f64)> = Vec::new();
+        for (index, ins) in self.instrs.iter().enumerate() {
             let err = |message: String| LowerError::Run {
                 function: self.function.clone(),
                 node: self.graph.describe(ins.node),
@@ -598,6 +696,12 @@ impl<B: Backend> Program<B> {
                 Op::Constant(_) => {
                     let t = self.constants.get(&ins.results[0]).cloned();
                     regs[ins.results[0]] = t;
+                    continue;
+                }
+                _ if ins.how == Lowering::Folded => {
+                    for &r in &ins.results {
+                        regs[r] = self.constants.get(&r).cloned();
+                    }
                     continue;
                 }
                 _ => {}
@@ -620,7 +724,11 @@ impl<B: Backend> Program<B> {
                     }
                 }
             }
+            let started = profiling.then(std::time::Instant::now);
             let out = self.exec(ins, args, bindings).map_err(err)?;
+            if let Some(t0) = started {
+                timings.push((index, t0.elapsed().as_secs_f64()));
+            }
             if out.len() != ins.results.len() {
                 return Err(err(format!(
                     "produced {} results, declared {}",
@@ -642,6 +750,19 @@ impl<B: Backend> Program<B> {
             }
             peak = peak.max(live_bytes);
             live_bytes = live_bytes.saturating_sub(released);
+        }
+        if profiling {
+            if let Ok(mut p) = self.profile.lock() {
+                if let Some(p) = p.as_mut() {
+                    for (index, secs) in timings {
+                        let e = p
+                            .entry(self.instrs[index].op.name().to_string())
+                            .or_insert((0, 0.0));
+                        e.0 += 1;
+                        e.1 += secs;
+                    }
+                }
+            }
         }
         if let Ok(mut s) = self.stats.lock() {
             s.peak_bytes = peak;
@@ -689,10 +810,18 @@ impl<B: Backend> Executor for Program<B> {
         }
         let opts = LowerOptions {
             native_kernels: self.use_kernels,
-            host_fallback: true,
+            ..Default::default()
         };
         let p = lower::<B>(module, function, &self.device, &opts)?;
         Ok(p.run_tensors(inputs)?)
+    }
+
+    fn set_profiling(&self, on: bool) {
+        Program::set_profiling(self, on)
+    }
+
+    fn op_profile(&self) -> Vec<fuselage_ir::OpTime> {
+        Program::op_profile(self)
     }
 }
 

@@ -1,0 +1,175 @@
+//! The one GEMM entry point of the kernels, on the `gemm` crate.
+//!
+//! Why `gemm` and not burn's matmul or matrixmultiply: measured at MiniLM's shapes on the 2-core
+//! AVX-512 dev machine (docs/performance.md), `gemm` 0.19 with its AVX-512 kernels runs
+//! 128×384·384×1536 at ~160 GFLOP/s against ~100 for matrixmultiply; burn-ndarray's matmul on
+//! the same shapes, with the weight transposed as HF stores it, was ~20 GFLOP/s.
+
+use super::R;
+use gemm::Parallelism;
+
+/// An operand matrix: element `(i, j)` is `data[off + i·rs + j·cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<'a> {
+    /// Backing elements.
+    pub data: &'a [f32],
+    /// Offset of element `(0, 0)`.
+    pub off: usize,
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with `cols` columns starting at `data[0]`.
+    pub fn row_major(data: &'a [f32], cols: usize) -> Mat<'a> {
+        Mat {
+            data,
+            off: 0,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    fn check(&self, rows: usize, cols: usize, what: &str) -> R<()> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let last = self.off + (rows - 1) * self.rs + (cols - 1) * self.cs;
+        if last >= self.data.len() {
+            return Err(format!(
+                "gemm: {what} [{rows}×{cols}] reaches element {last}, it holds {}",
+                self.data.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Below this many multiply-adds a GEMM runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// `C = A·B` (or `C += A·B` with `accumulate`) for `A[m,k]`, `B[k,n]`; `C` is row-major with row
+/// stride `ldc`. With `parallel` the work is spread over the rayon workers (pass false from
+/// inside an already parallel loop). Errors when an operand is too small for its shape.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) -> R<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if ldc < n || (m - 1) * ldc + n > c.len() {
+        return Err(format!(
+            "gemm: output [{m}×{n}] with row stride {ldc} does not fit in {} elements",
+            c.len()
+        ));
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * ldc..r * ldc + n].fill(0.0);
+            }
+        }
+        return Ok(());
+    }
+    a.check(m, k, "A")?;
+    b.check(k, n, "B")?;
+    let threads = super::threads();
+    let par = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the checks above bound every element gemm reads (A and B: non-negative strides,
+    // last element inside each slice) and writes (C: m rows of n elements at stride ldc).
+    unsafe {
+        gemm::gemm::<f32>(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+/// `C[m,n] = A[m,k] · B[k,n]`, all row-major and contiguous.
+pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> R<()> {
+    gemm(
+        m,
+        k,
+        n,
+        Mat::row_major(a, k),
+        Mat::row_major(b, n),
+        c,
+        n,
+        false,
+        true,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{close, data, naive_mm};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn sgemm_matches_naive(m in 1usize..70, k in 0usize..70, n in 1usize..70, seed in 0u64..100) {
+            let (a, b) = (data(m * k, seed), data(k * n, seed + 1));
+            let mut c = vec![7f32; m * n];
+            sgemm(m, k, n, &a, &b, &mut c).unwrap();
+            close(&c, &naive_mm(m, k, n, &a, &b), 1e-5);
+        }
+
+        #[test]
+        fn strided_operands_and_accumulation(m in 1usize..20, k in 1usize..20, n in 1usize..20) {
+            // A stored transposed ([k, m] row-major), B with a padded row stride, C accumulated.
+            let at = data(k * m, 1);
+            let b = data(k * (n + 3), 2);
+            let mut c = data(m * n, 3);
+            let c0 = c.clone();
+            gemm(m, k, n, Mat { data: &at, off: 0, rs: 1, cs: m },
+                 Mat { data: &b, off: 0, rs: n + 3, cs: 1 }, &mut c, n, true, true).unwrap();
+            let a: Vec<f32> = (0..m * k).map(|i| at[(i % k) * m + i / k]).collect();
+            let bc: Vec<f32> = (0..k * n).map(|i| b[(i / n) * (n + 3) + i % n]).collect();
+            let r: Vec<f64> = naive_mm(m, k, n, &a, &bc).iter().zip(&c0).map(|(x, y)| x + *y as f64).collect();
+            close(&c, &r, 1e-5);
+        }
+    }
+
+    #[test]
+    fn out_of_bounds_operands_are_errors() {
+        let a = [0f32; 5];
+        let mut c = [0f32; 4];
+        assert!(sgemm(2, 3, 2, &a, &[0.0; 6], &mut c).is_err());
+        assert!(sgemm(2, 3, 2, &[0.0; 6], &[0.0; 6], &mut c[..3]).is_err());
+    }
+}

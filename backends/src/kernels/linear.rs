@@ -1,0 +1,89 @@
+//! `linear`: `x[..., K] · w[K, N] + bias[N]` with the bias fused into the GEMM's output.
+
+use super::{gemm, Mat, View, R};
+
+/// `x[..., K] · w[K, N] + bias[N]`; `w` is read in place through its strides (a transposed
+/// weight is not copied), `x` is gathered to row-major first when it is not. Returns the data
+/// and shape.
+pub fn linear(x: &View<'_>, w: &View<'_>, bias: Option<&View<'_>>) -> R<(Vec<f32>, Vec<usize>)> {
+    let (sx, sw) = (&x.shape, &w.shape);
+    if sx.is_empty() || sw.len() != 2 || sx[sx.len() - 1] != sw[0] {
+        return Err(format!("linear: shapes {sx:?} · {sw:?} do not contract"));
+    }
+    let (k, n) = (sw[0], sw[1]);
+    let rows: usize = sx[..sx.len() - 1].iter().product();
+    let mut out = vec![0f32; rows * n];
+    let accumulate = match bias {
+        Some(b) if b.numel() == n && b.shape.len() == 1 => {
+            let bc = b.to_contiguous();
+            for r in out.chunks_mut(n.max(1)) {
+                r.copy_from_slice(&bc);
+            }
+            true
+        }
+        Some(b) => {
+            return Err(format!(
+                "linear: bias has shape {:?}, expected [{n}]",
+                b.shape
+            ))
+        }
+        None => false,
+    };
+    let xc = x.to_contiguous();
+    gemm(
+        rows,
+        k,
+        n,
+        Mat::row_major(&xc, k),
+        Mat {
+            data: w.data,
+            off: 0,
+            rs: w.strides[0],
+            cs: w.strides[1],
+        },
+        &mut out,
+        n,
+        accumulate,
+        true,
+    )?;
+    let mut shape = sx[..sx.len() - 1].to_vec();
+    shape.push(n);
+    Ok((out, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{close, data, naive_mm};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn linear_matches_naive(rows in 1usize..20, k in 1usize..20, n in 1usize..20, bias in any::<bool>(), wt in any::<bool>()) {
+            let x = data(rows * k, 5);
+            let w = data(k * n, 6);
+            let bv = data(n, 7);
+            // With `wt` the weight is stored [n, k] (as HF stores it) and read transposed.
+            let wv = if wt { View::new(&w, &[k, n], &[1, k]).unwrap() } else { View::contiguous(&w, &[k, n]).unwrap() };
+            let b = View::contiguous(&bv, &[n]).unwrap();
+            let (c, s) = linear(&View::contiguous(&x, &[rows, k]).unwrap(), &wv, bias.then_some(&b)).unwrap();
+            prop_assert_eq!(s, vec![rows, n]);
+            let mut r = naive_mm(rows, k, n, &x, &wv.to_contiguous());
+            if bias {
+                for i in 0..rows { for j in 0..n { r[i * n + j] += bv[j] as f64; } }
+            }
+            close(&c, &r, 1e-5);
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let d = [0f32; 6];
+        let x = View::contiguous(&d, &[2, 3]).unwrap();
+        let w = View::contiguous(&d, &[3, 2]).unwrap();
+        let b = View::contiguous(&d[..3], &[3]).unwrap();
+        assert!(linear(&x, &w, Some(&b)).is_err());
+        assert!(linear(&x, &x, None).is_err());
+    }
+}

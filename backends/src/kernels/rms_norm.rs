@@ -1,0 +1,76 @@
+//! RMSNorm over the trailing `n` elements of each row, with an optional scale.
+
+use super::{math, multiversion};
+use rayon::prelude::*;
+
+multiversion! {
+    fn rms_norm_row(x: &[f32], y: &mut [f32], scale: Option<&[f32]>, eps: f32) {
+        let ss = math::sum_sq_dev(x, 0.0);
+        let inv = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v * inv;
+        }
+        if let Some(g) = scale {
+            for (o, &g) in y.iter_mut().zip(g) {
+                *o *= g;
+            }
+        }
+    }
+}
+
+/// `x / sqrt(mean(x²) + eps) · scale` over each row of `n` elements of `x` (row-major).
+pub fn rms_norm(x: &[f32], n: usize, scale: Option<&[f32]>, eps: f64) -> Result<Vec<f32>, String> {
+    if let Some(g) = scale {
+        if g.len() != n {
+            return Err(format!(
+                "rms_norm: scale has {} elements, expected {n}",
+                g.len()
+            ));
+        }
+    }
+    let mut y = vec![0f32; x.len()];
+    if n == 0 {
+        return Ok(y);
+    }
+    if !x.len().is_multiple_of(n) {
+        return Err(format!(
+            "rms_norm: {} elements are not rows of {n}",
+            x.len()
+        ));
+    }
+    let per_task = (4096 / n).max(1) * n;
+    y.par_chunks_mut(per_task)
+        .zip(x.par_chunks(per_task))
+        .for_each(|(o, i)| {
+            for (orow, irow) in o.chunks_mut(n).zip(i.chunks(n)) {
+                rms_norm_row(irow, orow, scale, eps as f32);
+            }
+        });
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{close, data};
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_f64() {
+        for n in [1usize, 5, 576] {
+            let rows = 6;
+            let x = data(rows * n, 4);
+            let g = data(n, 5);
+            let y = rms_norm(&x, n, Some(&g), 1e-6).unwrap();
+            let mut want = vec![];
+            for r in 0..rows {
+                let row: Vec<f64> = x[r * n..(r + 1) * n].iter().map(|&v| v as f64).collect();
+                let ms = row.iter().map(|v| v * v).sum::<f64>() / n as f64;
+                for j in 0..n {
+                    want.push(row[j] / (ms + 1e-6).sqrt() * g[j] as f64);
+                }
+            }
+            close(&y, &want, 2e-5);
+        }
+        assert!(rms_norm(&[0.0; 6], 4, None, 1e-5).is_err());
+    }
+}

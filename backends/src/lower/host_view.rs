@@ -1,0 +1,88 @@
+//! Zero-copy access to CPU-backend tensors for the native kernels.
+//!
+//! On the CPU backend a burn float tensor is a burn-ndarray `NdArrayTensor`: an ndarray array
+//! (possibly a strided view: burn's transpose and expand do not copy). The kernels read it in
+//! place as a [`View`] and their results become burn tensors without a copy. On any other
+//! backend (or storage) the tensor is downloaded instead.
+
+use super::{download_f32, upload_f32};
+use crate::kernels::View;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn_ndarray::NdArrayTensor;
+use std::any::Any;
+
+/// An operand held for a kernel: the backend's own array, or a host copy.
+pub(crate) enum Held<'a> {
+    /// burn-ndarray's f32 array, read in place.
+    Array(ndarray::ArrayViewD<'a, f32>),
+    /// Downloaded (other backends, other storage, negative strides).
+    Owned(Vec<f32>, Vec<usize>),
+}
+
+/// Hold `t` for reading by a kernel.
+pub(crate) fn hold<B: Backend>(t: &FloatTensor<B>) -> Result<Held<'_>, String> {
+    if let Some(NdArrayTensor::F32(storage)) = (t as &dyn Any).downcast_ref::<NdArrayTensor>() {
+        let a = storage.view();
+        if a.strides().iter().all(|&s| s >= 0) {
+            return Ok(Held::Array(a));
+        }
+        let shape = a.shape().to_vec();
+        return Ok(Held::Owned(a.iter().copied().collect(), shape));
+    }
+    let (v, s) = download_f32::<B>(t.clone())?;
+    Ok(Held::Owned(v, s))
+}
+
+impl Held<'_> {
+    /// The operand as a kernel view.
+    pub(crate) fn view(&self) -> Result<View<'_>, String> {
+        match self {
+            Held::Owned(v, s) => View::contiguous(v, s),
+            Held::Array(a) => {
+                let shape = a.shape();
+                let strides: Vec<usize> = a.strides().iter().map(|&s| s as usize).collect();
+                let span = if shape.contains(&0) {
+                    0
+                } else {
+                    1 + shape
+                        .iter()
+                        .zip(&strides)
+                        .map(|(d, s)| (d - 1) * s)
+                        .sum::<usize>()
+                };
+                // SAFETY: an ndarray view with non-negative strides reaches exactly the elements
+                // `ptr + Σ i·stride` for in-range indices, all inside the one allocation it
+                // views; `span` is one past the largest of them, so the slice covers only
+                // memory of that allocation, and it borrows `self`, which keeps it alive.
+                let data = unsafe { std::slice::from_raw_parts(a.as_ptr(), span) };
+                View::new(data, shape, &strides)
+            }
+        }
+    }
+}
+
+/// A kernel's row-major result as a tensor of backend `B` (no copy on the CPU backend).
+pub(crate) fn from_host<B: Backend>(
+    data: Vec<f32>,
+    shape: &[usize],
+    device: &B::Device,
+) -> Result<FloatTensor<B>, String> {
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(format!(
+            "kernel produced {} elements for shape {shape:?}",
+            data.len()
+        ));
+    }
+    if std::any::TypeId::of::<FloatTensor<B>>() == std::any::TypeId::of::<NdArrayTensor>() {
+        let a = ndarray::ArcArray::from_shape_vec(ndarray::IxDyn(shape), data)
+            .map_err(|e| format!("kernel result {shape:?}: {e}"))?;
+        let t: Box<dyn Any> = Box::new(NdArrayTensor::from(a));
+        return t
+            .downcast::<FloatTensor<B>>()
+            .map(|t| *t)
+            .map_err(|_| "internal: CPU tensor type mismatch".to_string());
+    }
+    Ok(upload_f32::<B>(data, shape, device))
+}
