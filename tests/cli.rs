@@ -335,3 +335,60 @@ fn gguf_model_spec_loads_and_a_truncated_gguf_is_a_clear_error() {
     let o = fuselage(&["inspect", p.to_str().unwrap()]);
     assert_clear_error(&o, &["cut.gguf", "truncated"]);
 }
+
+#[test]
+fn bench_reports_figures_and_a_per_op_profile() {
+    let o = fuselage(&[
+        "bench",
+        "builtin:bert-tiny",
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--warmup",
+        "1",
+        "--runs",
+        "3",
+        "--profile",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    for k in ["median_ms", "p90_ms", "min_ms", "mean_ms"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+    }
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["runs"], 3);
+    let profile = v["profile"].as_array().expect("profile");
+    let ops: Vec<&str> = profile.iter().filter_map(|p| p["op"].as_str()).collect();
+    assert!(
+        ops.contains(&"attention") || ops.contains(&"matmul"),
+        "{ops:?}"
+    );
+    for p in profile {
+        // Every op kind ran the same number of times in each of the 3 timed runs.
+        let calls = p["calls"].as_u64().unwrap();
+        assert!(calls > 0 && calls % 3 == 0, "{p}");
+        assert!(p["seconds"].as_f64().unwrap() >= 0.0);
+    }
+    // Slowest first.
+    let secs: Vec<f64> = profile
+        .iter()
+        .map(|p| p["seconds"].as_f64().unwrap())
+        .collect();
+    assert!(secs.windows(2).all(|w| w[0] >= w[1]), "{secs:?}");
+    // The text form prints the table.
+    let o = fuselage(&[
+        "bench",
+        "builtin:mlp",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--batch",
+        "2",
+        "--profile",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("calls/run"), "{}", stdout(&o));
+}

@@ -103,3 +103,50 @@ fn smollm2_perplexity_on_the_lowered_cpu_program_matches_golden() {
         "perplexity {ppl} vs {golden}"
     );
 }
+
+#[test]
+fn constant_subexpressions_are_computed_once_at_lowering() {
+    use fuselage_backends::Lowering;
+    use fuselage_frontends::builder::ModelBuilder;
+    use fuselage_ir::{Constant, DType, Dim};
+    // y = x · transpose(w): the weight transpose an HF import keeps for zero-copy loading.
+    let mut b = ModelBuilder::new(0);
+    let x = b.input("x", DType::F32, &[Dim::Sym("B".into()), Dim::Fixed(3)]);
+    let wv: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let w = b
+        .add_constant(
+            "w",
+            Constant::from_tensor(&Tensor::from_f32(vec![4, 3], &wv).unwrap()),
+        )
+        .unwrap();
+    let wt = b.transpose(w, &[1, 0]).unwrap();
+    let y = b.linear_with("fc", x, wt, None).unwrap();
+    b.output("y", y);
+    let m = b.finish().unwrap();
+    let xs = Tensor::from_f32(vec![2, 3], &[1., 2., 3., -1., 0.5, 4.]).unwrap();
+    let want = Reference
+        .run(&m, "main", std::slice::from_ref(&xs))
+        .unwrap();
+    for hoist in [true, false] {
+        let opts = LowerOptions {
+            hoist_constants: hoist,
+            ..Default::default()
+        };
+        let p = lower::<CpuBackend>(&m, "main", &Default::default(), &opts).unwrap();
+        let transpose = p
+            .lowering_report()
+            .into_iter()
+            .find(|(op, _, _)| op == "transpose")
+            .unwrap();
+        assert_eq!(
+            transpose.1 == Lowering::Folded,
+            hoist,
+            "{:?}",
+            p.lowering_report()
+        );
+        let got = p.run_tensors(std::slice::from_ref(&xs)).unwrap();
+        assert_close("hoist", 0, &got[0], &want[0]);
+        // Either the weight or its transpose is held, never both.
+        assert_eq!(p.last_run_stats().constant_bytes, 48, "hoist {hoist}");
+    }
+}

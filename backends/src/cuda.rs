@@ -7,14 +7,17 @@ use crate::lower::LowerError;
 /// Load libcuda, initialize the driver and count devices. `Ok(n)` with `n >= 1` when a CUDA
 /// device can be used; an error saying what is missing otherwise.
 pub fn probe() -> Result<usize, LowerError> {
-    let names = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"];
-    let mut last = String::new();
+    #[cfg(windows)]
+    let names = ["nvcuda.dll"];
+    #[cfg(not(windows))]
+    let names = ["libcuda.so.1", "libcuda.so"];
+    let mut tried = Vec::new();
     for name in names {
         // SAFETY: loading the CUDA driver library runs its (trusted, vendor) initializers only.
         let lib = match unsafe { libloading::Library::new(name) } {
             Ok(l) => l,
             Err(e) => {
-                last = e.to_string();
+                tried.push(e.to_string());
                 continue;
             }
         };
@@ -49,6 +52,7 @@ pub fn probe() -> Result<usize, LowerError> {
         return Ok(n as usize);
     }
     Err(LowerError::Backend(format!(
-        "the CUDA backend needs an NVIDIA driver (libcuda), which could not be loaded: {last}"
+        "the CUDA backend needs an NVIDIA driver (libcuda), which could not be loaded: {}",
+        tried.join("; ")
     )))
 }

@@ -1,5 +1,6 @@
 //! Fused attention on strided `q`, `k`, `v` views (GQA, additive biases, causal mask).
 
+use super::gemm::gemm_raw_out;
 use super::softmax::softmax_row;
 use super::{broadcast_strides, gemm, multiversion, Mat, View, R};
 use rayon::prelude::*;
@@ -27,7 +28,11 @@ pub const QUERY_BLOCK: usize = 256;
 /// `v[B,Hk,Sk,Dv]` (head `h` reads kv head `h / (H/Hk)`), read in place through their strides
 /// (the `[B,S,H,D]→[B,H,S,D]` transposes of a model are not copied). Biases broadcast to
 /// `[B,H,Sq,Sk]`; the causal mask lets query `i` see keys `j <= i + Sk − Sq`; a row with no
-/// visible key gives zeros. `scale` defaults to `1/sqrt(D)`. Returns `[B,H,Sq,Dv]` row-major.
+/// visible key gives zeros. `scale` defaults to `1/sqrt(D)`.
+///
+/// Returns the data, the shape `[B,H,Sq,Dv]` and its strides: the data is laid out
+/// `[B,Sq,H,Dv]` (strides `[Sq·H·Dv, Dv, H·Dv, 1]`), the order in which models read attention
+/// back (`transpose` to `[B,S,H,D]`, then merge the heads), so that this is a free view there.
 pub fn attention(
     q: &View<'_>,
     k: &View<'_>,
@@ -35,7 +40,7 @@ pub fn attention(
     biases: &[View<'_>],
     causal: bool,
     scale: Option<f64>,
-) -> R<(Vec<f32>, Vec<usize>)> {
+) -> R<(Vec<f32>, Vec<usize>, Vec<usize>)> {
     let (sq_, sk_, sv_) = (&q.shape, &k.shape, &v.shape);
     if sq_.len() != 4 || sk_.len() != 4 || sv_.len() != 4 {
         return Err("attention expects rank-4 q, k, v".into());
@@ -62,89 +67,105 @@ pub fn attention(
         .collect::<R<_>>()?;
     let scale = scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32;
     let shift = sk as i64 - sq as i64;
+    let shape = vec![b, h, sq, dv];
+    let strides = vec![sq * h * dv, dv, h * dv, 1];
     let mut out = vec![0f32; b * h * sq * dv];
     if out.is_empty() {
-        return Ok((out, vec![b, h, sq, dv]));
+        return Ok((out, shape, strides));
     }
     let (qs, ks, vs) = (&q.strides, &k.strides, &v.strides);
-    out.par_chunks_mut(sq * dv)
-        .enumerate()
-        .try_for_each(|(bh, o)| -> R<()> {
-            let (bi, hi) = (bh / h, bh % h);
-            let kvh = hi / rep;
-            let qm = q.data;
-            let q_off = bi * qs[0] + hi * qs[1];
-            let k_off = bi * ks[0] + kvh * ks[1];
-            let v_off = bi * vs[0] + kvh * vs[1];
-            let mut s = vec![0f32; QUERY_BLOCK.min(sq) * sk];
-            for i0 in (0..sq).step_by(QUERY_BLOCK) {
-                let rows = QUERY_BLOCK.min(sq - i0);
-                let sbuf = &mut s[..rows * sk];
-                // S = Q_blk · Kᵀ (K read through transposed strides).
-                gemm(
-                    rows,
-                    d,
-                    sk,
-                    Mat {
-                        data: qm,
-                        off: q_off + i0 * qs[2],
-                        rs: qs[2],
-                        cs: qs[3],
-                    },
-                    Mat {
-                        data: k.data,
-                        off: k_off,
-                        rs: ks[3],
-                        cs: ks[2],
-                    },
-                    sbuf,
-                    sk,
-                    false,
-                    false,
-                )?;
-                for (r, row) in sbuf.chunks_mut(sk.max(1)).enumerate() {
-                    let i = i0 + r;
-                    let visible = if causal {
-                        (i as i64 + shift + 1).clamp(0, sk as i64) as usize
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..b * h).into_par_iter().try_for_each(|bh| -> R<()> {
+        let out_ptr = &out_ptr;
+        let (bi, hi) = (bh / h, bh % h);
+        let kvh = hi / rep;
+        let qm = q.data;
+        let q_off = bi * qs[0] + hi * qs[1];
+        let k_off = bi * ks[0] + kvh * ks[1];
+        let v_off = bi * vs[0] + kvh * vs[1];
+        let mut s = vec![0f32; QUERY_BLOCK.min(sq) * sk];
+        for i0 in (0..sq).step_by(QUERY_BLOCK) {
+            let rows = QUERY_BLOCK.min(sq - i0);
+            let sbuf = &mut s[..rows * sk];
+            // S = Q_blk · Kᵀ (K read through transposed strides).
+            gemm(
+                rows,
+                d,
+                sk,
+                Mat {
+                    data: qm,
+                    off: q_off + i0 * qs[2],
+                    rs: qs[2],
+                    cs: qs[3],
+                },
+                Mat {
+                    data: k.data,
+                    off: k_off,
+                    rs: ks[3],
+                    cs: ks[2],
+                },
+                sbuf,
+                sk,
+                false,
+                false,
+            )?;
+            for (r, row) in sbuf.chunks_mut(sk.max(1)).enumerate() {
+                let i = i0 + r;
+                let visible = if causal {
+                    (i as i64 + shift + 1).clamp(0, sk as i64) as usize
+                } else {
+                    sk
+                };
+                scale_row(row, scale);
+                for (bd, st) in &bs {
+                    let base = bi * st[0] + hi * st[1] + i * st[2];
+                    if st[3] == 1 {
+                        add_row(row, &bd[base..base + sk]);
                     } else {
-                        sk
-                    };
-                    scale_row(row, scale);
-                    for (bd, st) in &bs {
-                        let base = bi * st[0] + hi * st[1] + i * st[2];
-                        if st[3] == 1 {
-                            add_row(row, &bd[base..base + sk]);
-                        } else {
-                            for (j, x) in row.iter_mut().enumerate() {
-                                *x += bd[base + j * st[3]];
-                            }
+                        for (j, x) in row.iter_mut().enumerate() {
+                            *x += bd[base + j * st[3]];
                         }
                     }
-                    row[visible..].fill(f32::NEG_INFINITY);
-                    softmax_row(row);
                 }
-                // O_blk = P · V.
-                gemm(
+                row[visible..].fill(f32::NEG_INFINITY);
+                softmax_row(row);
+            }
+            // O_blk = P · V, into rows i0.. of head hi: element (i, c) at
+            // ((bi·Sq + i)·H + hi)·Dv + c.
+            let vm = Mat {
+                data: v.data,
+                off: v_off,
+                rs: vs[2],
+                cs: vs[3],
+            };
+            // SAFETY: the buffer holds B·Sq·H·Dv elements; this task writes only the
+            // elements of head `hi` of batch `bi` (rows i0..i0+rows, columns hi·Dv..+Dv),
+            // which no other task writes, and `out` outlives the parallel loop.
+            unsafe {
+                gemm_raw_out(
                     rows,
                     sk,
                     dv,
                     Mat::row_major(sbuf, sk),
-                    Mat {
-                        data: v.data,
-                        off: v_off,
-                        rs: vs[2],
-                        cs: vs[3],
-                    },
-                    &mut o[i0 * dv..(i0 + rows) * dv],
-                    dv,
+                    vm,
+                    out_ptr.0.add(((bi * sq + i0) * h + hi) * dv),
+                    h * dv,
                     false,
                     false,
                 )?;
             }
-            Ok(())
-        })?;
-    Ok((out, vec![b, h, sq, dv]))
+        }
+        Ok(())
+    })?;
+    Ok((out, shape, strides))
 }
+
+/// The output pointer shared by the head tasks (each writes its own elements).
+struct SendPtr(*mut f32);
+// SAFETY: the tasks sharing it write disjoint elements (see the SAFETY comment at its use).
+unsafe impl Sync for SendPtr {}
+// SAFETY: as above.
+unsafe impl Send for SendPtr {}
 
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)] // the scalar reference indexes like the math
@@ -172,9 +193,10 @@ mod tests {
             };
             let qc = qv.to_contiguous();
             let biases = if with_bias { vec![View::contiguous(&bias, &[1, h, sq, sk]).unwrap()] } else { vec![] };
-            let (o, s) = attention(&qv, &View::contiguous(&k, &[b, hk, sk, d]).unwrap(),
+            let (o, s, st) = attention(&qv, &View::contiguous(&k, &[b, hk, sk, d]).unwrap(),
                                    &View::contiguous(&v, &[b, hk, sk, dv]).unwrap(), &biases, causal, None).unwrap();
-            prop_assert_eq!(s, vec![b, h, sq, dv]);
+            prop_assert_eq!(&s, &vec![b, h, sq, dv]);
+            let o = View::new(&o, &s, &st).unwrap().to_contiguous().into_owned();
             let scale = 1.0 / (d as f64).sqrt();
             let shift = sk as i64 - sq as i64;
             let mut r = vec![0f64; b * h * sq * dv];

@@ -26,6 +26,10 @@ multiversion! {
 
 fn map(x: &[f32], f: fn(&[f32], &mut [f32])) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
+    if x.len() < super::PARALLEL_MIN_ELEMENTS {
+        f(x, &mut y);
+        return y;
+    }
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(o, i)| f(i, o));

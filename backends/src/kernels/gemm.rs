@@ -84,20 +84,77 @@ pub fn gemm(
     }
     a.check(m, k, "A")?;
     b.check(k, n, "B")?;
+    // SAFETY: `c` holds m rows of n elements at stride ldc (checked above).
+    unsafe { gemm_unchecked_out(m, k, n, a, b, c.as_mut_ptr(), ldc, accumulate, parallel) };
+    Ok(())
+}
+
+/// [`gemm`] writing through a raw output pointer, for kernels whose parallel tasks write
+/// interleaved but disjoint parts of one buffer (so no task can hold a `&mut` slice of it).
+/// Checks `A` and `B` like [`gemm`].
+///
+/// # Safety
+/// `c` must be valid for writes (and reads with `accumulate`) of the `m` rows of `n` elements
+/// at `c + i·ldc`, and no other thread may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw_out(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) -> R<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                // SAFETY: row r of the output is valid for writes (caller's contract).
+                unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), n).fill(0.0) };
+            }
+        }
+        return Ok(());
+    }
+    a.check(m, k, "A")?;
+    b.check(k, n, "B")?;
+    // SAFETY: operands checked above; the output is the caller's contract.
+    unsafe { gemm_unchecked_out(m, k, n, a, b, c, ldc, accumulate, parallel) };
+    Ok(())
+}
+
+/// The `gemm` crate call. Safety: `a` and `b` are checked, `k > 0`, and `c` is valid for the
+/// `m × n` output at row stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_unchecked_out(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
     let threads = super::threads();
     let par = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
     };
-    // SAFETY: the checks above bound every element gemm reads (A and B: non-negative strides,
-    // last element inside each slice) and writes (C: m rows of n elements at stride ldc).
+    // SAFETY: the caller checked every element gemm reads (A and B: non-negative strides, last
+    // element inside each slice) and guarantees the ones it writes (C).
     unsafe {
         gemm::gemm::<f32>(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             ldc as isize,
             accumulate,
@@ -115,7 +172,6 @@ pub fn gemm(
             par,
         );
     }
-    Ok(())
 }
 
 /// `C[m,n] = A[m,k] · B[k,n]`, all row-major and contiguous.

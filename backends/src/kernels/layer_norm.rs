@@ -55,6 +55,12 @@ pub fn layer_norm(
             x.len()
         ));
     }
+    if x.len() < super::PARALLEL_MIN_ELEMENTS {
+        for (orow, irow) in y.chunks_mut(n).zip(x.chunks(n)) {
+            layer_norm_row(irow, orow, scale, bias, eps as f32);
+        }
+        return Ok(y);
+    }
     let per_task = (4096 / n).max(1) * n;
     y.par_chunks_mut(per_task)
         .zip(x.par_chunks(per_task))

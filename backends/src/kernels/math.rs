@@ -20,7 +20,7 @@ pub fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let er = p * r * r + r + 1.0;
     // 2^(n−1) from its exponent bits without a float→int cast (Rust's saturating `as` does not
     // vectorize): n − 1 + 127 ∈ [1, 254] is an integer-valued float, and adding 2^23 puts it in

@@ -38,6 +38,12 @@ pub fn rms_norm(x: &[f32], n: usize, scale: Option<&[f32]>, eps: f64) -> Result<
             x.len()
         ));
     }
+    if x.len() < super::PARALLEL_MIN_ELEMENTS {
+        for (orow, irow) in y.chunks_mut(n).zip(x.chunks(n)) {
+            rms_norm_row(irow, orow, scale, eps as f32);
+        }
+        return Ok(y);
+    }
     let per_task = (4096 / n).max(1) * n;
     y.par_chunks_mut(per_task)
         .zip(x.par_chunks(per_task))

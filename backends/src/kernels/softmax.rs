@@ -28,6 +28,10 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
     if n == 0 {
         return y;
     }
+    if x.len() < super::PARALLEL_MIN_ELEMENTS {
+        y.chunks_mut(n).for_each(softmax_row);
+        return y;
+    }
     let per_task = (8192 / n).max(1) * n;
     y.par_chunks_mut(per_task)
         .for_each(|c| c.chunks_mut(n).for_each(softmax_row));

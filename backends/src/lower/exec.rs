@@ -383,6 +383,7 @@ impl<B: Backend> Program<B> {
             let d = normalize_axis(ins.op.name(), axis, x.shape.len()).map_err(|e| e.0)?;
             Ok((x.shape[d..].iter().product(), x.shape.clone()))
         };
+        let mut strides = None;
         let (data, shape) = match &ins.op {
             Op::MatMul(_) => kernels::batched_matmul(x, v.get(1).ok_or("missing operand")?)?,
             Op::Linear(_) => kernels::linear(x, v.get(1).ok_or("missing operand")?, v.get(2))?,
@@ -390,14 +391,16 @@ impl<B: Backend> Program<B> {
                 if v.len() < 3 {
                     return Err("attention needs q, k, v".into());
                 }
-                kernels::attention(
+                let (data, shape, st) = kernels::attention(
                     &v[0],
                     &v[1],
                     &v[2],
                     &v[3..],
                     a.mask == AttnMask::Causal,
                     a.scale,
-                )?
+                )?;
+                strides = Some(st);
+                (data, shape)
             }
             Op::LayerNorm(ln) => {
                 let (n, shape) = trailing(ln.axis)?;
@@ -439,7 +442,12 @@ impl<B: Backend> Program<B> {
         };
         drop(v);
         drop(held);
-        Ok(vec![from_host::<B>(data, &shape, &self.device)?])
+        Ok(vec![from_host::<B>(
+            data,
+            &shape,
+            strides.as_deref(),
+            &self.device,
+        )?])
     }
 
     fn native(

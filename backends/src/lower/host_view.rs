@@ -62,10 +62,13 @@ impl Held<'_> {
     }
 }
 
-/// A kernel's row-major result as a tensor of backend `B` (no copy on the CPU backend).
+/// A kernel's result as a tensor of backend `B` (no copy on the CPU backend): `data` holds
+/// `shape` row-major, or laid out by `strides` when given (a permutation of a row-major
+/// layout, as [`attention`](crate::kernels::attention) returns).
 pub(crate) fn from_host<B: Backend>(
     data: Vec<f32>,
     shape: &[usize],
+    strides: Option<&[usize]>,
     device: &B::Device,
 ) -> Result<FloatTensor<B>, String> {
     let n: usize = shape.iter().product();
@@ -76,13 +79,24 @@ pub(crate) fn from_host<B: Backend>(
         ));
     }
     if std::any::TypeId::of::<FloatTensor<B>>() == std::any::TypeId::of::<NdArrayTensor>() {
-        let a = ndarray::ArcArray::from_shape_vec(ndarray::IxDyn(shape), data)
-            .map_err(|e| format!("kernel result {shape:?}: {e}"))?;
+        use ndarray::ShapeBuilder;
+        let a = match strides {
+            None => ndarray::ArcArray::from_shape_vec(ndarray::IxDyn(shape), data),
+            Some(st) => ndarray::ArcArray::from_shape_vec(
+                ndarray::IxDyn(shape).strides(ndarray::IxDyn(st)),
+                data,
+            ),
+        }
+        .map_err(|e| format!("kernel result {shape:?}: {e}"))?;
         let t: Box<dyn Any> = Box::new(NdArrayTensor::from(a));
         return t
             .downcast::<FloatTensor<B>>()
             .map(|t| *t)
             .map_err(|_| "internal: CPU tensor type mismatch".to_string());
     }
+    let data = match strides {
+        Some(st) => View::new(&data, shape, st)?.to_contiguous().into_owned(),
+        None => data,
+    };
     Ok(upload_f32::<B>(data, shape, device))
 }
