@@ -119,13 +119,25 @@ impl<'a> View<'a> {
             return std::borrow::Cow::Borrowed(&self.data[..n]);
         }
         let mut out = Vec::with_capacity(n);
-        let mut idx = vec![0usize; self.shape.len()];
-        for _ in 0..n {
+        let rank = self.shape.len();
+        if n == 0 {
+            return std::borrow::Cow::Owned(out);
+        }
+        // Whole rows of the last dim at a time when they are contiguous (the usual case: a
+        // permutation of the leading dims), element by element otherwise.
+        let (row, row_stride) = (self.shape[rank - 1], self.strides[rank - 1]);
+        let lead = &self.shape[..rank - 1];
+        let mut idx = vec![0usize; lead.len()];
+        for _ in 0..n / row {
             let off: usize = idx.iter().zip(&self.strides).map(|(i, s)| i * s).sum();
-            out.push(self.data[off]);
+            if row_stride == 1 {
+                out.extend_from_slice(&self.data[off..off + row]);
+            } else {
+                out.extend((0..row).map(|j| self.data[off + j * row_stride]));
+            }
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;
-                if idx[d] < self.shape[d] {
+                if idx[d] < lead[d] {
                     break;
                 }
                 idx[d] = 0;
@@ -316,6 +328,20 @@ mod tests {
         assert_eq!(&*v.to_contiguous(), &[1., 4., 2., 5., 3., 6.]);
         let c = View::contiguous(&d, &[2, 3]).unwrap();
         assert!(c.is_contiguous());
+        // [B,S,H,D] memory read as [B,H,S,D] (whole rows copied).
+        let m: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let v = View::new(&m, &[2, 3, 2, 2], &[12, 2, 6, 1]).unwrap();
+        let mut want = vec![];
+        for b in 0..2 {
+            for h in 0..3 {
+                for s in 0..2 {
+                    for d in 0..2 {
+                        want.push(m[b * 12 + s * 6 + h * 2 + d]);
+                    }
+                }
+            }
+        }
+        assert_eq!(&*v.to_contiguous(), &want[..]);
     }
 
     #[test]

@@ -34,6 +34,25 @@ pub(crate) fn hold<B: Backend>(t: &FloatTensor<B>) -> Result<Held<'_>, String> {
     Ok(Held::Owned(v, s))
 }
 
+/// The elements of a CPU-backend f32 tensor in row-major order (whole rows copied), `None` for
+/// other backends and storage.
+pub(crate) fn read_cpu<B: Backend>(
+    t: &FloatTensor<B>,
+) -> Option<Result<(Vec<f32>, Vec<usize>), String>> {
+    let NdArrayTensor::F32(storage) = (t as &dyn Any).downcast_ref::<NdArrayTensor>()? else {
+        return None;
+    };
+    let a = storage.view();
+    if a.strides().iter().any(|&s| s < 0) {
+        return None;
+    }
+    let held = Held::Array(a);
+    Some(
+        held.view()
+            .map(|v| (v.to_contiguous().into_owned(), v.shape.clone())),
+    )
+}
+
 impl Held<'_> {
     /// The operand as a kernel view.
     pub(crate) fn view(&self) -> Result<View<'_>, String> {
