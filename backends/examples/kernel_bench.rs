@@ -1,7 +1,11 @@
 //! Matmul (MiniLM's linear layers) and attention at MiniLM shapes: burn-ndarray's path vs
-//! fuselage's native CPU kernels, both behind the same lowering.
+//! fuselage's native CPU kernels, both behind the same lowering (with mimalloc, the CLI's
+//! allocator).
 //!
 //! `MATMUL_NUM_THREADS=2 RAYON_NUM_THREADS=2 cargo run --release -p fuselage-backends --example kernel_bench`
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc; // as in the `fuselage` CLI
 
 use fuselage_backends::lower::time_runs;
 use fuselage_backends::{lower, CpuBackend, LowerOptions};

@@ -7,6 +7,7 @@
 
 use super::R;
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// An operand matrix: element `(i, j)` is `data[off + i·rs + j·cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -142,11 +143,98 @@ unsafe fn gemm_unchecked_out(
     parallel: bool,
 ) {
     let threads = super::threads();
-    let par = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
+    if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        // Split the output into one block per worker, each a single-threaded GEMM: measured
+        // 5–25 % faster than the crate's own `Parallelism::Rayon` at MiniLM's shapes (fewer
+        // synchronization points; each worker packs only its part of B). Columns when there
+        // are enough of them (blocks stay multiples of 32 wide), rows otherwise.
+        let out = SharedOut(c);
+        let out = &out;
+        if n >= SPLIT_MIN * threads {
+            let per = (n.div_ceil(threads)).div_ceil(32) * 32;
+            (0..n.div_ceil(per)).into_par_iter().for_each(|t| {
+                let (j0, w) = (t * per, per.min(n - t * per));
+                let bt = Mat {
+                    off: b.off + j0 * b.cs,
+                    ..b
+                };
+                // SAFETY: columns j0..j0+w of the caller's output, disjoint across tasks.
+                unsafe { single(m, k, w, a, bt, out.0.add(j0), ldc, accumulate) };
+            });
+            return;
+        }
+        if m >= SPLIT_MIN * threads {
+            let per = m.div_ceil(threads);
+            (0..m.div_ceil(per)).into_par_iter().for_each(|t| {
+                let (i0, h) = (t * per, per.min(m - t * per));
+                let at = Mat {
+                    off: a.off + i0 * a.rs,
+                    ..a
+                };
+                // SAFETY: rows i0..i0+h of the caller's output, disjoint across tasks.
+                unsafe { single(h, k, n, at, b, out.0.add(i0 * ldc), ldc, accumulate) };
+            });
+            return;
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            call(
+                m,
+                k,
+                n,
+                a,
+                b,
+                c,
+                ldc,
+                accumulate,
+                Parallelism::Rayon(threads),
+            )
+        };
+        return;
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { single(m, k, n, a, b, c, ldc, accumulate) };
+}
+
+/// Smallest block (rows or columns) a parallel split hands to one worker.
+const SPLIT_MIN: usize = 64;
+
+/// The output pointer shared by the blocks of a split GEMM (each writes its own elements).
+struct SharedOut(*mut f32);
+// SAFETY: the tasks sharing it write disjoint blocks of the output.
+unsafe impl Sync for SharedOut {}
+
+/// A single-threaded GEMM. Safety: as [`call`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn single(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded.
+    unsafe { call(m, k, n, a, b, c, ldc, accumulate, Parallelism::None) }
+}
+
+/// The `gemm` crate call. Safety: every element of `a` (`m × k`) and `b` (`k × n`) is inside its
+/// slice, and `c` is valid for the `m × n` output at row stride `ldc`, which no one else
+/// accesses during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn call(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    par: Parallelism,
+) {
     // SAFETY: the caller checked every element gemm reads (A and B: non-negative strides, last
     // element inside each slice) and guarantees the ones it writes (C).
     unsafe {
@@ -219,6 +307,52 @@ mod tests {
             let r: Vec<f64> = naive_mm(m, k, n, &a, &bc).iter().zip(&c0).map(|(x, y)| x + *y as f64).collect();
             close(&c, &r, 1e-5);
         }
+    }
+
+    #[test]
+    fn split_gemms_match_naive() {
+        // Large enough for the column split (n ≥ 128), the row split (m ≥ 128, n small) and a
+        // strided, accumulated output; run inside a 2-worker pool so the splits happen.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for &(m, k, n) in &[(130usize, 50usize, 300usize), (300, 40, 40), (129, 7, 257)] {
+                let (a, b) = (data(m * k, 1), data(k * n, 2));
+                let mut c = vec![0f32; m * (n + 5)];
+                gemm(
+                    m,
+                    k,
+                    n,
+                    Mat::row_major(&a, k),
+                    Mat::row_major(&b, n),
+                    &mut c,
+                    n + 5,
+                    false,
+                    true,
+                )
+                .unwrap();
+                let got: Vec<f32> = (0..m * n).map(|i| c[(i / n) * (n + 5) + i % n]).collect();
+                close(&got, &naive_mm(m, k, n, &a, &b), 1e-5);
+                // Accumulating on top of the first result doubles it.
+                gemm(
+                    m,
+                    k,
+                    n,
+                    Mat::row_major(&a, k),
+                    Mat::row_major(&b, n),
+                    &mut c,
+                    n + 5,
+                    true,
+                    true,
+                )
+                .unwrap();
+                let twice: Vec<f64> = naive_mm(m, k, n, &a, &b).iter().map(|x| 2.0 * x).collect();
+                let got: Vec<f32> = (0..m * n).map(|i| c[(i / n) * (n + 5) + i % n]).collect();
+                close(&got, &twice, 1e-5);
+            }
+        });
     }
 
     #[test]
