@@ -248,19 +248,24 @@ impl std::str::FromStr for Backend {
 
 /// An executor for `module` on `backend` (lowering it once for `cpu`/`cuda`).
 pub fn executor(module: &Module, backend: Backend) -> Result<Box<dyn Executor>, Error> {
+    executor_with(module, backend, &fuselage_backends::LowerOptions::default())
+}
+
+/// [`executor`] with explicit lowering options (e.g. `native_kernels: false` to run every op on
+/// burn's own tensor operations; ignored by the reference interpreter).
+pub fn executor_with(
+    module: &Module,
+    backend: Backend,
+    options: &fuselage_backends::LowerOptions,
+) -> Result<Box<dyn Executor>, Error> {
     let kind = match backend {
         Backend::Reference => return Ok(Box::new(Reference)),
         Backend::Cpu => fuselage_backends::BackendKind::Cpu,
         Backend::Cuda => fuselage_backends::BackendKind::Cuda,
     };
     let entry = entry_name(module)?;
-    let program = fuselage_backends::lower_for(
-        kind,
-        module,
-        &entry,
-        &fuselage_backends::LowerOptions::default(),
-    )
-    .map_err(|e| Error::Backend(e.to_string()))?;
+    let program = fuselage_backends::lower_for(kind, module, &entry, options)
+        .map_err(|e| Error::Backend(e.to_string()))?;
     Ok(Box::new(DynExecutor(program)))
 }
 

@@ -150,6 +150,10 @@ enum Command {
         /// Also time each op kind over the timed runs and print where the time goes.
         #[arg(long)]
         profile: bool,
+        /// Run every op on burn's own tensor operations instead of fuselage's CPU kernels (to
+        /// compare the two paths).
+        #[arg(long)]
+        no_kernels: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -491,6 +495,7 @@ fn real_main() -> Result<()> {
             backend,
             threads,
             profile,
+            no_kernels,
             json,
         } => {
             if let Some(t) = threads {
@@ -516,7 +521,11 @@ fn real_main() -> Result<()> {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_message("bench");
-            let exec = fuselage::executor(&m, backend)?;
+            let options = fuselage::backends::LowerOptions {
+                native_kernels: !no_kernels,
+                ..Default::default()
+            };
+            let exec = fuselage::executor_with(&m, backend, &options)?;
             let f = fuselage::bench::bench(
                 &m,
                 &inputs,
@@ -534,6 +543,7 @@ fn real_main() -> Result<()> {
                 v["seq"] = serde_json::json!(seq);
                 v["pipeline"] = serde_json::json!(pipeline);
                 v["threads"] = serde_json::json!(threads);
+                v["kernels"] = serde_json::json!(!no_kernels);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(

@@ -377,6 +377,26 @@ fn bench_reports_figures_and_a_per_op_profile() {
         .map(|p| p["seconds"].as_f64().unwrap())
         .collect();
     assert!(secs.windows(2).all(|w| w[0] >= w[1]), "{secs:?}");
+    assert_eq!(v["kernels"], true);
+    // burn's own ops for every op: the same figures, kernels off.
+    let o = fuselage(&[
+        "bench",
+        "builtin:bert-tiny",
+        "--batch",
+        "1",
+        "--seq",
+        "4",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+        "--no-kernels",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["kernels"], false);
+    assert!(v.get("profile").is_none(), "{v}");
     // The text form prints the table.
     let o = fuselage(&[
         "bench",
