@@ -34,11 +34,12 @@ pub(crate) fn hold<B: Backend>(t: &FloatTensor<B>) -> Result<Held<'_>, String> {
     Ok(Held::Owned(v, s))
 }
 
+/// Row-major elements and shape of a tensor read back to the host.
+pub(crate) type HostF32 = (Vec<f32>, Vec<usize>);
+
 /// The elements of a CPU-backend f32 tensor in row-major order (whole rows copied), `None` for
 /// other backends and storage.
-pub(crate) fn read_cpu<B: Backend>(
-    t: &FloatTensor<B>,
-) -> Option<Result<(Vec<f32>, Vec<usize>), String>> {
+pub(crate) fn read_cpu<B: Backend>(t: &FloatTensor<B>) -> Option<Result<HostF32, String>> {
     let NdArrayTensor::F32(storage) = (t as &dyn Any).downcast_ref::<NdArrayTensor>()? else {
         return None;
     };
