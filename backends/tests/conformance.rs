@@ -834,3 +834,81 @@ fn cuda_without_a_gpu_is_an_error_not_a_panic() {
         assert!(s.contains("CUDA") || s.contains("cuda"), "{s}");
     }
 }
+
+/// The CPU kernels read their operands through burn-ndarray's strides: transposed weights and
+/// heads, broadcast masks. A small graph that feeds every kernel such views (from inputs, so
+/// nothing is folded at lowering) matches the reference with kernels on and off.
+#[test]
+fn kernels_read_strided_operands() {
+    let m0 = Module::new();
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[2, 6, 8]));
+    let w = g.add_input("w", TensorType::fixed(DType::F32, &[8, 8])); // [out, in] as HF stores it
+    let mask = g.add_input("mask", TensorType::fixed(DType::F32, &[2, 1, 1, 6]));
+    let mut add = |o: Op, operands: Vec<fuselage_ir::ValueId>| {
+        fuselage_ir::ValueId::new(g.add_inferred(&m0, o, operands, None).unwrap(), 0)
+    };
+    let wt = add(op("transpose", json!({"perm": [1, 0]})), vec![w.into()]);
+    let h = add(op("linear", json!({})), vec![x.into(), wt]);
+    // [2,6,8] → [2,6,2,4] → heads [2,2,6,4] (a strided view).
+    let h4 = add(op("reshape", json!({"shape": [2, 6, 2, 4]})), vec![h]);
+    let q = add(op("transpose", json!({"perm": [0, 2, 1, 3]})), vec![h4]);
+    let a = add(op("attention", json!({})), vec![q, q, q, mask.into()]);
+    let back = add(op("transpose", json!({"perm": [0, 2, 1, 3]})), vec![a]);
+    let merged = add(op("reshape", json!({"shape": [2, 6, 8]})), vec![back]);
+    let n = add(
+        op("layer_norm", json!({"axis": -1, "eps": 1e-5})),
+        vec![merged],
+    );
+    let gl = add(op("gelu", json!({})), vec![n]);
+    // matmul against a transposed operand: [2,6,8] · [2,8,6] → [2,6,6], then softmax.
+    let xt = add(op("transpose", json!({"perm": [0, 2, 1]})), vec![gl]);
+    let mm = add(op("matmul", json!({})), vec![gl, xt]);
+    let sm = add(op("softmax", json!({"axis": -1})), vec![mm]);
+    g.add_output("y", sm);
+    g.add_output("z", back);
+    let mut m = m0;
+    m.functions.insert("main".into(), g);
+    let inputs = vec![
+        rand_tensor(DType::F32, vec![2, 6, 8], 1),
+        rand_tensor(DType::F32, vec![8, 8], 2),
+        Tensor::from_f32(
+            vec![2, 1, 1, 6],
+            &[0., 0., 0., 0., -1e9, -1e9, 0., 0., 0., 0., 0., -1e9],
+        )
+        .unwrap(),
+    ];
+    let want = Reference.run(&m, "main", &inputs).unwrap();
+    for kernels in [true, false] {
+        let opts = LowerOptions {
+            native_kernels: kernels,
+            ..Default::default()
+        };
+        let p = lower::<CpuBackend>(&m, "main", &Default::default(), &opts).unwrap();
+        let kernel_ops: Vec<String> = p
+            .lowering_report()
+            .into_iter()
+            .filter(|(_, how, _)| *how == Lowering::Kernel)
+            .map(|(op, _, _)| op)
+            .collect();
+        if kernels {
+            for o in [
+                "linear",
+                "attention",
+                "layer_norm",
+                "gelu",
+                "matmul",
+                "softmax",
+            ] {
+                assert!(
+                    kernel_ops.iter().any(|k| k == o),
+                    "{o} not on a kernel: {kernel_ops:?}"
+                );
+            }
+        } else {
+            assert!(kernel_ops.is_empty(), "{kernel_ops:?}");
+        }
+        let got = p.run_tensors(&inputs).unwrap();
+        compare(&format!("strided (kernels {kernels})"), &got, &want, 1e-5).unwrap();
+    }
+}

@@ -75,19 +75,9 @@ pub fn gemm(
             c.len()
         ));
     }
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                c[r * ldc..r * ldc + n].fill(0.0);
-            }
-        }
-        return Ok(());
-    }
-    a.check(m, k, "A")?;
-    b.check(k, n, "B")?;
-    // SAFETY: `c` holds m rows of n elements at stride ldc (checked above).
-    unsafe { gemm_unchecked_out(m, k, n, a, b, c.as_mut_ptr(), ldc, accumulate, parallel) };
-    Ok(())
+    // SAFETY: `c` holds m rows of n elements at stride ldc (checked above) and is borrowed
+    // mutably for the call.
+    unsafe { gemm_raw_out(m, k, n, a, b, c.as_mut_ptr(), ldc, accumulate, parallel) }
 }
 
 /// [`gemm`] writing through a raw output pointer, for kernels whose parallel tasks write

@@ -40,6 +40,8 @@ pub use softmax::softmax_rows;
 /// Results of the kernels: errors are messages the lowering attaches to the node.
 pub type R<T> = Result<T, String>;
 
+use rayon::prelude::*;
+
 /// A read-only strided f32 tensor: element `[i0, i1, …]` is `data[Σ i·strides]`.
 ///
 /// Every index the shape allows is inside `data` (checked by [`View::new`]), which is what makes
@@ -158,30 +160,42 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Numpy broadcasting of two shapes.
+/// Numpy broadcasting of two shapes (the IR's rule).
 pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let mut out = vec![0; r];
-    for i in 0..r {
-        let x = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let y = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
-        out[i] = if x == y || y == 1 {
-            x
-        } else if x == 1 {
-            y
-        } else {
-            return Err(format!("dims {a:?} and {b:?} do not broadcast"));
-        };
+    fuselage_ir::ops::util::broadcast_shapes("matmul batch", a, b).map_err(|e| e.0)
+}
+
+/// Runs `row(input_row, output_row)` over the rows of `n` elements of `x` into a new buffer:
+/// on the calling thread for small inputs, spread over the rayon workers otherwise. Errors
+/// when `x` is not whole rows.
+pub(crate) fn map_rows(
+    x: &[f32],
+    n: usize,
+    what: &str,
+    row: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> R<Vec<f32>> {
+    let mut y = vec![0f32; x.len()];
+    if n == 0 {
+        return Ok(y);
     }
-    Ok(out)
+    if !x.len().is_multiple_of(n) {
+        return Err(format!("{what}: {} elements are not rows of {n}", x.len()));
+    }
+    if x.len() < PARALLEL_MIN_ELEMENTS {
+        for (o, i) in y.chunks_mut(n).zip(x.chunks(n)) {
+            row(i, o);
+        }
+        return Ok(y);
+    }
+    let per_task = (4096 / n).max(1) * n;
+    y.par_chunks_mut(per_task)
+        .zip(x.par_chunks(per_task))
+        .for_each(|(o, i)| {
+            for (orow, irow) in o.chunks_mut(n).zip(i.chunks(n)) {
+                row(irow, orow);
+            }
+        });
+    Ok(y)
 }
 
 /// Strides that read a tensor of `shape`/`strides` as if broadcast to `out` (right-aligned;

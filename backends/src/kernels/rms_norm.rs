@@ -1,7 +1,6 @@
 //! RMSNorm over the trailing `n` elements of each row, with an optional scale.
 
 use super::{math, multiversion};
-use rayon::prelude::*;
 
 multiversion! {
     fn rms_norm_row(x: &[f32], y: &mut [f32], scale: Option<&[f32]>, eps: f32) {
@@ -28,31 +27,9 @@ pub fn rms_norm(x: &[f32], n: usize, scale: Option<&[f32]>, eps: f64) -> Result<
             ));
         }
     }
-    let mut y = vec![0f32; x.len()];
-    if n == 0 {
-        return Ok(y);
-    }
-    if !x.len().is_multiple_of(n) {
-        return Err(format!(
-            "rms_norm: {} elements are not rows of {n}",
-            x.len()
-        ));
-    }
-    if x.len() < super::PARALLEL_MIN_ELEMENTS {
-        for (orow, irow) in y.chunks_mut(n).zip(x.chunks(n)) {
-            rms_norm_row(irow, orow, scale, eps as f32);
-        }
-        return Ok(y);
-    }
-    let per_task = (4096 / n).max(1) * n;
-    y.par_chunks_mut(per_task)
-        .zip(x.par_chunks(per_task))
-        .for_each(|(o, i)| {
-            for (orow, irow) in o.chunks_mut(n).zip(i.chunks(n)) {
-                rms_norm_row(irow, orow, scale, eps as f32);
-            }
-        });
-    Ok(y)
+    super::map_rows(x, n, "rms_norm", |i, o| {
+        rms_norm_row(i, o, scale, eps as f32)
+    })
 }
 
 #[cfg(test)]
