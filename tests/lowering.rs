@@ -150,3 +150,45 @@ fn constant_subexpressions_are_computed_once_at_lowering() {
         assert_eq!(p.last_run_stats().constant_bytes, 48, "hoist {hoist}");
     }
 }
+
+#[test]
+fn large_broadcasts_of_constants_are_not_materialized_at_lowering() {
+    use fuselage_backends::Lowering;
+    use fuselage_frontends::builder::ModelBuilder;
+    use fuselage_ir::{Constant, DType, Dim, Op};
+    // y = x + broadcast_to(c, [512, 512]): folding would store 256 Ki elements for 1 of input.
+    let mut b = ModelBuilder::new(0);
+    let x = b.input("x", DType::F32, &[Dim::Fixed(512), Dim::Fixed(512)]);
+    let c = b
+        .add_constant(
+            "c",
+            Constant::from_tensor(&Tensor::from_f32(vec![1], &[2.5]).unwrap()),
+        )
+        .unwrap();
+    let big = b
+        .op(
+            Op::from_attrs("broadcast_to", serde_json::json!({"shape": [512, 512]})).unwrap(),
+            &[c],
+        )
+        .unwrap();
+    let y = b
+        .op(
+            Op::from_attrs("add", serde_json::json!({})).unwrap(),
+            &[x, big],
+        )
+        .unwrap();
+    b.output("y", y);
+    let m = b.finish().unwrap();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let report = p.lowering_report();
+    assert!(
+        report
+            .iter()
+            .any(|(op, how, _)| op == "broadcast_to" && *how != Lowering::Folded),
+        "{report:?}"
+    );
+    let xs = Tensor::from_f32(vec![512, 512], &vec![1.0; 512 * 512]).unwrap();
+    let got = p.run_tensors(&[xs]).unwrap();
+    assert!(got[0].data().iter().all(|&v| v == 3.5));
+    assert_eq!(p.last_run_stats().constant_bytes, 4);
+}

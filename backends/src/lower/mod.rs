@@ -92,7 +92,9 @@ pub struct LowerOptions {
     /// Compute, once at lowering time, every op whose operands are all constants and whose
     /// shape is fixed (the weight transposes an importer keeps for zero-copy loading, weight
     /// quantization…), storing the result row-major as a constant of the program
-    /// ([`Lowering::Folded`]); constants only such ops read are then dropped. Default: true.
+    /// ([`Lowering::Folded`]); constants only such ops read are then dropped. Ops whose results
+    /// would outgrow their operands by more than 64 Ki elements (a broadcast of a small
+    /// constant) are left to run. Default: true.
     pub hoist_constants: bool,
 }
 
@@ -258,6 +260,10 @@ impl<B: Backend> fmt::Debug for Program<B> {
             .finish()
     }
 }
+
+/// How many elements a folded instruction's results may exceed its operands by (see
+/// [`LowerOptions::hoist_constants`]).
+const HOIST_MAX_GROWTH: usize = 1 << 16;
 
 /// Is `B` the CPU backend (where the native kernels apply)?
 pub(crate) fn is_cpu_backend<B: Backend>() -> bool {
@@ -572,6 +578,22 @@ impl<B: Backend> Program<B> {
                 && ins.operands.iter().all(|r| self.constants.contains_key(r))
                 && ins.result_types.iter().all(|t| t.resolve(&none).is_some());
             if !eligible {
+                continue;
+            }
+            // Do not materialize what a lazy op keeps small (a broadcast of a small constant to
+            // a large shape): results may not outgrow their operands by more than 64 Ki elements.
+            let result_elems: usize = ins
+                .result_types
+                .iter()
+                .filter_map(|t| t.resolve(&none))
+                .map(|s| s.iter().product::<usize>())
+                .sum();
+            let operand_elems: usize = ins
+                .operands
+                .iter()
+                .map(|r| self.constants[r].shape().num_elements())
+                .sum();
+            if result_elems > operand_elems + HOIST_MAX_GROWTH {
                 continue;
             }
             let args = ins
