@@ -118,8 +118,8 @@ pub(crate) unsafe fn gemm_raw_out(
     Ok(())
 }
 
-/// The `gemm` crate call. Safety: `a` and `b` are checked, `k > 0`, and `c` is valid for the
-/// `m × n` output at row stride `ldc`.
+/// Runs the GEMM on the calling thread or split over the rayon workers. Safety: `a` and `b` are
+/// checked, `k > 0`, and `c` is valid for the `m × n` output at row stride `ldc`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_unchecked_out(
     m: usize,
@@ -149,7 +149,19 @@ unsafe fn gemm_unchecked_out(
                     ..b
                 };
                 // SAFETY: columns j0..j0+w of the caller's output, disjoint across tasks.
-                unsafe { single(m, k, w, a, bt, out.0.add(j0), ldc, accumulate) };
+                unsafe {
+                    call(
+                        m,
+                        k,
+                        w,
+                        a,
+                        bt,
+                        out.0.add(j0),
+                        ldc,
+                        accumulate,
+                        Parallelism::None,
+                    )
+                };
             });
             return;
         }
@@ -162,7 +174,19 @@ unsafe fn gemm_unchecked_out(
                     ..a
                 };
                 // SAFETY: rows i0..i0+h of the caller's output, disjoint across tasks.
-                unsafe { single(h, k, n, at, b, out.0.add(i0 * ldc), ldc, accumulate) };
+                unsafe {
+                    call(
+                        h,
+                        k,
+                        n,
+                        at,
+                        b,
+                        out.0.add(i0 * ldc),
+                        ldc,
+                        accumulate,
+                        Parallelism::None,
+                    )
+                };
             });
             return;
         }
@@ -183,7 +207,7 @@ unsafe fn gemm_unchecked_out(
         return;
     }
     // SAFETY: forwarded caller contract.
-    unsafe { single(m, k, n, a, b, c, ldc, accumulate) };
+    unsafe { call(m, k, n, a, b, c, ldc, accumulate, Parallelism::None) };
 }
 
 /// Smallest block (rows or columns) a parallel split hands to one worker.
@@ -193,22 +217,6 @@ const SPLIT_MIN: usize = 64;
 struct SharedOut(*mut f32);
 // SAFETY: the tasks sharing it write disjoint blocks of the output.
 unsafe impl Sync for SharedOut {}
-
-/// A single-threaded GEMM. Safety: as [`call`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn single(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Mat<'_>,
-    b: Mat<'_>,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    // SAFETY: forwarded.
-    unsafe { call(m, k, n, a, b, c, ldc, accumulate, Parallelism::None) }
-}
 
 /// The `gemm` crate call. Safety: every element of `a` (`m × k`) and `b` (`k × n`) is inside its
 /// slice, and `c` is valid for the `m × n` output at row stride `ldc`, which no one else
