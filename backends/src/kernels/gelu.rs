@@ -1,11 +1,6 @@
 //! GELU over contiguous f32 data, chunk-parallel and vectorized.
 
-use super::math;
-use super::multiversion;
-use rayon::prelude::*;
-
-/// Elements per parallel task.
-const CHUNK: usize = 16 * 1024;
+use super::{map_elementwise as map, math, multiversion};
 
 multiversion! {
     fn gelu_erf_chunk(x: &[f32], y: &mut [f32]) {
@@ -22,18 +17,6 @@ multiversion! {
             *o = 0.5 * v * (1.0 + math::tanh(C * (v + 0.044715 * v * v * v)));
         }
     }
-}
-
-fn map(x: &[f32], f: fn(&[f32], &mut [f32])) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    if x.len() < super::PARALLEL_MIN_ELEMENTS {
-        f(x, &mut y);
-        return y;
-    }
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, i)| f(i, o));
-    y
 }
 
 /// `x·Φ(x) = ½x(1 + erf(x/√2))` elementwise.

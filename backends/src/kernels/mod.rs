@@ -11,7 +11,9 @@
 //!   operands in place through their strides (a transposed weight is not copied);
 //! - [`attention`]: per batch·head `S = Q·Kᵀ`, scale, biases, causal mask and softmax in one
 //!   pass over each row, then `O = P·V`, heads spread over threads (GQA aware);
-//! - [`layer_norm`], [`rms_norm`], [`softmax`] and [`gelu`]: row- or chunk-parallel, written as
+//! - [`rope`]: rotary embedding on strided `x` with a cos/sin table per distinct position;
+//! - [`layer_norm`], [`rms_norm`], [`softmax`], [`gelu`], [`sigmoid`] and [`silu`]: row- or
+//!   chunk-parallel, written as
 //!   plain loops compiled several times for different instruction sets ([`multiversion!`]) so
 //!   that they vectorize on AVX-512 and AVX2 machines without a `target-cpu` flag.
 //!
@@ -26,6 +28,8 @@ pub mod linear;
 pub mod math;
 pub mod matmul;
 pub mod rms_norm;
+pub mod rope;
+pub mod sigmoid;
 pub mod softmax;
 
 pub use attention::attention;
@@ -35,6 +39,8 @@ pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use matmul::batched_matmul;
 pub use rms_norm::rms_norm;
+pub use rope::rope;
+pub use sigmoid::{sigmoid, silu};
 pub use softmax::softmax_rows;
 
 /// Results of the kernels: errors are messages the lowering attaches to the node.
@@ -163,6 +169,21 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 /// Numpy broadcasting of two shapes (the IR's rule).
 pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     fuselage_ir::ops::util::broadcast_shapes("matmul batch", a, b).map_err(|e| e.0)
+}
+
+/// Applies the chunk function `f(input, output)` over `x` into a new buffer: on the calling
+/// thread for small inputs, in chunks of 16 Ki elements over the rayon workers otherwise.
+pub(crate) fn map_elementwise(x: &[f32], f: fn(&[f32], &mut [f32])) -> Vec<f32> {
+    const CHUNK: usize = 16 * 1024;
+    let mut y = vec![0f32; x.len()];
+    if x.len() < PARALLEL_MIN_ELEMENTS {
+        f(x, &mut y);
+        return y;
+    }
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(o, i)| f(i, o));
+    y
 }
 
 /// Runs `row(input_row, output_row)` over the rows of `n` elements of `x` into a new buffer:

@@ -69,6 +69,15 @@ pub(crate) fn classify(
             Lowering::Kernel
         }
         Op::Softmax(sm) if kernel && last_axis(sm.axis) => Lowering::Kernel,
+        Op::Sigmoid(_) | Op::Silu(_) if kernel => Lowering::Kernel,
+        // Positions are integers: only `x` and the result need be f32.
+        Op::Rope(_)
+            if kernels
+                && operands.first().is_some_and(|t| t.dtype == DType::F32)
+                && results.iter().all(|t| t.dtype == DType::F32) =>
+        {
+            Lowering::Kernel
+        }
         Op::Input(_) | Op::Constant(_) => Lowering::Trivial,
         Op::Add(_)
         | Op::MatMul(_)
@@ -429,6 +438,19 @@ impl<B: Backend> Program<B> {
                     kernels::softmax_rows(&x.to_contiguous(), n),
                     x.shape.clone(),
                 )
+            }
+            Op::Sigmoid(_) => (kernels::sigmoid(&x.to_contiguous()), x.shape.clone()),
+            Op::Silu(_) => (kernels::silu(&x.to_contiguous()), x.shape.clone()),
+            Op::Rope(r) => {
+                let d = x.shape.last().copied().unwrap_or(0);
+                let rotary = r.rotary_dim.map(|v| v as usize).unwrap_or(d);
+                kernels::rope(
+                    x,
+                    v.get(1).ok_or("missing operand")?,
+                    r.style == RopeStyle::Half,
+                    r.theta,
+                    rotary,
+                )?
             }
             Op::Gelu(g) => {
                 let xc = x.to_contiguous();
