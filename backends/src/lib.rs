@@ -1,6 +1,6 @@
 //! # fuselage-backends
 //!
-//! Where compiled modules run: [`lower`] turns a function of a [`Module`](fuselage_ir::Module)
+//! Where compiled modules run: [`lower()`] turns a function of a [`Module`](fuselage_ir::Module)
 //! into a [`Program<B>`] over a burn backend `B` (burn-ndarray on the CPU by default, burn-cuda
 //! with the `cuda` feature), with liveness-based [`memory`] planning and native CPU
 //! [`kernels`] for matmul, linear and attention. A [`Program`] implements

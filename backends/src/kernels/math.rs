@@ -2,7 +2,7 @@
 //!
 //! `f32::exp` and `libm::erff` are scalar calls that stop LLVM from vectorizing the loops they
 //! sit in; these are straight-line polynomials (no calls, no branches but selects) so that the
-//! [`multiversion!`](super::multiversion) bodies compile to AVX-512/AVX2 code. Each is checked
+//! `multiversion!` bodies compile to AVX-512/AVX2 code. Each is checked
 //! against the f64 function in the tests below.
 
 /// `e^x` in f32 for all `x`: a few ulp on `[-86.6, 88.7]`, `+inf` above, and flushed to `0`
@@ -85,7 +85,7 @@ pub fn tanh(x: f32) -> f32 {
 /// Lanes of the reductions below: enough independent accumulators for one AVX-512 register.
 const LANES: usize = 16;
 
-/// `Σ x` with [`LANES`] independent partial sums (strict f32 addition does not reassociate,
+/// `Σ x` with `LANES` independent partial sums (strict f32 addition does not reassociate,
 /// so a plain `+=` loop would not vectorize).
 #[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
@@ -104,7 +104,7 @@ pub fn sum(x: &[f32]) -> f32 {
     s
 }
 
-/// `Σ (x − c)²` with [`LANES`] partial sums.
+/// `Σ (x − c)²` with `LANES` partial sums.
 #[inline(always)]
 pub fn sum_sq_dev(x: &[f32], c: f32) -> f32 {
     let mut acc = [0f32; LANES];
@@ -123,7 +123,7 @@ pub fn sum_sq_dev(x: &[f32], c: f32) -> f32 {
     s
 }
 
-/// `max x` (`−∞` for an empty slice) with [`LANES`] partial maxima.
+/// `max x` (`−∞` for an empty slice) with `LANES` partial maxima.
 #[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];

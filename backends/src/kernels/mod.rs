@@ -5,16 +5,16 @@
 //! GEMM wants; measured on MiniLM-L6 (docs/performance.md) `linear`, `attention` and `gelu` took
 //! 98 % of a run. These kernels replace the hot ops behind the same lowering:
 //!
-//! - [`gemm`]: one GEMM entry point over strided operands on the `gemm` crate (AVX-512/AVX2/FMA
+//! - [`gemm()`]: one GEMM entry point over strided operands on the `gemm` crate (AVX-512/AVX2/FMA
 //!   micro-kernels picked at run time, rayon-parallel);
-//! - [`matmul`] with numpy batch broadcasting and [`linear`] with a fused bias, both reading
+//! - [`batched_matmul`] with numpy batch broadcasting and [`linear()`] with a fused bias, both reading
 //!   operands in place through their strides (a transposed weight is not copied);
-//! - [`attention`]: per batch·head `S = Q·Kᵀ`, scale, biases, causal mask and softmax in one
+//! - [`attention()`]: per batch·head `S = Q·Kᵀ`, scale, biases, causal mask and softmax in one
 //!   pass over each row, then `O = P·V`, heads spread over threads (GQA aware);
-//! - [`rope`]: rotary embedding on strided `x` with a cos/sin table per distinct position;
-//! - [`layer_norm`], [`rms_norm`], [`softmax`], [`gelu`], [`sigmoid`] and [`silu`]: row- or
+//! - [`rope()`]: rotary embedding on strided `x` with a cos/sin table per distinct position;
+//! - [`layer_norm()`], [`rms_norm()`], [`softmax_rows`], [`gelu_erf`], [`sigmoid()`] and [`silu()`]: row- or
 //!   chunk-parallel, written as
-//!   plain loops compiled several times for different instruction sets ([`multiversion!`]) so
+//!   plain loops compiled several times for different instruction sets (`multiversion!`) so
 //!   that they vectorize on AVX-512 and AVX2 machines without a `target-cpu` flag.
 //!
 //! Every kernel has a scalar reference in its tests and is checked against it; the lowering's

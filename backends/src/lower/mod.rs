@@ -2,7 +2,7 @@
 //!
 //! [`lower`] resolves the function into a flat list of instructions in topological order. Each
 //! value lives in a register that is freed right after its last reader (the same liveness the
-//! [`memory`](crate::memory) planner uses; its plan is reported as planned bytes vs the naive
+//! [memory planner](crate::memory) uses; its plan is reported as planned bytes vs the naive
 //! sum by [`Program::memory_plan`]). Constants are uploaded to the device once, at lowering
 //! time. Symbolic dims are bound when the program runs, from the shapes of its inputs.
 //!
@@ -26,7 +26,10 @@
 //! low-precision codecs (`quantize`, `dequantize`), `top_k`, `mmca_attention` and `attention`
 //! with a non-causal boolean-style pattern run through the reference implementation on the host
 //! ([`Lowering::Host`]): operands are downloaded, the op's f64 reference semantics run, results
-//! are uploaded. [`Program::lowering_report`] lists which is which for a program.
+//! are uploaded. On the CPU backend the hot f32 ops run on fuselage's own kernels
+//! ([`Lowering::Kernel`], [`crate::kernels`]), which read burn-ndarray's arrays in place through
+//! their strides; instructions computable from constants alone run once, at lowering
+//! ([`Lowering::Folded`]). [`Program::lowering_report`] lists which is which for a program.
 
 mod exec;
 mod host_view;
@@ -81,8 +84,8 @@ pub type CpuBackend = burn::backend::NdArray<f32, i64>;
 #[derive(Clone, Debug)]
 pub struct LowerOptions {
     /// Use fuselage's native CPU kernels ([`crate::kernels`]: GEMM-backed `matmul` and
-    /// `linear`, fused `attention`, `layer_norm`, `rms_norm`, `softmax`, `gelu`) for f32 ops
-    /// when the backend is the CPU backend. Default: true — measured on MiniLM-L6 they are
+    /// `linear`, fused `attention`, `layer_norm`, `rms_norm`, last-axis `softmax`, `gelu`,
+    /// `sigmoid`, `silu`, `rope`) for f32 ops when the backend is the CPU backend. Default: true — measured on MiniLM-L6 they are
     /// several times faster than burn-ndarray's generic path (docs/performance.md); false
     /// lowers every op onto burn's tensor operations.
     pub native_kernels: bool,
