@@ -301,6 +301,71 @@ impl Constant {
         if let Some(t) = self.cache.get() {
             return Ok(t.clone());
         }
+        let t = Arc::new(self.materialize(name)?);
+        let _ = self.cache.set(t.clone());
+        Ok(self.cache.get().cloned().unwrap_or(t))
+    }
+
+    /// The values as f32 — exactly `value()?.to_f32_vec()` — without materializing (and
+    /// caching) the f64 tensor: f32 constants are decoded straight from their bytes or mapping.
+    /// Lowered f32 programs upload constants through this, so a model's weights are not also
+    /// held as f64 for the rest of the process (1 GB for a 135M-parameter model).
+    pub fn to_f32_vec(&self, name: &str) -> Result<Vec<f32>, IrError> {
+        if let Some(t) = self.cache.get() {
+            return Ok(t.to_f32_vec());
+        }
+        if self.ty.dtype == DType::F32 {
+            self.check(name)?;
+            let f32s = |b: &[u8]| {
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect::<Vec<f32>>()
+            };
+            match &self.storage {
+                Storage::Dense { bytes } => return Ok(f32s(bytes)),
+                Storage::File { .. } => {
+                    let (m, start, end) = self.mapped_range(name)?;
+                    return Ok(f32s(&m[start..end]));
+                }
+                Storage::Seeded { .. } => {}
+            }
+        }
+        Ok(self.materialize(name)?.to_f32_vec())
+    }
+
+    /// The mapping of a file-stored constant and its byte range in it (checked).
+    fn mapped_range(&self, name: &str) -> Result<(Arc<Mmap>, usize, usize), IrError> {
+        let Storage::File {
+            path,
+            offset,
+            len,
+            map,
+        } = &self.storage
+        else {
+            return Err(IrError::Constant {
+                name: name.to_string(),
+                message: "not stored in a file".into(),
+            });
+        };
+        let err = |message: String| IrError::Constant {
+            name: name.to_string(),
+            message,
+        };
+        let m = match map.0.get() {
+            Some(m) => m.clone(),
+            None => {
+                let m =
+                    map_file(path).map_err(|e| err(format!("mapping {}: {e}", path.display())))?;
+                map.0.get_or_init(|| m).clone()
+            }
+        };
+        check_range(path, m.len(), *offset, *len).map_err(err)?;
+        // In range of the mapping, so both fit usize.
+        Ok((m, *offset as usize, (*offset + *len) as usize))
+    }
+
+    /// Decode the values (not cached).
+    fn materialize(&self, name: &str) -> Result<Tensor, IrError> {
         self.check(name)?;
         let shape = self.ty.fixed_shape().ok_or_else(|| IrError::Constant {
             name: name.to_string(),
@@ -316,34 +381,13 @@ impl Constant {
             Storage::Seeded { seed, init } => {
                 Tensor::new(dtype, shape, seeded_values(*seed, init, n))?
             }
-            Storage::File {
-                path,
-                offset,
-                len,
-                map,
-            } => {
-                let err = |message: String| IrError::Constant {
-                    name: name.to_string(),
-                    message,
-                };
-                let m = match map.0.get() {
-                    Some(m) => m.clone(),
-                    None => {
-                        let m = map_file(path)
-                            .map_err(|e| err(format!("mapping {}: {e}", path.display())))?;
-                        map.0.get_or_init(|| m).clone()
-                    }
-                };
-                check_range(path, m.len(), *offset, *len).map_err(err)?;
-                // In range of the mapping, so both fit usize.
-                let (start, end) = (*offset as usize, (*offset + *len) as usize);
+            Storage::File { .. } => {
+                let (m, start, end) = self.mapped_range(name)?;
                 let data = decode_values(dtype, n, &m[start..end])?;
                 Tensor::new(dtype, shape, data)?
             }
         };
-        let t = Arc::new(t);
-        let _ = self.cache.set(t.clone());
-        Ok(self.cache.get().cloned().unwrap_or(t))
+        Ok(t)
     }
 }
 
@@ -454,6 +498,62 @@ mod tests {
         assert_eq!(*a, *d.value("w").unwrap());
         let mean = a.data().iter().sum::<f64>() / 20.0;
         assert!(mean.abs() < 1.0);
+    }
+
+    #[test]
+    fn f32_values_without_the_f64_cache_match_value() {
+        let dir = std::env::temp_dir().join(format!("fuselage-const-f32-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vals = [1.5f32, -0.0, f32::MIN_POSITIVE, 3.4e38, -7.25, 1e-45];
+        let mut bytes = vec![9u8, 9]; // an offset into the file
+        for v in vals {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let path = dir.join("w.bin");
+        std::fs::write(&path, &bytes).unwrap();
+        let ty = TensorType::fixed(DType::F32, &[2, 3]);
+        let dense = Constant::new(
+            ty.clone(),
+            Storage::Dense {
+                bytes: bytes[2..].to_vec().into(),
+            },
+        );
+        let file = Constant::new(ty.clone(), Storage::file(&path, 2, 24));
+        let seeded = Constant::seeded(
+            ty,
+            3,
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        );
+        let f16 =
+            Constant::from_tensor(&Tensor::new(DType::F16, vec![2], vec![0.5, -65504.0]).unwrap());
+        for c in [&dense, &file, &seeded, &f16] {
+            let direct = c.to_f32_vec("w").unwrap();
+            // Decoding directly does not fill the f64 cache (seeded and f16 go through it
+            // uncached too).
+            assert!(c.cache.get().is_none());
+            let via_value = c.value("w").unwrap().to_f32_vec();
+            assert_eq!(
+                direct.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                via_value.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            assert_eq!(c.to_f32_vec("w").unwrap(), via_value);
+        }
+        assert_eq!(dense.to_f32_vec("w").unwrap(), vals.to_vec());
+        let short = Constant::new(
+            TensorType::fixed(DType::F32, &[3]),
+            Storage::Dense {
+                bytes: vec![0u8; 11].into(),
+            },
+        );
+        assert!(short
+            .to_f32_vec("w")
+            .unwrap_err()
+            .to_string()
+            .contains("needs 12 bytes"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -390,9 +390,14 @@ fn lower_rec<B: Backend>(
                     .constants
                     .get(&c.name)
                     .ok_or_else(|| unsupported(format!("no constant `{}`", c.name)))?;
-                let t = k.value(&c.name).map_err(LowerError::Constant)?;
-                constant_bytes += t.numel() as u64 * 4;
-                constants.insert(results[0], upload::<B>(&t, device));
+                let shape = k.ty.fixed_shape().ok_or_else(|| {
+                    unsupported(format!("constant `{}` has symbolic dims", c.name))
+                })?;
+                // Straight from the constant's f32 bytes: no f64 copy of the weights is made
+                // (or cached) for the lowered program.
+                let v = k.to_f32_vec(&c.name).map_err(LowerError::Constant)?;
+                constant_bytes += v.len() as u64 * 4;
+                constants.insert(results[0], upload_f32::<B>(v, &shape, device));
                 Lowering::Trivial
             }
             Op::Input(_) => Lowering::Trivial,
