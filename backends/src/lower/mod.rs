@@ -268,6 +268,15 @@ impl<B: Backend> fmt::Debug for Program<B> {
 /// [`LowerOptions::hoist_constants`]).
 const HOIST_MAX_GROWTH: usize = 1 << 16;
 
+/// The executor name of programs on `B` (`cpu` for the CPU backend).
+fn executor_name<B: Backend>() -> &'static str {
+    if is_cpu_backend::<B>() {
+        "cpu"
+    } else {
+        "burn"
+    }
+}
+
 /// Is `B` the CPU backend (where the native kernels apply)?
 pub(crate) fn is_cpu_backend<B: Backend>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<CpuBackend>()
@@ -815,11 +824,7 @@ impl<B: Backend> Program<B> {
 
 impl<B: Backend> Executor for Program<B> {
     fn name(&self) -> &str {
-        if is_cpu_backend::<B>() {
-            "cpu"
-        } else {
-            "burn"
-        }
+        executor_name::<B>()
     }
 
     /// Runs the lowered function. When `module`/`function` is not the one this program was
@@ -870,11 +875,7 @@ pub struct LoweringExecutor<B: Backend> {
 
 impl<B: Backend> Executor for LoweringExecutor<B> {
     fn name(&self) -> &str {
-        if is_cpu_backend::<B>() {
-            "cpu"
-        } else {
-            "burn"
-        }
+        executor_name::<B>()
     }
 
     fn run(
