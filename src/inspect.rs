@@ -46,21 +46,13 @@ pub struct Inspection {
 }
 
 fn numel(t: &TensorType, b: &HashMap<String, u64>, default: u64) -> f64 {
-    t.shape
-        .iter()
-        .map(|d| match d {
-            fuselage_ir::Dim::Fixed(n) => *n as f64,
-            fuselage_ir::Dim::Sym(s) => *b.get(s).unwrap_or(&default) as f64,
-        })
-        .product()
+    let size = |s: &str| *b.get(s).unwrap_or(&default);
+    t.shape.iter().map(|d| d.estimate(&size)).product()
 }
 
 fn dim(t: &TensorType, i: usize, b: &HashMap<String, u64>, default: u64) -> f64 {
-    match t.shape.get(i) {
-        Some(fuselage_ir::Dim::Fixed(n)) => *n as f64,
-        Some(fuselage_ir::Dim::Sym(s)) => *b.get(s).unwrap_or(&default) as f64,
-        None => 1.0,
-    }
+    let size = |s: &str| *b.get(s).unwrap_or(&default);
+    t.shape.get(i).map(|d| d.estimate(&size)).unwrap_or(1.0)
 }
 
 /// Estimated flops of one node: 2·M·K·N for products, the attention score and value products

@@ -111,7 +111,7 @@ fn constant_subexpressions_are_computed_once_at_lowering() {
     use fuselage_ir::{Constant, DType, Dim};
     // y = x · transpose(w): the weight transpose an HF import keeps for zero-copy loading.
     let mut b = ModelBuilder::new(0);
-    let x = b.input("x", DType::F32, &[Dim::Sym("B".into()), Dim::Fixed(3)]);
+    let x = b.input("x", DType::F32, &[Dim::sym("B"), Dim::from(3u64)]);
     let wv: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
     let w = b
         .add_constant(
@@ -158,7 +158,7 @@ fn large_broadcasts_of_constants_are_not_materialized_at_lowering() {
     use fuselage_ir::{Constant, DType, Dim, Op};
     // y = x + broadcast_to(c, [512, 512]): folding would store 256 Ki elements for 1 of input.
     let mut b = ModelBuilder::new(0);
-    let x = b.input("x", DType::F32, &[Dim::Fixed(512), Dim::Fixed(512)]);
+    let x = b.input("x", DType::F32, &[Dim::from(512u64), Dim::from(512u64)]);
     let c = b
         .add_constant(
             "c",

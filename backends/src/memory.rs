@@ -9,7 +9,7 @@
 //! inputs live from the start and outputs until the end.
 
 use fuselage_ir::sample::SymbolSizes;
-use fuselage_ir::{Dim, Graph, NodeId, Op, ValueId};
+use fuselage_ir::{Graph, NodeId, Op, ValueId};
 use std::collections::HashMap;
 
 /// One planned buffer.
@@ -67,6 +67,9 @@ pub fn plan(graph: &Graph, sizes: &SymbolSizes) -> Result<MemoryPlan, PlanError>
     }
     let mut bufs = vec![];
     let mut naive: u64 = 0;
+    let all_types: Vec<&fuselage_ir::TensorType> =
+        graph.nodes().flat_map(|(_, n)| n.results.iter()).collect();
+    let bindings = sizes.bindings_for(all_types, &fuselage_ir::Facts::default());
     for &id in &order {
         let n = graph.node(id).expect("live node in topo order");
         if matches!(n.op, Op::Constant(_)) {
@@ -79,12 +82,10 @@ pub fn plan(graph: &Graph, sizes: &SymbolSizes) -> Result<MemoryPlan, PlanError>
         };
         for (slot, ty) in n.results.iter().enumerate() {
             let v = ValueId::new(id, slot as u32);
-            let elems = ty.shape.iter().try_fold(1u64, |a, d| {
-                a.checked_mul(match d {
-                    Dim::Fixed(x) => *x,
-                    Dim::Sym(s) => sizes.size(s),
-                })
-            });
+            let elems = ty
+                .resolve(&bindings)
+                .ok()
+                .and_then(|s| s.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)));
             let bytes = elems
                 .and_then(|e| e.checked_mul(ty.dtype.bits() as u64))
                 .map(|b| b.div_ceil(8))
@@ -139,14 +140,14 @@ pub fn plan(graph: &Graph, sizes: &SymbolSizes) -> Result<MemoryPlan, PlanError>
 mod tests {
     use super::*;
     use fuselage_ir::ops::add::Add;
-    use fuselage_ir::{DType, Module, TensorType};
+    use fuselage_ir::{DType, Dim, Module, TensorType};
 
     fn chain(n: usize, width: u64) -> Graph {
         let m = Module::new();
         let mut g = Graph::new();
         let x = g.add_input(
             "x",
-            TensorType::new(DType::F32, ["B".into(), Dim::Fixed(width)]),
+            TensorType::new(DType::F32, ["B".into(), Dim::from(width)]),
         );
         let mut v: ValueId = x.into();
         for _ in 0..n {

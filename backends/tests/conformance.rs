@@ -26,8 +26,8 @@ fn dims(spec: &str) -> Vec<Dim> {
     spec.split(',')
         .filter(|s| !s.is_empty())
         .map(|s| match s.parse::<u64>() {
-            Ok(n) => Dim::Fixed(n),
-            Err(_) => Dim::Sym(s.to_string()),
+            Ok(n) => Dim::from(n),
+            Err(_) => Dim::sym(s),
         })
         .collect()
 }

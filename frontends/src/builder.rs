@@ -5,7 +5,7 @@
 //! use fuselage_ir::{DType, Dim};
 //!
 //! let mut b = ModelBuilder::new(7);
-//! let x = b.input("x", DType::F32, &["B".into(), Dim::Fixed(16)]);
+//! let x = b.input("x", DType::F32, &["B".into(), Dim::from(16u64)]);
 //! let h = b.linear("fc1", x, 16, 32, true).unwrap();
 //! let h = b.gelu(h).unwrap();
 //! let y = b.linear("fc2", h, 32, 4, true).unwrap();
@@ -553,16 +553,14 @@ impl ModelBuilder {
         self.rms_norm_core(x, g, e?)
     }
 
-    /// Reshape to dims given as symbols or sizes.
+    /// Reshape to dims (sizes, symbols or expressions; one `-1` is inferred).
     pub fn reshape(&mut self, x: ValueId, dims: &[Dim]) -> BuildResult<ValueId> {
-        let shape: Vec<serde_json::Value> = dims
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(n) => json!(n),
-                Dim::Sym(s) => json!(s),
-            })
-            .collect();
-        self.op_json("reshape", json!({ "shape": shape }), &[x])
+        self.op(
+            Op::Reshape(ops::reshape::Reshape {
+                shape: dims.to_vec(),
+            }),
+            &[x],
+        )
     }
 
     /// Permute dims.

@@ -110,7 +110,7 @@ pub fn builtin(name: &str) -> Result<Module, FrontendError> {
 
 fn mlp() -> BuildResult<Module> {
     let mut b = ModelBuilder::new(0x3A9);
-    let x = b.input("x", DType::F32, &["B".into(), Dim::Fixed(64)]);
+    let x = b.input("x", DType::F32, &["B".into(), Dim::from(64u64)]);
     let y = b.mlp("mlp", x, 64, 256, true)?;
     b.output("y", y);
     b.finish()
@@ -161,7 +161,7 @@ pub fn bert(cfg: &BertConfig, seed: u64, primitives: bool) -> BuildResult<Module
     let bias = b.mul(inv, big)?;
     let bias = b.reshape(
         bias,
-        &[bd.clone(), Dim::Fixed(1), Dim::Fixed(1), sd.clone()],
+        &[bd.clone(), Dim::from(1u64), Dim::from(1u64), sd.clone()],
     )?;
     for l in 0..cfg.layers {
         x = b.bert_layer(
@@ -174,7 +174,7 @@ pub fn bert(cfg: &BertConfig, seed: u64, primitives: bool) -> BuildResult<Module
     }
     b.output("last_hidden_state", x);
     // Mean pooling over unmasked tokens.
-    let m3 = b.reshape(m, &[bd, sd, Dim::Fixed(1)])?;
+    let m3 = b.reshape(m, &[bd, sd, Dim::from(1u64)])?;
     let xm = b.mul(x, m3)?;
     let s = b.op_json(
         "reduce",

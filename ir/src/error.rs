@@ -16,6 +16,12 @@ impl OpError {
     }
 }
 
+impl From<crate::dim::DimError> for OpError {
+    fn from(e: crate::dim::DimError) -> Self {
+        OpError(e.to_string())
+    }
+}
+
 /// Build an [`OpError`] with `format!` syntax and return it.
 #[macro_export]
 macro_rules! bail {

@@ -7,7 +7,8 @@ use crate::graph::{Graph, NodeId};
 use crate::module::Module;
 use crate::ops::{EvalCx, Op};
 use crate::tensor::Tensor;
-use crate::types::{Dim, TensorType};
+use crate::dim::{DimError, Facts};
+use crate::types::TensorType;
 use std::collections::HashMap;
 
 /// Something that can run a function of a module on concrete inputs.
@@ -68,13 +69,28 @@ impl Executor for Reference {
 }
 
 /// Bind symbolic dims of a function's input types from concrete input tensors.
+///
+/// A dim that is a symbol binds it; a dim that is linear in one symbol not yet bound
+/// (`2*B`, `S+1`) is solved for it; every other dim is checked once its symbols are bound.
+/// Bound sizes are checked against the module's facts (`S % 4 == 0`, and `>= 1` by default).
 pub fn bind_inputs(
     function: &str,
     graph: &Graph,
     inputs: &[Tensor],
 ) -> Result<HashMap<String, u64>, IrError> {
+    bind_inputs_with(function, graph, inputs, &Facts::default())
+}
+
+/// [`bind_inputs`] with the module's facts about symbols.
+pub fn bind_inputs_with(
+    function: &str,
+    graph: &Graph,
+    inputs: &[Tensor],
+    facts: &Facts,
+) -> Result<HashMap<String, u64>, IrError> {
     let tys = graph.input_types();
     let names = graph.input_names();
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     let err = |message: String| IrError::Inputs {
         function: function.to_string(),
         message,
@@ -87,7 +103,6 @@ pub fn bind_inputs(
             inputs.len()
         )));
     }
-    let mut b: HashMap<String, u64> = HashMap::new();
     for ((ty, t), name) in tys.iter().zip(inputs).zip(&names) {
         if ty.dtype != t.dtype() {
             return Err(err(format!(
@@ -95,32 +110,72 @@ pub fn bind_inputs(
                 t.dtype()
             )));
         }
-        if ty.rank() != t.rank() {
-            return Err(err(format!(
-                "input `{name}` expects {ty}, found shape {:?}",
-                t.shape()
-            )));
+    }
+    let ty_refs: Vec<&TensorType> = tys.iter().collect();
+    let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    bind_shapes(&ty_refs, &name_refs, &shapes, facts).map_err(err)
+}
+
+/// Bind the symbols of declared input types from concrete shapes (see [`bind_inputs`]).
+pub fn bind_shapes(
+    tys: &[&TensorType],
+    names: &[&str],
+    shapes: &[&[usize]],
+    facts: &Facts,
+) -> Result<HashMap<String, u64>, String> {
+    let mut b: HashMap<String, u64> = HashMap::new();
+    for ((ty, shape), name) in tys.iter().zip(shapes).zip(names) {
+        if ty.rank() != shape.len() {
+            return Err(format!("input `{name}` expects {ty}, found shape {shape:?}"));
         }
-        for (d, &n) in ty.shape.iter().zip(t.shape()) {
-            match d {
-                Dim::Fixed(f) if *f as usize != n => {
-                    return Err(err(format!(
-                        "input `{name}` expects {ty}, found shape {:?}",
-                        t.shape()
-                    )))
-                }
-                Dim::Sym(s) => {
-                    if let Some(&prev) = b.get(s) {
-                        if prev as usize != n {
-                            return Err(err(format!(
-                                "input `{name}` binds {s} = {n}, but an earlier input bound {s} = {prev}"
-                            )));
-                        }
-                    } else {
-                        b.insert(s.clone(), n as u64);
+    }
+    // Solve dims one symbol at a time until nothing changes, then check every dim.
+    let mut progress = true;
+    while progress {
+        progress = false;
+        for ((ty, shape), name) in tys.iter().zip(shapes).zip(names) {
+            for (d, &n) in ty.shape.iter().zip(shape.iter()) {
+                let rest = d
+                    .partial_eval(&b)
+                    .map_err(|e| format!("input `{name}` ({ty}): {e}"))?;
+                if let Some((sym, c, k)) = rest.as_linear() {
+                    let v = n as i128 - k as i128;
+                    if c == 0 || v % c as i128 != 0 || v / (c as i128) < 0 {
+                        return Err(format!(
+                            "input `{name}` expects {ty}, found shape {shape:?}: no size of {sym} makes {d} = {n}"
+                        ));
                     }
+                    let x = (v / c as i128) as u64;
+                    facts
+                        .get(sym)
+                        .check(sym, x)
+                        .map_err(|m| format!("input `{name}` ({ty}, shape {shape:?}): {m}"))?;
+                    b.insert(sym.to_string(), x);
+                    progress = true;
                 }
-                _ => {}
+            }
+        }
+    }
+    for ((ty, shape), name) in tys.iter().zip(shapes).zip(names) {
+        for (d, &n) in ty.shape.iter().zip(shape.iter()) {
+            match d.resolve(&b) {
+                Ok(v) if v as usize == n => {}
+                Ok(v) => {
+                    let why = match d.as_sym() {
+                        Some(s) => format!(", but an earlier input bound {s} = {v}"),
+                        None if d.is_const() => String::new(),
+                        None => format!(" (the dim {d} = {v})"),
+                    };
+                    return Err(format!(
+                        "input `{name}` expects {ty}, found shape {shape:?}{why}"
+                    ));
+                }
+                Err(DimError::Unbound(s)) => {
+                    return Err(format!(
+                        "input `{name}` ({ty}): the symbol {s} of {d} cannot be bound from the input shapes"
+                    ))
+                }
+                Err(e) => return Err(format!("input `{name}` ({ty}, shape {shape:?}): {e}")),
             }
         }
     }
@@ -133,19 +188,20 @@ fn check_result(t: &Tensor, ty: &TensorType, b: &HashMap<String, u64>) -> Result
         return Err(format!("produced dtype {}, declared {ty}", t.dtype()));
     }
     match ty.resolve(b) {
-        Some(shape) if shape == t.shape() => Ok(()),
-        Some(shape) => Err(format!(
+        Ok(shape) if shape == t.shape() => Ok(()),
+        Ok(shape) => Err(format!(
             "produced shape {:?}, declared {ty} = {shape:?}",
             t.shape()
         )),
         // A symbol not bound by the inputs: accept any size (it is checked by later uses).
-        None => {
+        Err(DimError::Unbound(_)) => {
             if ty.rank() == t.rank() {
                 Ok(())
             } else {
                 Err(format!("produced rank {}, declared {ty}", t.rank()))
             }
         }
+        Err(e) => Err(format!("declared {ty}: {e}")),
     }
 }
 
@@ -172,7 +228,7 @@ pub fn run_function(
                     .join(", ")
             ),
         })?;
-    let bindings = bind_inputs(function, graph, inputs)?;
+    let bindings = bind_inputs_with(function, graph, inputs, &module.facts)?;
     let order = graph.topo_order().map_err(|id| IrError::Verify {
         function: function.to_string(),
         node: graph.describe(id),

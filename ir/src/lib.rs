@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod constant;
+pub mod dim;
 pub mod dot;
 pub mod dtype;
 pub mod error;
@@ -48,5 +49,6 @@ pub use module::Module;
 pub use ops::Op;
 pub use tensor::Tensor;
 pub use text::{from_json, parse_module, print_module, to_json};
-pub use types::{Dim, TensorType};
+pub use dim::{Dim, DimError, Facts, SymbolFacts};
+pub use types::TensorType;
 pub use verify::{verify, verify_function};

@@ -19,6 +19,9 @@ pub struct Module {
     pub functions: IndexMap<String, Graph>,
     /// Constants by name, shared by reference.
     pub constants: IndexMap<String, Arc<Constant>>,
+    /// Facts about the symbols of dims (`S % 4 == 0`, `B >= 1`); symbols not listed are only `>= 0`.
+    #[serde(default, skip_serializing_if = "crate::dim::Facts::is_empty")]
+    pub facts: crate::dim::Facts,
 }
 
 impl Module {

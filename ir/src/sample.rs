@@ -10,7 +10,6 @@ use crate::error::IrError;
 use crate::module::Module;
 use crate::ops::Op;
 use crate::tensor::Tensor;
-use crate::types::Dim;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
@@ -55,6 +54,33 @@ impl SymbolSizes {
     pub fn size(&self, sym: &str) -> u64 {
         self.bindings.get(sym).copied().unwrap_or(self.default)
     }
+
+    /// Bindings of every symbol of the given types: the explicit size, or the default raised to
+    /// the symbol's facts (at least its minimum, a multiple of its divisor).
+    pub fn bindings_for<'a>(
+        &self,
+        types: impl IntoIterator<Item = &'a crate::TensorType>,
+        facts: &crate::Facts,
+    ) -> HashMap<String, u64> {
+        let mut b = HashMap::new();
+        for ty in types {
+            for sym in ty.symbols() {
+                let v = match self.bindings.get(&sym) {
+                    Some(&v) => v,
+                    None => {
+                        let f = facts.get(&sym);
+                        let mut v = self.default.max(f.lower());
+                        if let Some(k) = f.multiple_of.filter(|&k| k > 0) {
+                            v = v.div_ceil(k) * k;
+                        }
+                        v
+                    }
+                };
+                b.insert(sym, v);
+            }
+        }
+        b
+    }
 }
 
 /// Index bound of each integer input: the smallest fixed table size among `gather`s that read it.
@@ -74,9 +100,9 @@ fn index_bounds(module: &Module, function: &str) -> HashMap<usize, u64> {
             };
             let r = t.rank() as i64;
             let ax = if ga.axis < 0 { ga.axis + r } else { ga.axis };
-            if let Some(Dim::Fixed(sz)) = t.shape.get(ax.max(0) as usize) {
-                let e = out.entry(pos).or_insert(*sz);
-                *e = (*e).min(*sz);
+            if let Some(sz) = t.shape.get(ax.max(0) as usize).and_then(|d| d.fixed()) {
+                let e = out.entry(pos).or_insert(sz);
+                *e = (*e).min(sz);
             }
         }
     }
@@ -100,16 +126,17 @@ pub fn sample_inputs(
     let bounds = index_bounds(module, function);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out = vec![];
-    for (pos, ty) in g.input_types().iter().enumerate() {
-        let shape: Vec<usize> = ty
-            .shape
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(n) => *n as usize,
-                Dim::Sym(s) => sizes.size(s) as usize,
-            })
-            .collect();
-        let n: usize = shape.iter().product();
+    let types = g.input_types();
+    let bindings = sizes.bindings_for(&types, &module.facts);
+    for (pos, ty) in types.iter().enumerate() {
+        let shape: Vec<usize> = ty.resolve(&bindings).map_err(|e| IrError::Inputs {
+            function: function.to_string(),
+            message: format!("sample input {pos} of type {ty}: {e}"),
+        })?;
+        let n = crate::tensor::checked_numel(&shape).ok_or_else(|| IrError::Inputs {
+            function: function.to_string(),
+            message: format!("sample input {pos} of shape {shape:?} overflows"),
+        })?;
         let data: Vec<f64> = match ty.dtype {
             DType::Bool => (0..n).map(|_| rng.gen_range(0..2) as f64).collect(),
             d if d.is_int() => {

@@ -61,6 +61,18 @@ pub const MAX_NODE_ID: u32 = 1 << 20;
 /// then reports what is wrong with it.
 pub fn print_module(module: &Module) -> String {
     let mut s = String::from("module {\n");
+    for (sym, f) in &module.facts.0 {
+        let d = Dim::sym(sym);
+        if let Some(v) = f.min {
+            let _ = writeln!(s, "  assume {d} >= {v}");
+        }
+        if let Some(v) = f.max {
+            let _ = writeln!(s, "  assume {d} <= {v}");
+        }
+        if let Some(v) = f.multiple_of {
+            let _ = writeln!(s, "  assume {d} % {v} == 0");
+        }
+    }
     for (name, c) in &module.constants {
         let storage = serde_json::to_string(&c.storage)
             .unwrap_or_else(|e| format!("<unprintable storage: {e}>"));
@@ -79,20 +91,15 @@ pub fn print_module(module: &Module) -> String {
     s
 }
 
-/// Print one type in text form (`f32[B,S,384]`, quoting symbols that are not identifiers).
+/// Print one type in text form (`f32[B,S,384]`, `f32[2*B,S/4]`; symbols that are not
+/// identifiers are quoted).
 pub fn type_str(t: &TensorType) -> String {
     let mut s = format!("{}[", t.dtype);
     for (i, d) in t.shape.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        match d {
-            Dim::Fixed(n) => {
-                let _ = write!(s, "{n}");
-            }
-            Dim::Sym(name) if is_bare_ident(name) => s.push_str(name),
-            Dim::Sym(name) => s.push_str(&quote(name)),
-        }
+        let _ = write!(s, "{d}");
     }
     s.push(']');
     s
@@ -474,6 +481,12 @@ impl<'a> Parser<'a> {
     }
 
     /// Decimal digits as a `u64`.
+    /// A number after optional whitespace.
+    fn num_ws(&mut self, what: &str) -> PResult<u64> {
+        self.skip_ws();
+        self.number(what)
+    }
+
     fn number(&mut self, what: &str) -> PResult<u64> {
         let start = self.pos;
         let mut n: u64 = 0;
@@ -545,6 +558,98 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `assume SYM >= N`, `assume SYM <= N` or `assume SYM % K == 0` (after the keyword).
+    fn assume(&mut self, m: &mut Module) -> PResult<()> {
+        const WHAT: &str = "a symbol after `assume`";
+        self.skip_ws();
+        let at = self.pos;
+        let sym = if self.b.get(self.pos) == Some(&b'"') {
+            self.string(WHAT)?
+        } else {
+            match self.ident() {
+                Some((_, w)) => w.to_string(),
+                None => return Err(self.expected(WHAT)),
+            }
+        };
+        self.skip_ws();
+        let facts = m.facts.0.entry(sym.clone()).or_default();
+        let rest = &self.b[self.pos..];
+        if rest.starts_with(b">=") {
+            self.pos += 2;
+            facts.min = Some(self.num_ws("the lower bound")?);
+        } else if rest.starts_with(b"<=") {
+            self.pos += 2;
+            facts.max = Some(self.num_ws("the upper bound")?);
+        } else if rest.starts_with(b"%") {
+            self.pos += 1;
+            let k = self.num_ws("the divisor")?;
+            if k == 0 {
+                return Err(self.err_at(at, format!("assume {sym} % 0: the divisor must be >= 1")));
+            }
+            self.skip_ws();
+            if !self.b[self.pos..].starts_with(b"==") {
+                return Err(self.expected("`== 0`"));
+            }
+            self.pos += 2;
+            if self.num_ws("`0`")? != 0 {
+                return Err(self.err_at(at, "only `SYM % K == 0` facts are supported"));
+            }
+            facts.multiple_of = Some(k);
+        } else {
+            return Err(self.expected("`>=`, `<=` or `%` after the symbol"));
+        }
+        if let (Some(lo), Some(hi)) = (facts.min, facts.max) {
+            if lo > hi {
+                return Err(self.err_at(
+                    at,
+                    format!("assume {sym}: the facts {sym} >= {lo} and {sym} <= {hi} contradict"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One dim expression of a shape, up to the next top-level `,` or `]`.
+    fn dim(&mut self) -> PResult<Dim> {
+        let start = self.pos;
+        let mut depth = 0usize;
+        let mut quoted = false;
+        let mut j = start;
+        while j < self.b.len() {
+            let c = self.b[j];
+            if quoted {
+                if c == b'\\' {
+                    j += 1;
+                } else if c == b'"' {
+                    quoted = false;
+                }
+            } else {
+                match c {
+                    b'"' => quoted = true,
+                    b'(' => depth += 1,
+                    b')' => depth = depth.saturating_sub(1),
+                    b',' | b']' if depth == 0 => break,
+                    b'\n' | b'{' | b'}' | b'=' | b':' => break,
+                    _ => {}
+                }
+            }
+            j += 1;
+        }
+        let text = std::str::from_utf8(&self.b[start..j])
+            .map_err(|_| self.err_at(start, "a dimension is not UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(self.expected(
+                "a dimension (a number, a symbol like `B`, a quoted symbol, or an expression like `2*B`)",
+            ));
+        }
+        let d = Dim::parse(text).map_err(|e| self.err_at(start, e.to_string()))?;
+        if let Some(n) = d.as_const().filter(|&n| n < 0) {
+            return Err(self.err_at(start, format!("a dimension cannot be negative, found {n}")));
+        }
+        self.pos = j;
+        Ok(d)
+    }
+
     /// `dtype[dim, ...]`.
     fn ty(&mut self) -> PResult<TensorType> {
         const WHAT: &str = "a type like `f32[B,16]`";
@@ -557,21 +662,8 @@ impl<'a> Parser<'a> {
         let mut shape = Vec::new();
         if !self.eat(b']') {
             loop {
-                match self.peek() {
-                    Some(c) if c.is_ascii_digit() => {
-                        shape.push(Dim::Fixed(self.number("a dimension")?));
-                    }
-                    Some(b'"') => shape.push(Dim::Sym(self.string("a dimension")?)),
-                    Some(c) if is_ident_start(c) => match self.ident() {
-                        Some((_, w)) => shape.push(Dim::Sym(w.to_string())),
-                        None => return Err(self.expected("a dimension")),
-                    },
-                    _ => {
-                        return Err(self.expected(
-                            "a dimension (a number, a symbol like `B`, or a quoted symbol)",
-                        ))
-                    }
-                }
+                self.skip_ws();
+                shape.push(self.dim()?);
                 if self.eat(b']') {
                     break;
                 }
@@ -621,6 +713,8 @@ impl<'a> Parser<'a> {
                     .map_err(|e| self.err_at(json_at, e.to_string()))?;
                 const_pos.insert(name.clone(), at);
                 m.constants.insert(name, Arc::new(c));
+            } else if self.keyword("assume") {
+                self.assume(&mut m)?;
             } else if self.keyword("func") {
                 let name = self.symbol("`@` and the function's name")?;
                 if let Some(&first) = func_pos.get(&name) {
@@ -638,7 +732,7 @@ impl<'a> Parser<'a> {
                 });
                 m.functions.insert(name, g);
             } else {
-                return Err(self.expected("`const`, `func` or `}`"));
+                return Err(self.expected("`assume`, `const`, `func` or `}`"));
             }
         }
         self.skip_ws();

@@ -1,64 +1,11 @@
-//! Tensor types with symbolic dimensions.
+//! Tensor types with symbolic dimensions (dims are expressions: see [`crate::dim`]).
 
 use crate::dtype::DType;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 
-/// One dimension of a tensor type: a fixed size or a named symbol (`B`, `S`) bound at run time.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(untagged)]
-pub enum Dim {
-    /// A size known at compile time.
-    Fixed(u64),
-    /// A symbolic size, e.g. batch `B` or sequence `S`.
-    Sym(String),
-}
-
-impl Dim {
-    /// The fixed size, if any.
-    pub fn fixed(&self) -> Option<u64> {
-        match self {
-            Dim::Fixed(n) => Some(*n),
-            Dim::Sym(_) => None,
-        }
-    }
-
-    /// Resolve to a concrete size using symbol bindings.
-    pub fn resolve(&self, bindings: &HashMap<String, u64>) -> Option<u64> {
-        match self {
-            Dim::Fixed(n) => Some(*n),
-            Dim::Sym(s) => bindings.get(s).copied(),
-        }
-    }
-}
-
-impl From<u64> for Dim {
-    fn from(n: u64) -> Self {
-        Dim::Fixed(n)
-    }
-}
-
-impl From<usize> for Dim {
-    fn from(n: usize) -> Self {
-        Dim::Fixed(n as u64)
-    }
-}
-
-impl From<&str> for Dim {
-    fn from(s: &str) -> Self {
-        Dim::Sym(s.to_string())
-    }
-}
-
-impl fmt::Display for Dim {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Dim::Fixed(n) => write!(f, "{n}"),
-            Dim::Sym(s) => f.write_str(s),
-        }
-    }
-}
+pub use crate::dim::{Dim, DimError};
 
 /// The type of a value: element type and shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,7 +29,7 @@ impl TensorType {
     pub fn fixed(dtype: DType, shape: &[usize]) -> Self {
         TensorType {
             dtype,
-            shape: shape.iter().map(|&n| Dim::Fixed(n as u64)).collect(),
+            shape: shape.iter().map(|&n| Dim::from(n)).collect(),
         }
     }
 
@@ -114,12 +61,22 @@ impl TensorType {
             .try_fold(1u64, |acc, d| d.fixed().and_then(|n| acc.checked_mul(n)))
     }
 
-    /// Concrete shape under symbol bindings.
-    pub fn resolve(&self, bindings: &HashMap<String, u64>) -> Option<Vec<usize>> {
+    /// Concrete shape under symbol bindings (an unbound symbol, an inexact division or a
+    /// negative size is an error).
+    pub fn resolve(&self, bindings: &HashMap<String, u64>) -> Result<Vec<usize>, DimError> {
         self.shape
             .iter()
-            .map(|d| d.resolve(bindings).map(|n| n as usize))
+            .map(|d| {
+                d.resolve(bindings).and_then(|n| {
+                    usize::try_from(n).map_err(|_| DimError::Overflow(format!("{d} = {n}")))
+                })
+            })
             .collect()
+    }
+
+    /// Element count as a dim expression.
+    pub fn numel_dim(&self) -> Result<Dim, DimError> {
+        Dim::product(&self.shape)
     }
 
     /// Same shape with another dtype.
@@ -130,12 +87,12 @@ impl TensorType {
         }
     }
 
-    /// Symbols used by this type, in order of first appearance.
-    pub fn symbols(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = vec![];
+    /// Symbols used by this type, in order of first appearance (within a dim: sorted).
+    pub fn symbols(&self) -> Vec<String> {
+        let mut out: Vec<String> = vec![];
         for d in &self.shape {
-            if let Dim::Sym(s) = d {
-                if !out.contains(&s.as_str()) {
+            for s in d.symbols() {
+                if !out.contains(&s) {
                     out.push(s);
                 }
             }

@@ -25,7 +25,7 @@
 
 use crate::pass::Tolerance;
 use fuselage_ir::eval::run_function;
-use fuselage_ir::{DType, Dim, Module, Node, NodeId, Tensor, TensorType};
+use fuselage_ir::{DType, Module, Node, NodeId, Tensor, TensorType};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -147,13 +147,13 @@ pub fn concrete_shapes(
             return Err(format!("the pass changed entry input {i} from {b} to {a}"));
         }
         for (db, da) in b.shape.iter().zip(&a.shape) {
-            match (db, da) {
-                (Dim::Fixed(x), Dim::Fixed(y)) if x != y => {
+            match (db.fixed(), da.fixed(), db.as_sym(), da.as_sym()) {
+                (Some(x), Some(y), _, _) if x != y => {
                     return Err(format!("the pass changed entry input {i} from {b} to {a}"))
                 }
-                (Dim::Sym(s), Dim::Fixed(n)) | (Dim::Fixed(n), Dim::Sym(s)) => {
-                    if let Some(prev) = bound.insert(s.clone(), *n) {
-                        if prev != *n {
+                (None, Some(n), Some(s), _) | (Some(n), None, _, Some(s)) => {
+                    if let Some(prev) = bound.insert(s.to_string(), n) {
+                        if prev != n {
                             return Err(format!(
                                 "symbol {s} is fixed to both {prev} and {n} by the pass"
                             ));
@@ -171,7 +171,14 @@ pub fn concrete_shapes(
             .copied()
             .unwrap_or(opts.default_sym_size)
     };
-    Ok(before
+    let mut all: HashMap<String, u64> = HashMap::new();
+    for t in before.iter().chain(after) {
+        for s in t.symbols() {
+            let v = size(&s);
+            all.insert(s, v);
+        }
+    }
+    before
         .iter()
         .zip(after)
         .map(|(b, a)| {
@@ -179,14 +186,17 @@ pub fn concrete_shapes(
                 .shape
                 .iter()
                 .zip(&a.shape)
-                .map(|(db, da)| match (db, da) {
-                    (Dim::Fixed(n), _) | (_, Dim::Fixed(n)) => *n as usize,
-                    (Dim::Sym(s), _) => size(s) as usize,
+                .map(|(db, da)| match (db.fixed(), da.fixed()) {
+                    (Some(n), _) | (_, Some(n)) => Ok(n as usize),
+                    _ => db
+                        .resolve(&all)
+                        .map(|n| n as usize)
+                        .map_err(|e| format!("entry input {b}: {e}")),
                 })
-                .collect();
-            (b.dtype, shape)
+                .collect::<Result<Vec<usize>, String>>()?;
+            Ok((b.dtype, shape))
         })
-        .collect())
+        .collect()
 }
 
 /// Seeded inputs of the given shapes.

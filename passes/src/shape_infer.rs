@@ -11,7 +11,7 @@ use crate::error::PassError;
 use crate::pass::{Changed, Pass, PassCx, PassKind};
 use fuselage_ir::ops::InferCx;
 use fuselage_ir::{Dim, Graph, Module, Op};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 crate::pass_options! {
     /// Options of `shape-infer`.
@@ -62,41 +62,76 @@ impl ShapeInfer {
     }
 }
 
-fn subst_dims(dims: &mut [Dim], binds: &BTreeMap<String, u64>) -> bool {
+/// Substitute bound symbols into dims; returns whether any dim changed.
+fn subst_dims(dims: &mut [Dim], binds: &BTreeMap<String, u64>) -> Result<bool, String> {
+    let map: HashMap<String, u64> = binds.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let mut changed = false;
     for d in dims.iter_mut() {
-        if let Dim::Sym(s) = d {
-            if let Some(&n) = binds.get(s.as_str()) {
-                *d = Dim::Fixed(n);
-                changed = true;
-            }
+        if d.is_const() {
+            continue;
+        }
+        let new = d.partial_eval(&map).map_err(|e| format!("{d}: {e}"))?;
+        if new != *d {
+            *d = new;
+            changed = true;
         }
     }
-    changed
+    Ok(changed)
 }
 
-/// Symbols named in an op's `shape` attribute (strings in a `shape` array).
-fn attr_symbols(op: &Op) -> Vec<String> {
-    match op.attrs().get("shape").and_then(|s| s.as_array()) {
-        Some(a) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        None => vec![],
+/// Attributes whose values (numbers, strings, or arrays of them) are dims.
+const DIM_ATTRS: [&str; 4] = ["shape", "sizes", "start", "end"];
+
+/// The dims written in an op's dim attributes (strings are dim expressions).
+fn attr_dims(attrs: &serde_json::Value) -> Vec<Dim> {
+    let mut out = vec![];
+    for key in DIM_ATTRS {
+        let vals: Vec<&serde_json::Value> = match attrs.get(key) {
+            Some(serde_json::Value::Array(a)) => a.iter().collect(),
+            Some(v) => vec![v],
+            None => vec![],
+        };
+        out.extend(
+            vals.into_iter()
+                .filter_map(|v| v.as_str().and_then(|s| Dim::parse(s).ok())),
+        );
     }
+    out
 }
 
-/// Replace bound symbols in an op's `shape` attribute; `None` when nothing changes.
+/// Symbols named in an op's dim attributes.
+fn attr_symbols(op: &Op) -> Vec<String> {
+    attr_dims(&op.attrs())
+        .iter()
+        .flat_map(|d| d.symbols())
+        .collect()
+}
+
+/// Replace bound symbols in an op's dim attributes; `None` when nothing changes.
 fn subst_attrs(op: &Op, binds: &BTreeMap<String, u64>) -> Result<Option<Op>, String> {
+    let map: HashMap<String, u64> = binds.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let mut attrs = op.attrs();
-    let Some(shape) = attrs.get_mut("shape").and_then(|s| s.as_array_mut()) else {
-        return Ok(None);
-    };
     let mut changed = false;
-    for v in shape.iter_mut() {
-        if let Some(n) = v.as_str().and_then(|s| binds.get(s)) {
-            *v = serde_json::json!(n);
+    let mut fix = |v: &mut serde_json::Value| -> Result<(), String> {
+        let Some(d) = v.as_str().and_then(|s| Dim::parse(s).ok()) else {
+            return Ok(());
+        };
+        let new = d.partial_eval(&map).map_err(|e| format!("{d}: {e}"))?;
+        if new != d {
+            *v = serde_json::to_value(&new).map_err(|e| e.to_string())?;
             changed = true;
+        }
+        Ok(())
+    };
+    for key in DIM_ATTRS {
+        match attrs.get_mut(key) {
+            Some(serde_json::Value::Array(a)) => {
+                for v in a.iter_mut() {
+                    fix(v)?;
+                }
+            }
+            Some(v) => fix(v)?,
+            None => {}
         }
     }
     if !changed {
@@ -168,7 +203,7 @@ impl Pass for ShapeInfer {
                 for (_, n) in g.nodes() {
                     if let Op::Input(_) = n.op {
                         for t in &n.results {
-                            used.extend(t.symbols().into_iter().map(str::to_string));
+                            used.extend(t.symbols());
                         }
                     }
                     used.extend(attr_symbols(&n.op));
@@ -199,7 +234,13 @@ impl Pass for ShapeInfer {
                 if let Op::Input(_) = n.op {
                     for t in n.results.iter_mut() {
                         let before = t.symbols().len();
-                        if subst_dims(&mut t.shape, &self.binds) {
+                        let subst = subst_dims(&mut t.shape, &self.binds).map_err(|e| {
+                            PassError::Failed {
+                                pass: "shape-infer".into(),
+                                message: format!("@{fname}: %{}: {e}", id.0),
+                            }
+                        })?;
+                        if subst {
                             bound_dims += (before - t.symbols().len()) as u64;
                             changed = true;
                         }

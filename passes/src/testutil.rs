@@ -51,15 +51,16 @@ pub fn assert_same_outputs(before: &Module, after: &Module, kind: PassKind, seed
                     .shape
                     .iter()
                     .zip(&ta.shape)
-                    .map(|(db, da)| match (db, da) {
-                        (fuselage_ir::Dim::Fixed(n), _) | (_, fuselage_ir::Dim::Fixed(n)) => {
-                            *n as usize
-                        }
-                        (fuselage_ir::Dim::Sym(s), _) => {
-                            let k = sizes.len();
-                            *sizes
-                                .entry(s.clone())
-                                .or_insert(1 + ((seed as usize + k) % 3))
+                    .map(|(db, da)| match (db.fixed(), da.fixed()) {
+                        (Some(n), _) | (_, Some(n)) => n as usize,
+                        _ => {
+                            for s in db.symbols() {
+                                let k = sizes.len();
+                                sizes.entry(s).or_insert(1 + ((seed as usize + k) % 3));
+                            }
+                            let b: std::collections::HashMap<String, u64> =
+                                sizes.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();
+                            db.resolve(&b).expect("test dims resolve") as usize
                         }
                     })
                     .collect();

@@ -89,7 +89,7 @@ fn count(m: &Module, op: &str) -> usize {
 fn every_rule_fires() {
     let mut fired: BTreeSet<String> = BTreeSet::new();
     let h = 8;
-    let row = [Dim::Sym("S".into()), Dim::Fixed(h as u64)];
+    let row = [Dim::sym("S"), Dim::from(h as u64)];
 
     // x·1, 1·x, x+0, 0+x.
     let mut b = B::new();
@@ -110,7 +110,7 @@ fn every_rule_fires() {
 
     // Broadcasting ones are kept: x[8]·ones[S,8] is not x.
     let mut b = B::new();
-    let x = b.input("x", &[Dim::Fixed(h as u64)]);
+    let x = b.input("x", &[Dim::from(h as u64)]);
     let ones = b.constant("ones", &[2, h], Some(1.0));
     let y = b.op("mul", json!({}), &[x, ones]);
     let (out, _) = canon(&b.finish(&[y]));
@@ -118,7 +118,7 @@ fn every_rule_fires() {
 
     // transpose∘transpose: composed, and identity removed.
     let mut b = B::new();
-    let x = b.input("x", &[Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(4)]);
+    let x = b.input("x", &[Dim::from(2u64), Dim::from(3u64), Dim::from(4u64)]);
     let t1 = b.op("transpose", json!({"perm": [1, 2, 0]}), &[x]);
     let t2 = b.op("transpose", json!({"perm": [2, 0, 1]}), &[t1]);
     let t3 = b.op("transpose", json!({"perm": [1, 0, 2]}), &[x]);
@@ -140,7 +140,7 @@ fn every_rule_fires() {
 
     // reshape∘reshape, and a reshape back to the same shape removed.
     let mut b = B::new();
-    let x = b.input("x", &[Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(4)]);
+    let x = b.input("x", &[Dim::from(2u64), Dim::from(3u64), Dim::from(4u64)]);
     let r1 = b.op("reshape", json!({"shape": [6, 4]}), &[x]);
     let r2 = b.op("reshape", json!({"shape": [4, -1]}), &[r1]);
     let flat = b.op("reshape", json!({"shape": [24]}), &[x]);
@@ -157,7 +157,7 @@ fn every_rule_fires() {
     // matmul + bias, bias + matmul.
     let mut b = B::new();
     let x = b.input("x", &row);
-    let bias_in = b.input("bias", &[Dim::Fixed(4)]);
+    let bias_in = b.input("bias", &[Dim::from(4u64)]);
     let w = b.constant("w", &[h, 4], None);
     let bias = b.constant("b", &[4], None);
     let mm = b.op("matmul", json!({}), &[x, w]);
@@ -278,7 +278,7 @@ fn options_are_kebab_case_and_reject_unknown_keys() {
 #[test]
 fn unchanged_graph_reports_no_change() {
     let mut b = B::new();
-    let x = b.input("x", &[Dim::Fixed(4)]);
+    let x = b.input("x", &[Dim::from(4u64)]);
     let y = b.op("exp", json!({}), &[x]);
     let mut m = b.finish(&[y]);
     let before = m.clone();
@@ -289,7 +289,7 @@ fn unchanged_graph_reports_no_change() {
 #[test]
 fn names_of_surviving_nodes_are_kept() {
     let mut b = B::new();
-    let x = b.input("x", &[Dim::Fixed(2), Dim::Fixed(8)]);
+    let x = b.input("x", &[Dim::from(2u64), Dim::from(8u64)]);
     let e = b.op("exp", json!({}), &[x]);
     let mut m = b.finish(&[e]);
     let g = m.functions.get_mut("main").unwrap();
@@ -397,7 +397,7 @@ fn runs_in_a_pipeline_with_the_numeric_check() {
 #[test]
 fn a_dangling_operand_is_an_error_not_a_panic() {
     let mut b = B::new();
-    let x = b.input("x", &[Dim::Fixed(4)]);
+    let x = b.input("x", &[Dim::from(4u64)]);
     let y = b.op("exp", json!({}), &[x]);
     let mut m = b.finish(&[y]);
     let g = m.functions.get_mut("main").unwrap();

@@ -12,7 +12,6 @@ use fuselage_ir::ops::compare::Predicate;
 use fuselage_ir::ops::gelu::GeluApproximate;
 use fuselage_ir::ops::logical::LogicalKind;
 use fuselage_ir::ops::reduce::ReduceKind;
-use fuselage_ir::ops::reshape::ReshapeDim;
 use fuselage_ir::ops::rope::RopeStyle;
 use fuselage_ir::ops::util::{broadcast_shapes, normalize_axis};
 use fuselage_ir::ops::EvalCx;
@@ -206,7 +205,7 @@ fn standardize<B: Backend>(x: F<B>, n: usize, eps: f64) -> F<B> {
 
 fn resolve(ty: &TensorType, b: &HashMap<String, u64>) -> R<Vec<usize>> {
     ty.resolve(b)
-        .ok_or_else(|| format!("cannot resolve the shape {ty} from the input bindings {b:?}"))
+        .map_err(|e| format!("cannot resolve the shape {ty}: {e}"))
 }
 
 /// Softmax over `dim` with the max subtracted; rows whose every entry is `-inf` give zeros.
@@ -645,8 +644,8 @@ impl<B: Backend> Program<B> {
                 let x = a.pop().ok_or("missing operand")?;
                 let n = shape_of::<B>(&x).iter().product::<usize>();
                 let target = match ins.result_types[0].resolve(bind) {
-                    Some(t) => t,
-                    None => reshape_target(&r.shape, n, bind)?,
+                    Ok(t) => t,
+                    Err(_) => reshape_target(&r.shape, n, bind)?,
                 };
                 one(B::float_reshape(x, sh(&target)))
             }
@@ -663,7 +662,7 @@ impl<B: Backend> Program<B> {
                 let x = a.pop().ok_or("missing operand")?;
                 let shape = shape_of::<B>(&x);
                 let d = axis(s.axis, shape.len())?;
-                let (first, count) = s.range(shape[d] as u64).map_err(|e| e.0)?;
+                let (first, count) = s.range(shape[d] as u64, bind).map_err(|e| e.0)?;
                 one(take_range::<B>(x, d, first, count as i64, s.step, dev)?)
             }
             Op::Split(s) => {
@@ -671,9 +670,10 @@ impl<B: Backend> Program<B> {
                 let d = axis(s.axis, rank0)?;
                 let mut out = vec![];
                 let mut at = 0i64;
-                for &n in &s.sizes {
-                    out.push(take_range::<B>(x.clone(), d, at, n as i64, 1, dev)?);
-                    at += n as i64;
+                for n in &s.sizes {
+                    let n = n.resolve(bind).map_err(|e| format!("split: {e}"))? as i64;
+                    out.push(take_range::<B>(x.clone(), d, at, n, 1, dev)?);
+                    at += n;
                 }
                 Ok(out)
             }
@@ -968,19 +968,13 @@ impl<B: Backend> Program<B> {
 /// Bindings of a callee from its argument shapes.
 fn sub_bindings<B: Backend>(sub: &Program<B>, args: &[F<B>]) -> R<HashMap<String, u64>> {
     let tys = sub.graph.input_types();
-    let mut b = HashMap::new();
-    for (ty, t) in tys.iter().zip(args) {
-        let s = shape_of::<B>(t);
-        if s.len() != ty.rank() {
-            return Err(format!("@{} expects {ty}, found shape {s:?}", sub.function));
-        }
-        for (d, &n) in ty.shape.iter().zip(&s) {
-            if let Dim::Sym(name) = d {
-                b.insert(name.clone(), n as u64);
-            }
-        }
-    }
-    Ok(b)
+    let names = sub.graph.input_names();
+    let shapes: Vec<Vec<usize>> = args.iter().map(shape_of::<B>).collect();
+    let ty_refs: Vec<&TensorType> = tys.iter().collect();
+    let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+    fuselage_ir::eval::bind_shapes(&ty_refs, &name_refs, &shape_refs, &sub.module.facts)
+        .map_err(|e| format!("@{}: {e}", sub.function))
 }
 
 /// `count` elements along `dim` starting at `first` with `step` (step may be negative).
@@ -1014,14 +1008,13 @@ fn take_range<B: Backend>(
     }
 }
 
-/// A reshape target from attrs (symbol entries unbound by the inputs act like -1).
-fn reshape_target(shape: &[ReshapeDim], n: usize, bind: &HashMap<String, u64>) -> R<Vec<usize>> {
+/// A reshape target from attrs (entries unresolvable under the bindings act like -1).
+fn reshape_target(shape: &[Dim], n: usize, bind: &HashMap<String, u64>) -> R<Vec<usize>> {
     let mut out = vec![];
     let mut infer = None;
     for (i, d) in shape.iter().enumerate() {
-        match d {
-            ReshapeDim::Size(v) if *v >= 0 => out.push(*v as usize),
-            ReshapeDim::Sym(s) if bind.contains_key(s) => out.push(bind[s] as usize),
+        match d.resolve(bind) {
+            Ok(v) if d.as_const() != Some(-1) => out.push(v as usize),
             _ => {
                 if infer.is_some() {
                     return Err("reshape: more than one dim to infer".into());

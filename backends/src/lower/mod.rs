@@ -593,7 +593,7 @@ impl<B: Backend> Program<B> {
                     Op::Input(_) | Op::Constant(_) | Op::Call(_) | Op::For(_)
                 )
                 && ins.operands.iter().all(|r| self.constants.contains_key(r))
-                && ins.result_types.iter().all(|t| t.resolve(&none).is_some());
+                && ins.result_types.iter().all(|t| t.resolve(&none).is_ok());
             if !eligible {
                 continue;
             }
@@ -602,7 +602,7 @@ impl<B: Backend> Program<B> {
             let result_elems: usize = ins
                 .result_types
                 .iter()
-                .filter_map(|t| t.resolve(&none))
+                .filter_map(|t| t.resolve(&none).ok())
                 .map(|s| s.iter().product::<usize>())
                 .sum();
             let operand_elems: usize = ins
@@ -779,7 +779,7 @@ impl<B: Backend> Program<B> {
                 )));
             }
             for ((t, &r), ty) in out.into_iter().zip(&ins.results).zip(&ins.result_types) {
-                if let Some(want) = ty.resolve(bindings) {
+                if let Ok(want) = ty.resolve(bindings) {
                     if t.shape().as_slice() != want.as_slice() {
                         return Err(err(format!(
                             "produced shape {:?}, declared {ty} = {want:?}",

@@ -31,7 +31,7 @@ impl OpSpec for ArgMax {
         let axis = normalize_axis(Self::NAME, self.axis, x.rank())?;
         let mut shape = x.shape.clone();
         if self.keepdims {
-            shape[axis] = Dim::Fixed(1);
+            shape[axis] = Dim::from(1u64);
         } else {
             shape.remove(axis);
         }

@@ -8,7 +8,7 @@ use super::util::{
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
-use crate::types::{Dim, TensorType};
+use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
 
 /// The built-in mask of [`Attention`].
@@ -63,8 +63,8 @@ pub(crate) fn infer_qkv(
         crate::bail!("{op}: k and v must share heads and length: k {k}, v {v}");
     }
     if qs[1] != ks[1] {
-        match (&qs[1], &ks[1]) {
-            (Dim::Fixed(h), Dim::Fixed(hk)) if *hk > 0 && h.is_multiple_of(*hk) => {}
+        match (qs[1].fixed(), ks[1].fixed()) {
+            (Some(h), Some(hk)) if hk > 0 && h.is_multiple_of(hk) => {}
             _ => crate::bail!(
                 "{op}: key/value heads {} must divide query heads {} (q {q}, k {k})",
                 ks[1],

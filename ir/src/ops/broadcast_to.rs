@@ -30,7 +30,7 @@ impl OpSpec for BroadcastTo {
         }
         let off = t.len() - x.rank();
         for (i, d) in x.shape.iter().enumerate() {
-            if d != &t[off + i] && d != &Dim::Fixed(1) {
+            if d != &t[off + i] && d.fixed() != Some(1) {
                 crate::bail!(
                     "broadcast_to: operand {x} does not broadcast to [{}] (dim {i}: {d} vs {})",
                     join(t),

@@ -24,8 +24,6 @@ impl OpSpec for Concat {
         let d = same_dtype(Self::NAME, inputs)?;
         let first = &inputs[0];
         let ax = normalize_axis(Self::NAME, self.axis, first.rank())?;
-        let mut total: u64 = 0;
-        let mut sym: Option<Dim> = None;
         for (i, t) in inputs.iter().enumerate() {
             if t.rank() != first.rank() {
                 crate::bail!(
@@ -39,37 +37,17 @@ impl OpSpec for Concat {
                     );
                 }
             }
-            match &t.shape[ax] {
-                Dim::Fixed(n) => {
-                    total = total.checked_add(*n).ok_or_else(|| {
-                        OpError::new(format!("concat along axis {ax}: size overflows u64"))
-                    })?
-                }
-                s @ Dim::Sym(_) => {
-                    if sym.is_some() {
-                        let parts: Vec<String> =
-                            inputs.iter().map(|t| t.shape[ax].to_string()).collect();
-                        crate::bail!(
-                            "concat along axis {ax} of symbolic dims ({}) cannot be one dim",
-                            parts.join(" + ")
-                        );
-                    }
-                    sym = Some(s.clone());
-                }
-            }
         }
-        let axis_dim = match sym {
-            None => Dim::Fixed(total),
-            Some(s) if total == 0 => s,
-            Some(s) => crate::bail!(
-                "concat along axis {ax}: {s} + {total} cannot be expressed as one dim (shapes: {})",
+        let axis_dim = Dim::sum(inputs.iter().map(|t| &t.shape[ax])).map_err(|e| {
+            OpError::new(format!(
+                "concat along axis {ax} (shapes: {}): {e}",
                 inputs
                     .iter()
                     .map(|t| format!("[{}]", join(&t.shape)))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
-        };
+            ))
+        })?;
         let mut shape = first.shape.clone();
         shape[ax] = axis_dim;
         Ok(vec![TensorType::new(d, shape)])

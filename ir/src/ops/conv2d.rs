@@ -127,7 +127,7 @@ impl OpSpec for Conv2d {
         let kw = fixed_dim(Self::NAME, "kernel width", &w.shape[3])?;
         self.check_channels(c, o, wc)?;
         if let Some(b) = inputs.get(2) {
-            if b.shape != [Dim::Fixed(o)] {
+            if b.shape != [Dim::from(o)] {
                 crate::bail!("conv2d bias must be [{o}], found {b}");
             }
         }

@@ -44,7 +44,7 @@ impl OpSpec for GroupNorm {
             );
         }
         for (i, p) in inputs[1..].iter().enumerate() {
-            if p.shape != [Dim::Fixed(c)] {
+            if p.shape != [Dim::from(c)] {
                 crate::bail!(
                     "group_norm {} must be [{c}], found {p}",
                     if i == 0 { "scale" } else { "bias" }

@@ -54,7 +54,7 @@ mod tests {
         fn binds_the_given_tensor(d in 0usize..ALL_DTYPES.len(), b in 1usize..4, s in 0usize..6,
                                   seed in 0u64..1000) {
             let dt = ALL_DTYPES[d];
-            let m = identity(TensorType::new(dt, ["B".into(), "S".into(), Dim::Fixed(2)]));
+            let m = identity(TensorType::new(dt, ["B".into(), "S".into(), Dim::from(2u64)]));
             let t = rand_tensor(dt, vec![b, s, 2], seed);
             let out = Reference.run(&m, "main", std::slice::from_ref(&t)).unwrap();
             prop_assert_eq!(&out[0], &t);
@@ -65,7 +65,7 @@ mod tests {
     fn wrong_inputs_are_errors_naming_the_input() {
         let m = identity(TensorType::new(
             crate::DType::F32,
-            ["B".into(), Dim::Fixed(3)],
+            ["B".into(), Dim::from(3u64)],
         ));
         let bad = rand_tensor(crate::DType::F32, vec![2, 4], 0);
         let e = Reference.run(&m, "main", &[bad]).unwrap_err().to_string();

@@ -63,7 +63,7 @@ mod tests {
             let rank = shape.len() as i64;
             prop_assume!(axis >= -rank && axis < rank);
             let a = axis.rem_euclid(rank) as usize;
-            let dims = shape.iter().map(|&d| Dim::Fixed(d as u64)).collect();
+            let dims = shape.iter().map(|&d| Dim::from(d as u64)).collect();
             let out = eval_op(Op::Iota(Iota { shape: dims, axis, dtype: dt }), &[]).unwrap();
             // Row-major: the index along `a` is (flat / stride_a) % shape[a].
             let stride: usize = shape[a + 1..].iter().product();
@@ -98,7 +98,7 @@ mod tests {
     fn bad_axis_operands_and_dtype_are_rejected() {
         let op = |axis, dtype| {
             Op::Iota(Iota {
-                shape: vec![Dim::Fixed(2)],
+                shape: vec![Dim::from(2u64)],
                 axis,
                 dtype,
             })

@@ -28,7 +28,7 @@ use super::util::{expect_arity, expect_int, expect_rank, op_err};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
-use crate::types::{Dim, TensorType};
+use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
 
 /// What a branch with no visible key contributes.
@@ -74,7 +74,7 @@ impl OpSpec for MmcaAttention {
                 k.shape[2]
             );
         }
-        if let (Dim::Fixed(sq), Dim::Fixed(sk)) = (&q.shape[2], &k.shape[2]) {
+        if let (Some(sq), Some(sk)) = (q.shape[2].fixed(), k.shape[2].fixed()) {
             if sq > sk {
                 crate::bail!("mmca_attention needs Sq <= Sk (queries are the last Sq tokens), found q {q}, k {k}");
             }

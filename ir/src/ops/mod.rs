@@ -103,7 +103,7 @@ impl EvalCx<'_> {
             .get(i)
             .ok_or_else(|| OpError::new(format!("node has no result {i}")))?;
         ty.resolve(self.bindings)
-            .ok_or_else(|| OpError::new(format!("result type {ty} has unbound symbols")))
+            .map_err(|e| OpError::new(format!("result type {ty}: {e}")))
     }
 }
 
@@ -139,10 +139,19 @@ macro_rules! ops {
                 match self { $(Op::$variant(_) => <$module::$ty as OpSpec>::NAME),* }
             }
 
-            /// Type inference.
+            /// Type inference; result dims are simplified with the module's facts about
+            /// symbols (so `max(S-1,0)` is `S-1` where `S >= 1`).
             pub fn infer(&self, cx: &InferCx, inputs: &[TensorType])
                 -> Result<Vec<TensorType>, OpError> {
-                match self { $(Op::$variant(o) => o.infer(cx, inputs)),* }
+                let mut out = match self { $(Op::$variant(o) => o.infer(cx, inputs)),* }?;
+                for t in &mut out {
+                    for d in &mut t.shape {
+                        if !d.is_const() {
+                            *d = d.simplify(&cx.module.facts)?;
+                        }
+                    }
+                }
+                Ok(out)
             }
 
             /// Reference evaluation.

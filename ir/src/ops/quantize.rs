@@ -59,7 +59,7 @@ impl Granularity {
     /// The scale's dims for a tensor of dims `x` (see the module docs).
     pub fn scale_dims(&self, op: &str, x: &[Dim]) -> Result<Vec<Dim>, OpError> {
         let r = x.len();
-        let ones = vec![Dim::Fixed(1); r];
+        let ones = vec![Dim::from(1u64); r];
         Ok(match self {
             Granularity::PerTensor => ones,
             Granularity::PerToken => {
@@ -67,7 +67,7 @@ impl Granularity {
                     crate::bail!("{op}: per_token needs a tensor of rank >= 1, found a scalar");
                 }
                 let mut s = x.to_vec();
-                s[r - 1] = Dim::Fixed(1);
+                s[r - 1] = Dim::from(1u64);
                 s
             }
             Granularity::PerChannel { axis } => {
@@ -78,17 +78,14 @@ impl Granularity {
             }
             Granularity::PerGroup { axis, size } => {
                 let a = normalize_axis(op, *axis, r)?;
-                let n = match &x[a] {
-                    Dim::Fixed(n) => *n,
-                    d => crate::bail!("{op}: per_group needs a fixed axis dim, axis {a} is {d}"),
-                };
-                if *size == 0 || !n.is_multiple_of(*size) {
-                    crate::bail!(
-                        "{op}: per_group size {size} must divide axis {a} of size {n} (use a size that divides it or pad the tensor)"
-                    );
-                }
+                let n = &x[a];
+                let groups = n.div_exact(*size).map_err(|e| {
+                    OpError::new(format!(
+                        "{op}: per_group size {size} must divide axis {a} of size {n} (use a size that divides it or pad the tensor): {e}"
+                    ))
+                })?;
                 let mut s = x.to_vec();
-                s[a] = Dim::Fixed(n / size);
+                s[a] = groups;
                 s
             }
         })

@@ -65,7 +65,7 @@ impl OpSpec for Reduce {
             if !axes.contains(&i) {
                 shape.push(d.clone());
             } else if self.keepdims {
-                shape.push(Dim::Fixed(1));
+                shape.push(Dim::from(1u64));
             }
         }
         Ok(vec![TensorType::new(x.dtype, shape)])

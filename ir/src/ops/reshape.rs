@@ -1,95 +1,49 @@
 //! `reshape`: same elements in row-major order, new shape.
 //!
-//! Entries of `shape` are sizes (`i64`, `-1` = infer exactly one dim from the element count) or
-//! symbol names (`"S"`). Type inference checks the element counts as monomials (fixed product ×
-//! multiset of symbols): the result's monomial must equal the operand's, so a symbol can be
-//! moved but not merged with another or invented; a `-1` must resolve to a single fixed size or a
-//! single symbol.
+//! Entries of `shape` are dims — sizes, symbols or expressions (`2*B`, `S/4`) — and at most one
+//! `-1`, which is inferred as the quotient of the operand's element count by the product of the
+//! other entries. Element counts are compared as canonical dim expressions, so `[B,S,12,32]` →
+//! `[-1,32]` infers `12*B*S`, and `[2*B,S]` → `[B,2*S]` is accepted.
 
-use super::util::{expect_arity, op_err};
+use super::util::{expect_arity, join, op_err};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 use serde::{Deserialize, Serialize};
 
-/// One entry of a reshape target.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ReshapeDim {
-    /// A size, or `-1` to infer this dim.
-    Size(i64),
-    /// A symbolic dim.
-    Sym(String),
-}
-
 /// Reshape to `shape` (row-major, no data movement).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reshape {
-    /// The target shape: sizes, one optional `-1`, or symbol names.
-    pub shape: Vec<ReshapeDim>,
-}
-
-/// Fixed product and sorted symbol multiset of a shape.
-fn monomial(dims: &[Dim]) -> Result<(u64, Vec<String>), OpError> {
-    let mut f: u64 = 1;
-    let mut syms = vec![];
-    for d in dims {
-        match d {
-            Dim::Fixed(n) => {
-                f = f
-                    .checked_mul(*n)
-                    .ok_or_else(|| OpError::new("reshape: element count overflows u64"))?
-            }
-            Dim::Sym(s) => syms.push(s.clone()),
-        }
-    }
-    syms.sort();
-    Ok((f, syms))
-}
-
-fn show(f: u64, syms: &[String]) -> String {
-    let mut parts = vec![];
-    if f != 1 || syms.is_empty() {
-        parts.push(f.to_string());
-    }
-    parts.extend(syms.iter().cloned());
-    parts.join("·")
+    /// The target shape: dims, and at most one `-1` (inferred).
+    pub shape: Vec<Dim>,
 }
 
 impl Reshape {
-    fn shape_str(&self) -> String {
-        let v: Vec<String> = self
-            .shape
-            .iter()
-            .map(|d| match d {
-                ReshapeDim::Size(n) => n.to_string(),
-                ReshapeDim::Sym(s) => s.clone(),
-            })
-            .collect();
-        v.join(",")
+    /// A reshape to fixed sizes (`-1` allowed once).
+    pub fn sizes(sizes: &[i64]) -> Reshape {
+        Reshape {
+            shape: sizes.iter().map(|&n| Dim::from_i64(n)).collect(),
+        }
     }
 
     /// Validate entries: returns the position of the `-1`, if any.
     fn infer_pos(&self) -> Result<Option<usize>, OpError> {
         let mut pos = None;
         for (i, d) in self.shape.iter().enumerate() {
-            match d {
-                ReshapeDim::Size(-1) => {
+            match d.as_const() {
+                Some(-1) => {
                     if pos.is_some() {
-                        crate::bail!("reshape target [{}] has more than one -1", self.shape_str());
+                        crate::bail!("reshape target [{}] has more than one -1", join(&self.shape));
                     }
                     pos = Some(i);
                 }
-                ReshapeDim::Size(n) if *n < 0 => {
+                Some(n) if n < 0 => {
                     crate::bail!(
                         "reshape target [{}] has size {n}; sizes are >= 0 or -1 (infer)",
-                        self.shape_str()
+                        join(&self.shape)
                     )
-                }
-                ReshapeDim::Sym(s) if s.is_empty() => {
-                    crate::bail!("reshape target has an empty symbol name")
                 }
                 _ => {}
             }
@@ -101,74 +55,45 @@ impl Reshape {
 impl OpSpec for Reshape {
     const NAME: &'static str = "reshape";
 
-    fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
+    fn infer(&self, cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
         expect_arity(Self::NAME, inputs, 1)?;
         let x = &inputs[0];
         let pos = self.infer_pos()?;
-        let known: Vec<Dim> = self
-            .shape
-            .iter()
-            .filter_map(|d| match d {
-                ReshapeDim::Size(-1) => None,
-                ReshapeDim::Size(n) => Some(Dim::Fixed(*n as u64)),
-                ReshapeDim::Sym(s) => Some(Dim::Sym(s.clone())),
-            })
-            .collect();
-        let (fi, si) = monomial(&x.shape)?;
-        let (fo, so) = monomial(&known)?;
-        let mismatch = || {
-            OpError::new(format!(
-                "reshape cannot turn {x} ({} elements) into [{}] ({} elements)",
-                show(fi, &si),
-                self.shape_str(),
-                show(fo, &so)
-            ))
-        };
-        let inferred = match pos {
+        let known = Dim::product(
+            self.shape
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != pos)
+                .map(|(_, d)| d),
+        )?;
+        let total = x.numel_dim()?;
+        let mut shape = self.shape.clone();
+        match pos {
             None => {
-                if fi != fo || si != so {
-                    return Err(mismatch());
-                }
-                None
-            }
-            Some(_) => {
-                // The -1 is the quotient of the two monomials; it must be one dim.
-                let mut rest = si.clone();
-                for s in &so {
-                    match rest.iter().position(|r| r == s) {
-                        Some(p) => {
-                            rest.remove(p);
-                        }
-                        None => return Err(mismatch()),
-                    }
-                }
-                if fo == 0 {
+                let facts = &cx.module.facts;
+                if total != known && total.simplify(facts)? != known.simplify(facts)? {
                     crate::bail!(
-                        "reshape cannot infer -1 in [{}]: the other dims have 0 elements",
-                        self.shape_str()
+                        "reshape cannot turn {x} ({total} elements) into [{}] ({known} elements)",
+                        join(&self.shape)
                     );
                 }
-                if !fi.is_multiple_of(fo) {
-                    return Err(mismatch());
-                }
-                let q = fi / fo;
-                match (q, rest.len()) {
-                    (q, 0) => Some(Dim::Fixed(q)),
-                    (1, 1) => Some(Dim::Sym(rest[0].clone())),
-                    _ => crate::bail!(
-                        "reshape of {x} to [{}]: -1 would be {}, which is not a single dim \
-                         (name it with a symbol or split it)",
-                        self.shape_str(),
-                        show(q, &rest)
-                    ),
-                }
             }
-        };
-        let shape = self.shape.iter().map(|d| match d {
-            ReshapeDim::Size(-1) => inferred.clone().expect("-1 was inferred"),
-            ReshapeDim::Size(n) => Dim::Fixed(*n as u64),
-            ReshapeDim::Sym(s) => Dim::Sym(s.clone()),
-        });
+            Some(p) => {
+                if known.as_const() == Some(0) {
+                    crate::bail!(
+                        "reshape cannot infer -1 in [{}]: the other dims have 0 elements",
+                        join(&self.shape)
+                    );
+                }
+                shape[p] = total.div_dim(&known).ok_or_else(|| {
+                    OpError::new(format!(
+                        "reshape of {x} to [{}]: -1 would be ({total})/({known}), which is not a \
+                         dim expression (the other entries do not divide the element count)",
+                        join(&self.shape)
+                    ))
+                })?;
+            }
+        }
         Ok(vec![TensorType::new(x.dtype, shape)])
     }
 
@@ -177,14 +102,12 @@ impl OpSpec for Reshape {
         let x = inputs[0];
         let pos = self.infer_pos()?;
         let mut shape = Vec::with_capacity(self.shape.len());
-        for d in &self.shape {
-            shape.push(match d {
-                ReshapeDim::Size(-1) => 1,
-                ReshapeDim::Size(n) => *n as usize,
-                ReshapeDim::Sym(s) => match cx.bindings.get(s) {
-                    Some(&n) => n as usize,
-                    None => crate::bail!("reshape: symbol {s} is not bound"),
-                },
+        for (i, d) in self.shape.iter().enumerate() {
+            shape.push(if Some(i) == pos {
+                1
+            } else {
+                d.resolve(cx.bindings)
+                    .map_err(|e| OpError::new(format!("reshape: {e}")))? as usize
             });
         }
         if let Some(p) = pos {
@@ -203,7 +126,7 @@ impl OpSpec for Reshape {
                 "reshape of shape {:?} ({} elements) to {shape:?} (target [{}]) changes the element count",
                 x.shape(),
                 x.numel(),
-                self.shape_str()
+                join(&self.shape)
             );
         }
         Ok(vec![x.reshaped(shape).map_err(op_err)?])
@@ -213,7 +136,7 @@ impl OpSpec for Reshape {
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
-    use super::{Reshape, ReshapeDim};
+    use super::Reshape;
     use crate::dtype::DType;
     use crate::graph::Graph;
     use crate::module::Module;
@@ -228,8 +151,8 @@ mod tests {
         fn keeps_row_major_order(a in 1usize..5, b in 1usize..5, c in 1usize..4,
                                  infer in proptest::bool::ANY, seed in 0u64..1000) {
             let x = rand_tensor(DType::F32, vec![a, b, c], seed);
-            let first = if infer { ReshapeDim::Size(-1) } else { ReshapeDim::Size((a * b) as i64) };
-            let op = Reshape { shape: vec![first, ReshapeDim::Size(c as i64)] };
+            let first = if infer { -1 } else { (a * b) as i64 };
+            let op = Reshape::sizes(&[first, c as i64]);
             let out = eval_op(Op::Reshape(op), std::slice::from_ref(&x)).unwrap();
             prop_assert_eq!(out[0].shape(), &[a * b, c][..]);
             // Naive: element (i, j, k) lands at row i*b + j, column k.
@@ -255,13 +178,19 @@ mod tests {
         );
         let op: Reshape = serde_json::from_str(r#"{"shape":[-1,"S",384]}"#).unwrap();
         assert_eq!(infer(&op, ty.clone()).unwrap()[0].shape[0], Dim::from("B"));
-        // B·S cannot be one dim, and a new symbol cannot appear.
+        // B·S is one dim expression; a new symbol cannot appear.
         let op: Reshape = serde_json::from_str(r#"{"shape":[-1,384]}"#).unwrap();
-        let e = infer(&op, ty.clone()).unwrap_err().to_string();
-        assert!(e.contains("not a single dim"), "{e}");
+        assert_eq!(infer(&op, ty.clone()).unwrap()[0].shape[0], Dim::parse("B*S").unwrap());
+        let op: Reshape = serde_json::from_str(r#"{"shape":[-1,12,32]}"#).unwrap();
+        assert_eq!(infer(&op, ty.clone()).unwrap()[0].shape[0], Dim::parse("B*S").unwrap());
+        let op: Reshape = serde_json::from_str(r#"{"shape":["B","12*S",32]}"#).unwrap();
+        assert!(infer(&op, ty.clone()).is_ok());
         let op: Reshape = serde_json::from_str(r#"{"shape":["N",384]}"#).unwrap();
+        let e = infer(&op, ty.clone()).unwrap_err().to_string();
+        assert!(e.contains("384*B*S elements"), "{e}");
+        let op: Reshape = serde_json::from_str(r#"{"shape":["T",-1]}"#).unwrap();
         let e = infer(&op, ty).unwrap_err().to_string();
-        assert!(e.contains("384·B·S elements"), "{e}");
+        assert!(e.contains("not a dim expression"), "{e}");
         // Evaluation resolves symbols from the bindings.
         let mut g = Graph::new();
         let m = Module::new();
@@ -284,16 +213,12 @@ mod tests {
     #[test]
     fn element_count_mismatch_is_a_type_error() {
         let x = rand_tensor(DType::F32, vec![2, 3], 0);
-        let op = Reshape {
-            shape: vec![ReshapeDim::Size(4), ReshapeDim::Size(2)],
-        };
+        let op = Reshape::sizes(&[4, 2]);
         let e = eval_op(Op::Reshape(op), std::slice::from_ref(&x))
             .unwrap_err()
             .to_string();
         assert!(e.contains("6 elements") && e.contains("8 elements"), "{e}");
-        let op = Reshape {
-            shape: vec![ReshapeDim::Size(-1), ReshapeDim::Size(-1)],
-        };
+        let op = Reshape::sizes(&[-1, -1]);
         let e = eval_op(Op::Reshape(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("more than one -1"), "{e}");
     }

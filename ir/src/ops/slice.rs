@@ -4,35 +4,50 @@ use super::util::{expect_arity, normalize_axis, op_err};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
+use crate::dim::Facts;
 use crate::types::{Dim, TensorType};
 use serde::{Deserialize, Serialize};
 
-fn one() -> i64 {
-    1
-}
-
 /// `x[..., start:end:step, ...]` on `axis`, with python semantics: negative start/end count
 /// from the end, out-of-range bounds clamp, a negative step walks backwards, `end` may be
-/// `i64::MAX` ("to the end"). Step 0 is an error. On a symbolic dim only the full forward slice
-/// (`start` 0, `end` ≥ 2^62, step 1) is expressible.
+/// `i64::MAX` ("to the end"). Step 0 is an error.
+///
+/// `start` and `end` are dims: integers, or expressions over symbols (`S-1`) whose value is
+/// taken with the same python semantics once the symbols are bound. On a symbolic axis the
+/// result's size is an expression (`x[1:]` of `S` is `S-1`; `x[:8]` is `min(8,S)` unless the
+/// module's facts decide it); a symbolic bound whose sign the facts cannot decide is an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slice {
     /// The axis (negative counts from the end).
     pub axis: i64,
     /// First index (python semantics).
-    pub start: i64,
+    pub start: Dim,
     /// One past the last index (python semantics).
-    pub end: i64,
+    pub end: Dim,
     /// Stride, default 1; negative walks backwards.
     #[serde(default = "one")]
     pub step: i64,
 }
 
+/// Bounds at or past this are "to the end" whatever the dim (as python's `x[a:]`).
+const TO_THE_END: i64 = 1 << 62;
+
 impl Slice {
-    /// The selected indices along an axis of length `n`, as (first, count).
-    pub fn range(&self, n: u64) -> Result<(i64, u64), OpError> {
-        if self.step == 0 {
+    /// A slice with integer bounds.
+    pub fn new(axis: i64, start: i64, end: i64, step: i64) -> Slice {
+        Slice {
+            axis,
+            start: Dim::from_i64(start),
+            end: Dim::from_i64(end),
+            step,
+        }
+    }
+
+    /// The selected indices along an axis of length `n` with resolved bounds, as
+    /// (first, count).
+    pub fn range_of(start: i64, end: i64, step: i64, n: u64) -> Result<(i64, u64), OpError> {
+        if step == 0 {
             crate::bail!("slice step must not be 0");
         }
         let n = n as i64;
@@ -40,58 +55,110 @@ impl Slice {
             let v = if v < 0 { v.saturating_add(n) } else { v };
             v.clamp(lo, hi)
         };
-        let (s, e) = if self.step > 0 {
-            (norm(self.start, 0, n), norm(self.end, 0, n))
+        let (s, e) = if step > 0 {
+            (norm(start, 0, n), norm(end, 0, n))
         } else {
-            (norm(self.start, -1, n - 1), norm(self.end, -1, n - 1))
+            (norm(start, -1, n - 1), norm(end, -1, n - 1))
         };
-        let count = if self.step > 0 {
+        let count = if step > 0 {
             if e > s {
-                (e - s - 1) / self.step + 1
+                (e - s - 1) / step + 1
             } else {
                 0
             }
         } else if s > e {
-            (s - e - 1) / (-self.step) + 1
+            (s - e - 1) / (-step) + 1
         } else {
             0
         };
         Ok((s, count as u64))
     }
+
+    /// The selected indices along an axis of length `n` under `bindings`, as (first, count).
+    pub fn range(
+        &self,
+        n: u64,
+        bindings: &std::collections::HashMap<String, u64>,
+    ) -> Result<(i64, u64), OpError> {
+        let start = self.start.eval(bindings)?;
+        let end = self.end.eval(bindings)?;
+        Slice::range_of(start, end, self.step, n)
+    }
+
+    /// The size of the result along a (possibly symbolic) axis of size `n`.
+    pub fn size(&self, n: &Dim, facts: &Facts) -> Result<Dim, OpError> {
+        if self.step == 0 {
+            crate::bail!("slice step must not be 0");
+        }
+        if let (Some(nn), Some(s), Some(e)) = (n.fixed(), self.start.as_const(), self.end.as_const())
+        {
+            return Ok(Dim::from(Slice::range_of(s, e, self.step, nn)?.1));
+        }
+        let zero = Dim::default();
+        let one = Dim::from_i64(1);
+        let (lo, hi) = if self.step > 0 {
+            (zero.clone(), n.clone())
+        } else {
+            (one.neg()?, n.sub(&one)?)
+        };
+        // Python's normalization: a negative bound counts from the end, then clamps.
+        let norm = |v: &Dim, what: &str| -> Result<Dim, OpError> {
+            if let Some(c) = v.as_const() {
+                if c >= TO_THE_END {
+                    return Ok(hi.clone());
+                }
+                if c <= -TO_THE_END {
+                    return Ok(lo.clone());
+                }
+            }
+            let (vlo, vhi) = facts.bounds(v);
+            let v = if vlo.is_some_and(|l| l >= 0) {
+                v.clone()
+            } else if vhi.is_some_and(|h| h < 0) {
+                n.add(v)?
+            } else {
+                crate::bail!(
+                    "slice {what} {v} on an axis of size {n}: its sign is not known, so python's \
+                     negative-index rule cannot be applied (add a fact such as `assume SYM >= 1`)"
+                )
+            };
+            Ok(v.minimum(&hi)?.maximum(&lo)?.simplify(facts)?)
+        };
+        let s = norm(&self.start, "start")?;
+        let e = norm(&self.end, "end")?;
+        let (span, step) = if self.step > 0 {
+            (e.sub(&s)?, self.step as u64)
+        } else {
+            (s.sub(&e)?, self.step.unsigned_abs())
+        };
+        Ok(span.maximum(&zero)?.div_ceil(step)?.simplify(facts)?)
+    }
+}
+
+fn one() -> i64 {
+    1
 }
 
 impl OpSpec for Slice {
     const NAME: &'static str = "slice";
 
-    fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
+    fn infer(&self, cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
         expect_arity(Self::NAME, inputs, 1)?;
         let x = &inputs[0];
         let ax = normalize_axis(Self::NAME, self.axis, x.rank())?;
-        let d = match &x.shape[ax] {
-            Dim::Fixed(n) => Dim::Fixed(self.range(*n)?.1),
-            Dim::Sym(s) => {
-                if self.start == 0 && self.end >= 1 << 62 && self.step == 1 {
-                    Dim::Sym(s.clone())
-                } else {
-                    crate::bail!(
-                        "slice [{}:{}:{}] of symbolic dim {s} (axis {ax} of {x}) has no expressible size",
-                        self.start,
-                        self.end,
-                        self.step
-                    );
-                }
-            }
-        };
+        let d = self
+            .size(&x.shape[ax], &cx.module.facts)
+            .map_err(|e| OpError::new(format!("slice of axis {ax} of {x}: {e}")))?;
         let mut shape = x.shape.clone();
         shape[ax] = d;
         Ok(vec![TensorType::new(x.dtype, shape)])
     }
 
-    fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    fn eval(&self, cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         expect_arity(Self::NAME, inputs, 1)?;
         let x = inputs[0];
         let ax = normalize_axis(Self::NAME, self.axis, x.rank())?;
-        let (first, count) = self.range(x.shape()[ax] as u64)?;
+        let (first, count) = self.range(x.shape()[ax] as u64, cx.bindings)?;
         let n = x.shape()[ax];
         let outer: usize = x.shape()[..ax].iter().product();
         let inner: usize = x.shape()[ax + 1..].iter().product();
@@ -139,7 +206,7 @@ mod tests {
         fn matches_python_slicing(n in 1usize..7, start in -9i64..9, end in -9i64..9,
                                   step in prop_oneof![-3i64..0, 1i64..4], seed in 0u64..100) {
             let x = rand_tensor(DType::F32, vec![2, n], seed);
-            let op = Slice { axis: 1, start, end, step };
+            let op = Slice::new(1, start, end, step);
             let out = eval_op(Op::Slice(op), std::slice::from_ref(&x)).unwrap();
             let idx = py_indices(n as i64, start, end, step);
             prop_assert_eq!(out[0].shape(), &[2, idx.len()][..]);
@@ -152,22 +219,12 @@ mod tests {
     #[test]
     fn zero_step_and_bad_axis_are_errors() {
         let x = rand_tensor(DType::F32, vec![4], 0);
-        let op = Slice {
-            axis: 0,
-            start: 0,
-            end: 4,
-            step: 0,
-        };
+        let op = Slice::new(0, 0, 4, 0);
         let e = eval_op(Op::Slice(op), std::slice::from_ref(&x))
             .unwrap_err()
             .to_string();
         assert!(e.contains("step must not be 0"), "{e}");
-        let op = Slice {
-            axis: 1,
-            start: 0,
-            end: i64::MAX,
-            step: 1,
-        };
+        let op = Slice::new(1, 0, i64::MAX, 1);
         let e = eval_op(Op::Slice(op), &[x]).unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
     }

@@ -8,14 +8,14 @@ use crate::types::{Dim, TensorType};
 use serde::{Deserialize, Serialize};
 
 /// Split `axis` into consecutive pieces of `sizes` (which must sum to the axis dim); one result
-/// per piece.
+/// per piece. Sizes are dims: `[B, B]` splits a `2*B` axis in halves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Split {
     /// The axis (negative counts from the end).
     pub axis: i64,
     /// Piece sizes, in order.
-    pub sizes: Vec<u64>,
+    pub sizes: Vec<Dim>,
 }
 
 impl OpSpec for Split {
@@ -28,43 +28,42 @@ impl OpSpec for Split {
         if self.sizes.is_empty() {
             crate::bail!("split needs at least one size");
         }
-        let total = self
-            .sizes
-            .iter()
-            .try_fold(0u64, |a, &s| a.checked_add(s))
-            .ok_or_else(|| OpError::new("split sizes overflow u64"))?;
-        match &x.shape[ax] {
-            Dim::Fixed(n) if *n == total => {}
-            d => crate::bail!(
-                "split sizes {:?} sum to {total}, but axis {ax} of {x} is {d}",
-                self.sizes
-            ),
+        let total = Dim::sum(&self.sizes)?;
+        if total != x.shape[ax] {
+            crate::bail!(
+                "split sizes [{}] sum to {total}, but axis {ax} of {x} is {}",
+                super::util::join(&self.sizes),
+                x.shape[ax]
+            );
+        }
+        if let Some(d) = self.sizes.iter().find(|d| d.as_const().is_some_and(|c| c < 0)) {
+            crate::bail!("split size {d} is negative");
         }
         Ok(self
             .sizes
             .iter()
-            .map(|&s| {
+            .map(|s| {
                 let mut shape = x.shape.clone();
-                shape[ax] = Dim::Fixed(s);
+                shape[ax] = s.clone();
                 TensorType::new(x.dtype, shape)
             })
             .collect())
     }
 
-    fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    fn eval(&self, cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         expect_arity(Self::NAME, inputs, 1)?;
         let x = inputs[0];
         let ax = normalize_axis(Self::NAME, self.axis, x.rank())?;
         let n = x.shape()[ax];
-        if self.sizes.iter().try_fold(0u64, |a, &s| a.checked_add(s)) != Some(n as u64) {
-            crate::bail!("split sizes {:?} do not sum to axis dim {n}", self.sizes);
+        let sizes = super::util::resolve_dims(Self::NAME, &self.sizes, cx.bindings)?;
+        if sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(n) {
+            crate::bail!("split sizes {sizes:?} do not sum to axis dim {n}");
         }
         let outer: usize = x.shape()[..ax].iter().product();
         let inner: usize = x.shape()[ax + 1..].iter().product();
         let mut start = 0usize;
-        let mut outs = Vec::with_capacity(self.sizes.len());
-        for &s in &self.sizes {
-            let s = s as usize;
+        let mut outs = Vec::with_capacity(sizes.len());
+        for &s in &sizes {
             let mut v = Vec::with_capacity(outer * s * inner);
             for o in 0..outer {
                 let base = (o * n + start) * inner;
@@ -83,6 +82,7 @@ impl OpSpec for Split {
 #[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Split;
+    use crate::types::Dim;
     use crate::dtype::DType;
     use crate::ops::testing::{eval_op, rand_tensor};
     use crate::ops::Op;
@@ -95,7 +95,7 @@ mod tests {
                                       seed in 0u64..1000) {
             let n = (s1 + s2) as usize;
             let x = rand_tensor(DType::BF16, vec![a, n], seed);
-            let op = Op::Split(Split { axis: 1, sizes: vec![s1, s2] });
+            let op = Op::Split(Split { axis: 1, sizes: vec![Dim::from(s1), Dim::from(s2)] });
             let out = eval_op(op, std::slice::from_ref(&x))
                 .unwrap();
             prop_assert_eq!(out.len(), 2);
@@ -116,7 +116,7 @@ mod tests {
         let e = eval_op(
             Op::Split(Split {
                 axis: -1,
-                sizes: vec![2, 2],
+                sizes: vec![Dim::from(2u64), Dim::from(2u64)],
             }),
             &[x],
         )

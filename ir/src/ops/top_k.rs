@@ -47,7 +47,7 @@ impl OpSpec for TopK {
         let x = &inputs[0];
         expect_numeric(Self::NAME, "operand", x)?;
         let axis = normalize_axis(Self::NAME, self.axis, x.rank())?;
-        if let Dim::Fixed(n) = x.shape[axis] {
+        if let Some(n) = x.shape[axis].fixed() {
             if self.k > n {
                 crate::bail!(
                     "top_k: k = {} exceeds axis {} of {x} (size {n})",
@@ -57,7 +57,7 @@ impl OpSpec for TopK {
             }
         }
         let mut shape = x.shape.clone();
-        shape[axis] = Dim::Fixed(self.k);
+        shape[axis] = Dim::from(self.k);
         Ok(vec![
             TensorType::new(x.dtype, shape.clone()),
             TensorType::new(DType::I64, shape),

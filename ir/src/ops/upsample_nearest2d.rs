@@ -5,7 +5,7 @@ use super::util::{expect_arity, op_err};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
-use crate::types::{Dim, TensorType};
+use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
 
 /// `x[N, C, H, W] → [N, C, H·s, W·s]` with `out[.., y, z] = x[.., y / s, z / s]`. H and W must be
@@ -31,16 +31,7 @@ impl OpSpec for UpsampleNearest2d {
         }
         let mut shape = x.shape.clone();
         for d in &mut shape[2..] {
-            *d = match d {
-                Dim::Fixed(n) => Dim::Fixed(n.checked_mul(self.scale).ok_or_else(|| {
-                    OpError::new(format!("upsample_nearest2d: {n}·{} overflows", self.scale))
-                })?),
-                Dim::Sym(_) if self.scale == 1 => d.clone(),
-                Dim::Sym(s) => crate::bail!(
-                    "upsample_nearest2d by {} of symbolic dim {s} cannot be expressed (x is {x})",
-                    self.scale
-                ),
-            };
+            *d = super::util::scale_dim(Self::NAME, d, self.scale, "spatial dim")?;
         }
         Ok(vec![TensorType::new(x.dtype, shape)])
     }

@@ -92,8 +92,8 @@ pub fn broadcast_dims(op: &str, a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, OpErro
         let d = match (da, db) {
             (Some(x), None) | (None, Some(x)) => x.clone(),
             (Some(x), Some(y)) if x == y => x.clone(),
-            (Some(Dim::Fixed(1)), Some(y)) => y.clone(),
-            (Some(x), Some(Dim::Fixed(1))) => x.clone(),
+            (Some(x), Some(y)) if x.fixed() == Some(1) => y.clone(),
+            (Some(x), Some(y)) if y.fixed() == Some(1) => x.clone(),
             (Some(x), Some(y)) => crate::bail!(
                 "{op}: shapes [{}] and [{}] do not broadcast (dim {x} vs {y})",
                 join(a),
@@ -319,7 +319,7 @@ pub fn resolve_dims(
         .map(|d| {
             d.resolve(bindings)
                 .map(|n| n as usize)
-                .ok_or_else(|| OpError::new(format!("{op}: symbol {d} is not bound")))
+                .map_err(|e| OpError::new(format!("{op}: {e}")))
         })
         .collect()
 }
@@ -343,7 +343,7 @@ pub fn expect_rank(op: &str, what: &str, t: &TensorType, rank: usize) -> Result<
 /// A fixed dim, or an error naming what needed it to be fixed.
 pub fn fixed_dim(op: &str, what: &str, d: &Dim) -> Result<u64, OpError> {
     d.fixed()
-        .ok_or_else(|| OpError::new(format!("{op} needs a fixed {what}, found symbol {d}")))
+        .ok_or_else(|| OpError::new(format!("{op} needs a fixed {what}, found {d}")))
 }
 
 /// Functions reachable from `start` through `call`/`for` ops, checking that none of them can
@@ -484,29 +484,18 @@ pub fn single_rank(
     Ok(vec![inputs[0].clone()])
 }
 
-/// `d · k` as a dim (a symbolic `d` only when `k == 1`).
+/// `d · k` as a dim.
 pub fn scale_dim(op: &str, d: &Dim, k: u64, what: &str) -> Result<Dim, OpError> {
-    match d {
-        Dim::Fixed(n) => Ok(Dim::Fixed(n.checked_mul(k).ok_or_else(|| {
-            OpError::new(format!("{op}: {what} {n}·{k} overflows"))
-        })?)),
-        Dim::Sym(_) if k == 1 => Ok(d.clone()),
-        Dim::Sym(s) => crate::bail!(
-            "{op}: {what} {s}·{k} cannot be expressed as one dim (use a fixed size or a symbol for the gathered dim)"
-        ),
-    }
+    let k = i64::try_from(k).map_err(|_| OpError::new(format!("{op}: {what} factor {k}")))?;
+    d.mul_int(k)
+        .map_err(|e| OpError::new(format!("{op}: {what} {d}·{k}: {e}")))
 }
 
-/// `d / k` as a dim; `k` must divide a fixed `d` (a symbolic `d` only when `k == 1`).
+/// `d / k` as a dim; the division must be exact (a fixed `d` is checked now, a symbolic one
+/// when its symbols are bound).
 pub fn divide_dim(op: &str, d: &Dim, k: u64, what: &str) -> Result<Dim, OpError> {
-    match d {
-        Dim::Fixed(n) if k > 0 && n.is_multiple_of(k) => Ok(Dim::Fixed(n / k)),
-        Dim::Fixed(n) => crate::bail!("{op}: world {k} must divide the {what} {n}"),
-        Dim::Sym(_) if k == 1 => Ok(d.clone()),
-        Dim::Sym(s) => crate::bail!(
-            "{op}: {what} {s}/{k} cannot be expressed as one dim (the {what} must be fixed)"
-        ),
-    }
+    d.div_exact(k)
+        .map_err(|e| OpError::new(format!("{op}: world {k} must divide the {what} {d} ({e})")))
 }
 
 #[cfg(test)]

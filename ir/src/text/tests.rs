@@ -193,9 +193,9 @@ pub(super) fn sample_module() -> Module {
             0 => vec![],
             1 => vec!["B".into(), 7u64.into()],
             2 => vec![
-                Dim::Sym("3d".into()),
-                Dim::Sym(WEIRD.into()),
-                Dim::Sym("12".into()),
+                Dim::sym("3d"),
+                Dim::sym(WEIRD),
+                Dim::sym("12"),
             ],
             _ => vec![0u64.into(), u64::MAX.into()],
         };
@@ -523,7 +523,7 @@ fn error_truncated_file() {
     assert_eq!(m, "expected `[` after the dtype `f32`, found end of file");
     let (l, c, m) = perr(&full[..full.len() - 2]);
     assert_eq!((l, c), (7, 1), "{m}");
-    assert_eq!(m, "expected `const`, `func` or `}`, found end of file");
+    assert_eq!(m, "expected `assume`, `const`, `func` or `}`, found end of file");
     let (l, c, m) = perr("");
     assert_eq!(
         (l, c, m.as_str()),
@@ -561,7 +561,7 @@ fn error_misc_structure() {
         "    %2 = add(%0, %0) : f32[18446744073709551616]\n    return",
     ));
     assert_eq!((l, c), (4, 28), "{m}");
-    assert!(m.contains("a dimension is too large"), "{m}");
+    assert!(m.contains("integer too large"), "{m}");
     let (_, _, m) = perr(&with_body("    %2 = add(%0 %0) : f32[2,3]\n    return"));
     assert_eq!(m, "expected `,` or `)` after an operand, found `%`");
     let (_, _, m) = perr(&with_body("    %2 = add(%0, %0) : f32[2,3]\n    %3 ~"));
@@ -598,7 +598,7 @@ fn errors_display_as_file_line_col() {
     let e = parse_module("module {\n  bogus\n}", "a/b.fir").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "a/b.fir:2:3: expected `const`, `func` or `}`, found `bogus`"
+        "a/b.fir:2:3: expected `assume`, `const`, `func` or `}`, found `bogus`"
     );
 }
 
@@ -661,10 +661,19 @@ fn random_module(seed: u64, names: &[String]) -> Module {
             let d = numeric[rng.gen_range(0..numeric.len())];
             let shape: Vec<Dim> = (0..rng.gen_range(0..4))
                 .map(|_| {
-                    if rng.gen_bool(0.5) {
-                        Dim::Fixed(rng.gen_range(0..5))
+                    let name = pick(&mut rng);
+                    if rng.gen_bool(0.5) || name.is_empty() {
+                        Dim::from(rng.gen_range(0..5u64))
+                    } else if rng.gen_bool(0.7) {
+                        Dim::sym(&name)
                     } else {
-                        Dim::Sym(pick(&mut rng))
+                        // An expression over the symbol: 2*N+1, N/2, min(N,3).
+                        let n = Dim::sym(&name);
+                        match rng.gen_range(0..3) {
+                            0 => n.mul_int(2).unwrap().add(&Dim::from(1u64)).unwrap(),
+                            1 => n.div_exact(2).unwrap(),
+                            _ => n.minimum(&Dim::from(3u64)).unwrap(),
+                        }
                     }
                 })
                 .collect();

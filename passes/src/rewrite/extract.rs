@@ -34,7 +34,7 @@
 use super::lang::{TensorAnalysis, TensorLang};
 use super::RewriteError;
 use egg::{EGraph, Id, Language};
-use fuselage_ir::{Dim, TensorType};
+use fuselage_ir::TensorType;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -91,13 +91,8 @@ impl CostModel {
     }
 
     fn elems(&self, t: &TensorType) -> f64 {
-        t.shape
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(n) => *n as f64,
-                Dim::Sym(_) => self.device.symbolic_dim as f64,
-            })
-            .product()
+        let size = |_: &str| self.device.symbolic_dim;
+        t.shape.iter().map(|d| d.estimate(&size)).product()
     }
 
     fn bytes(&self, t: &TensorType) -> f64 {
@@ -132,10 +127,7 @@ impl CostModel {
             let k = tys
                 .first()
                 .and_then(|t| t.and_then(|t| t.shape.last().cloned()))
-                .map(|d| match d {
-                    Dim::Fixed(n) => n as f64,
-                    Dim::Sym(_) => self.device.symbolic_dim as f64,
-                })
+                .map(|d| d.estimate(&|_: &str| self.device.symbolic_dim))
                 .unwrap_or(1.0);
             flops *= k;
         }

@@ -120,6 +120,7 @@ impl TensorAnalysis {
             module: Module {
                 functions: Default::default(),
                 constants: module.constants.clone(),
+                facts: module.facts.clone(),
             },
             leaf_types: HashMap::new(),
             ops: HashMap::new(),

@@ -152,7 +152,7 @@ pub fn gelu_prims(b: &mut B, x: ValueId, variant: u8) -> ValueId {
 pub fn residual_chain(layers: usize) -> Module {
     let h = 8;
     let mut b = B::new();
-    let mut x = b.input("x", &[Dim::Sym("S".into()), Dim::Fixed(h as u64)]);
+    let mut x = b.input("x", &[Dim::sym("S"), Dim::from(h as u64)]);
     for l in 0..layers {
         let y = layer_norm_prims(&mut b, x, h, (l % 4) as u8, &format!("l{l}.ln"));
         let w = b.constant(&format!("l{l}.w"), &[h, h], None);
@@ -174,9 +174,9 @@ pub fn bert_large(layers: usize) -> Module {
     let mut x = b.input(
         "x",
         &[
-            Dim::Sym("B".into()),
-            Dim::Sym("S".into()),
-            Dim::Fixed(h as u64),
+            Dim::sym("B"),
+            Dim::sym("S"),
+            Dim::from(h as u64),
         ],
     );
     let scale = b.scalar(1.0 / (dh as f64).sqrt());
