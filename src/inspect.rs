@@ -121,8 +121,8 @@ pub fn inspect(m: &Module, sizes: &SymbolSizes) -> Inspection {
     if let Some(g) = m.functions.get(&entry) {
         for (name, ty) in g.input_names().iter().zip(g.input_types()) {
             for s in ty.symbols() {
-                if !syms.iter().any(|x| x == s) {
-                    syms.push(s.to_string());
+                if !syms.iter().any(|x| *x == s) {
+                    syms.push(s);
                 }
             }
             inputs.push(Signature {

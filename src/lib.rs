@@ -33,7 +33,7 @@ pub use fuselage_ir as ir;
 pub use fuselage_passes as passes;
 pub use fuselage_passes::{PassManagerOptions, PassReport, Pipeline};
 pub use inspect::{inspect, Inspection};
-pub use model::{load, save, ModelError};
+pub use model::{load, load_with, save, LoadOptions, Loaded, ModelError};
 
 use fuselage_ir::sample::SymbolSizes;
 use fuselage_ir::{Executor, Module, Reference, Tensor};

@@ -288,7 +288,30 @@ fn real_main() -> Result<()> {
             max_tokens,
             backend,
         } => {
-            let m = fuselage::load(&model)?;
+            // Read the inputs first: an ONNX model may need some of their values to be typed.
+            let mut given = vec![];
+            for a in &input {
+                let (name, path) = split_named(a);
+                given.push((name, fuselage::npy::read_npy(&path)?));
+            }
+            let options = fuselage::LoadOptions {
+                input_values: given
+                    .iter()
+                    .filter_map(|(n, t)| n.clone().map(|n| (n, t.clone())))
+                    .collect(),
+            };
+            let loaded = fuselage::load_with(&model, &options)?;
+            for n in &loaded.notes {
+                eprintln!("note: {n}");
+            }
+            if !loaded.specialized.is_empty() {
+                eprintln!(
+                    "note: specialized on the values of input(s) {} (they determine shapes)",
+                    loaded.specialized.join(", ")
+                );
+                given.retain(|(n, _)| n.as_ref().is_none_or(|n| !loaded.specialized.contains(n)));
+            }
+            let m = loaded.module;
             let exec = fuselage::executor(&m, backend)?;
             let exec = exec.as_ref();
             if let Some(text) = text {
@@ -325,11 +348,6 @@ fn real_main() -> Result<()> {
             let inputs = if input.is_empty() {
                 fuselage::sample_inputs(&m, &sizes(&bind, 4)?, seed)?
             } else {
-                let mut given = vec![];
-                for a in &input {
-                    let (name, path) = split_named(a);
-                    given.push((name, fuselage::npy::read_npy(&path)?));
-                }
                 fuselage::bind_named_inputs(&m, given)?
             };
             let outs = fuselage::run_with(&m, &inputs, exec)?;

@@ -71,6 +71,48 @@ pub fn load(spec: &str) -> Result<Module, ModelError> {
     }
 }
 
+/// What [`load_with`] may use besides the model file.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Values of graph inputs by name. An ONNX model whose shapes depend on an input's value
+    /// (axes, a target shape or pads given as graph inputs) is specialized on it: the input
+    /// becomes a constant.
+    pub input_values: std::collections::HashMap<String, fuselage_ir::Tensor>,
+}
+
+/// A loaded model and the inputs it was specialized on (see [`LoadOptions::input_values`]).
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The module.
+    pub module: Module,
+    /// Inputs that became constants.
+    pub specialized: Vec<String>,
+    /// Facts the importer assumed about symbols, and why.
+    pub notes: Vec<String>,
+}
+
+/// [`load`] with options; only ONNX models use `input_values`.
+pub fn load_with(spec: &str, options: &LoadOptions) -> Result<Loaded, ModelError> {
+    let path = Path::new(spec);
+    if path.extension().and_then(|e| e.to_str()) == Some("onnx") && !path.is_dir() {
+        let o = fuselage_frontends::onnx::ImportOptions {
+            input_values: options.input_values.clone(),
+            ..Default::default()
+        };
+        let im = fuselage_frontends::onnx::load_onnx_with(path, &o)?;
+        return Ok(Loaded {
+            module: im.module,
+            specialized: im.specialized,
+            notes: im.notes,
+        });
+    }
+    Ok(Loaded {
+        module: load(spec)?,
+        specialized: vec![],
+        notes: vec![],
+    })
+}
+
 /// Save a module as `.fir` or `.json` (chosen by extension), atomically.
 pub fn save(m: &Module, path: &Path) -> Result<(), ModelError> {
     let p = path.display().to_string();

@@ -210,6 +210,14 @@ fn cases() -> Vec<Case> {
         vec![],
     ));
     v.push(case(
+        "dims",
+        op(
+            "dims",
+            json!({"values": [3, "2*5", -4], "shape": [3], "dtype": "i64"}),
+        ),
+        vec![],
+    ));
+    v.push(case(
         "iota/f32-axis0",
         op("iota", json!({"shape":[3, 5], "axis": 0, "dtype": "f32"})),
         vec![],

@@ -682,16 +682,12 @@ impl Dim {
                         None => Dim::atom(a.clone()),
                     },
                     Atom::Div(n, den, r) => n.substitute(map)?.div_int(*den, *r)?,
-                    Atom::Min(v) => Dim::min_of(
-                        v.iter()
-                            .map(|d| d.substitute(map))
-                            .collect::<R<Vec<_>>>()?,
-                    )?,
-                    Atom::Max(v) => Dim::max_of(
-                        v.iter()
-                            .map(|d| d.substitute(map))
-                            .collect::<R<Vec<_>>>()?,
-                    )?,
+                    Atom::Min(v) => {
+                        Dim::min_of(v.iter().map(|d| d.substitute(map)).collect::<R<Vec<_>>>()?)?
+                    }
+                    Atom::Max(v) => {
+                        Dim::max_of(v.iter().map(|d| d.substitute(map)).collect::<R<Vec<_>>>()?)?
+                    }
                 };
                 p = p.mul(&v)?;
             }
@@ -726,8 +722,63 @@ impl Dim {
     }
 
     /// Simplify with facts about symbols: decides `min`/`max` by bounds, turns floor/ceil
-    /// divisions of multiples into exact ones.
+    /// divisions of multiples into exact ones, and uses divisors of symbols inside divisions
+    /// (`2*floor((H+1)/2)` is `H` where `H % 2 == 0`).
     pub fn simplify(&self, facts: &Facts) -> R<Dim> {
+        let d = self.simplify_divisors(facts)?;
+        d.simplify_atoms(facts)
+    }
+
+    /// Division atoms, nested ones included: (rounding ones, all).
+    fn divisions(&self) -> (usize, usize) {
+        let mut out = (0, 0);
+        for a in self.terms.iter().flat_map(|t| t.atoms.iter()) {
+            let (r, n) = match a {
+                Atom::Sym(_) => (0, 0),
+                Atom::Div(n, _, round) => {
+                    let (r, t) = n.divisions();
+                    (r + usize::from(*round != Rounding::Exact), t + 1)
+                }
+                Atom::Min(v) | Atom::Max(v) => v
+                    .iter()
+                    .map(|d| d.divisions())
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+            };
+            out = (out.0 + r, out.1 + n);
+        }
+        out
+    }
+
+    /// Write each symbol `S` with a divisor `k` as `k·S'` and back as `S'` = `S/k`.
+    fn simplify_divisors(&self, facts: &Facts) -> R<Dim> {
+        if self.divisions().1 == 0 {
+            return Ok(self.clone());
+        }
+        let mut there = HashMap::new();
+        let mut back = HashMap::new();
+        for s in self.symbols() {
+            if let Some(k) = facts.get(&s).multiple_of.filter(|&k| k > 1) {
+                let k64 = i64::try_from(k).map_err(|_| overflow(format!("divisor {k}")))?;
+                // A name no parser produces (it contains a NUL).
+                let fresh = format!("{s}\u{0}");
+                there.insert(s.clone(), Dim::sym(&fresh).mul_int(k64)?);
+                back.insert(fresh, Dim::sym(&s).div_exact(k)?);
+            }
+        }
+        if there.is_empty() {
+            return Ok(self.clone());
+        }
+        // The round trip is a normal form for expressions equal under the divisors
+        // (`(H*W)/4` and `(H/2)*(W/2)` meet); keep it unless it adds rounding divisions.
+        let d = self.substitute(&there)?.substitute(&back)?;
+        Ok(if d.divisions().0 <= self.divisions().0 {
+            d
+        } else {
+            self.clone()
+        })
+    }
+
+    fn simplify_atoms(&self, facts: &Facts) -> R<Dim> {
         let mut out = Dim::default();
         for t in &self.terms {
             let mut p = Dim::from_i64(t.coef);
@@ -744,17 +795,13 @@ impl Dim {
                         n.div_int(*den, r)?
                     }
                     Atom::Min(v) => Dim::extremum(
-                        v.iter()
-                            .map(|d| d.simplify(facts))
-                            .collect::<R<Vec<_>>>()?,
+                        v.iter().map(|d| d.simplify(facts)).collect::<R<Vec<_>>>()?,
                         true,
                         facts,
                         DEFAULT_SYMBOL_MIN,
                     )?,
                     Atom::Max(v) => Dim::extremum(
-                        v.iter()
-                            .map(|d| d.simplify(facts))
-                            .collect::<R<Vec<_>>>()?,
+                        v.iter().map(|d| d.simplify(facts)).collect::<R<Vec<_>>>()?,
                         false,
                         facts,
                         DEFAULT_SYMBOL_MIN,
@@ -943,10 +990,7 @@ impl Facts {
                 (l.map(|v| f(v, false)), h.map(|v| f(v, true)))
             }
             Atom::Min(v) => {
-                let bs: Vec<_> = v
-                    .iter()
-                    .map(|d| self.bounds_with(d, default_min))
-                    .collect();
+                let bs: Vec<_> = v.iter().map(|d| self.bounds_with(d, default_min)).collect();
                 let lo = bs
                     .iter()
                     .map(|b| b.0)
@@ -955,10 +999,7 @@ impl Facts {
                 (lo, hi)
             }
             Atom::Max(v) => {
-                let bs: Vec<_> = v
-                    .iter()
-                    .map(|d| self.bounds_with(d, default_min))
-                    .collect();
+                let bs: Vec<_> = v.iter().map(|d| self.bounds_with(d, default_min)).collect();
                 let lo = bs.iter().filter_map(|b| b.0).max();
                 let hi = bs
                     .iter()

@@ -2,12 +2,12 @@
 //! dtype. It is the oracle of every test and of the pass manager's numeric check, so it is kept
 //! plain and obviously correct; it frees each value after its last use so that large models fit.
 
+use crate::dim::{DimError, Facts};
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::module::Module;
 use crate::ops::{EvalCx, Op};
 use crate::tensor::Tensor;
-use crate::dim::{DimError, Facts};
 use crate::types::TensorType;
 use std::collections::HashMap;
 
@@ -126,7 +126,9 @@ pub fn bind_shapes(
     let mut b: HashMap<String, u64> = HashMap::new();
     for ((ty, shape), name) in tys.iter().zip(shapes).zip(names) {
         if ty.rank() != shape.len() {
-            return Err(format!("input `{name}` expects {ty}, found shape {shape:?}"));
+            return Err(format!(
+                "input `{name}` expects {ty}, found shape {shape:?}"
+            ));
         }
     }
     // Solve dims one symbol at a time until nothing changes, then check every dim.

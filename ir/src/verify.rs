@@ -201,6 +201,48 @@ pub fn verify_function(module: &Module, function: &str) -> Result<(), IrError> {
     Ok(())
 }
 
+/// Re-infer every node's result types in topological order, so that they reflect the module's
+/// current facts (an importer that assumes `H % 2 == 0` half-way through a model re-types the
+/// nodes typed before it). Input types are kept. Fails where inference fails.
+pub fn reinfer_types(module: &mut Module) -> Result<(), IrError> {
+    let names: Vec<String> = module.functions.keys().cloned().collect();
+    for name in names {
+        let Some(mut g) = module.functions.shift_remove(&name) else {
+            continue;
+        };
+        let result = reinfer_graph(module, &name, &mut g);
+        module.functions.insert(name.clone(), g);
+        result?;
+    }
+    Ok(())
+}
+
+fn reinfer_graph(module: &Module, name: &str, g: &mut crate::graph::Graph) -> Result<(), IrError> {
+    let order = g.topo_order().map_err(|id| IrError::Verify {
+        function: name.to_string(),
+        node: g.describe(id),
+        message: "graph has a cycle or a missing operand".into(),
+    })?;
+    for id in order {
+        if matches!(
+            g.node(id).map(|n| &n.op),
+            Some(crate::ops::Op::Input(_)) | None
+        ) {
+            continue;
+        }
+        let tys = infer_node(module, g, id).map_err(|message| IrError::Type {
+            function: name.to_string(),
+            node: g.describe(id),
+            op: g.node(id).map(|n| n.op.name()).unwrap_or("?").to_string(),
+            message,
+        })?;
+        if let Some(n) = g.node_mut(id) {
+            n.results = tys;
+        }
+    }
+    Ok(())
+}
+
 /// Re-infer the result types of a node from the declared types of its operands.
 pub(crate) fn infer_node(
     module: &Module,

@@ -57,6 +57,8 @@ pub(crate) fn classify(
         // Exact low-precision codecs, selection with exact tie rules, and the multi-modal mask:
         // the reference semantics on the host.
         Op::Quantize(_) | Op::Dequantize(_) | Op::TopK(_) | Op::MmcaAttention(_) => Lowering::Host,
+        // A handful of integers computed from the bindings.
+        Op::Dims(_) => Lowering::Host,
         Op::MatMul(_)
         | Op::Linear(_)
         | Op::Attention(_)

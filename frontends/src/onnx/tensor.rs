@@ -173,7 +173,11 @@ fn external_bytes(t: &TensorProto, dir: Option<&Path>) -> Result<Vec<u8>, String
 
 /// Decode a `TensorProto` with every size checked against its dims. Errors do not repeat the
 /// tensor's name (the caller adds it).
-pub(crate) fn decode_tensor(t: &TensorProto, dir: Option<&Path>) -> Result<Known, String> {
+pub(crate) fn decode_tensor(
+    t: &TensorProto,
+    dir: Option<&Path>,
+    max_bytes: u64,
+) -> Result<Known, String> {
     let dtype = onnx_dtype(t.data_type)?;
     let code = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
     let mut shape = Vec::with_capacity(t.dims.len());
@@ -182,6 +186,13 @@ pub(crate) fn decode_tensor(t: &TensorProto, dir: Option<&Path>) -> Result<Known
     }
     let n = checked_numel(&shape).ok_or_else(|| format!("shape {:?} overflows", t.dims))?;
     let want_bytes = (n as u128 * dtype.bits() as u128).div_ceil(8);
+    if want_bytes > max_bytes as u128 {
+        return Err(format!(
+            "{dtype}{:?} declares {want_bytes} bytes, over the memory budget of {max_bytes} bytes \
+             (FUSELAGE_MEMORY_BUDGET)",
+            t.dims
+        ));
+    }
     let external = t.data_location == DataLocation::External as i32;
     let raw: Option<Vec<u8>> = if external {
         Some(external_bytes(t, dir)?)

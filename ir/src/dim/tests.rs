@@ -48,7 +48,11 @@ fn printing_is_readable_and_parses_back() {
         ("min", "\"min\""),
         ("384", "384"),
     ] {
-        let d = if text == "min" { Dim::sym("min") } else { p(text) };
+        let d = if text == "min" {
+            Dim::sym("min")
+        } else {
+            p(text)
+        };
         assert_eq!(d.to_string(), printed, "{text}");
         assert_eq!(p(&d.to_string()), d, "{text}");
     }
@@ -111,7 +115,13 @@ fn facts_decide_min_max_and_divisibility() {
     assert_eq!(p("max(S,0)").simplify(&f).unwrap(), p("S"));
     assert_eq!(p("max(S-1,0)").simplify(&f).unwrap(), p("max(S-1,0)"));
     assert_eq!(p("min(S,1)").simplify(&f).unwrap(), p("min(S,1)"));
-    f.0.insert("S".into(), SymbolFacts { min: Some(1), ..Default::default() });
+    f.0.insert(
+        "S".into(),
+        SymbolFacts {
+            min: Some(1),
+            ..Default::default()
+        },
+    );
     assert_eq!(p("max(S-1,0)").simplify(&f).unwrap(), p("S-1"));
     assert_eq!(p("min(S,1)").simplify(&f).unwrap(), p("1"));
     assert_eq!(p("min(S,2)").simplify(&f).unwrap(), p("min(S,2)"));
@@ -126,10 +136,36 @@ fn facts_decide_min_max_and_divisibility() {
     assert_eq!(p("min(S,2)").simplify(&f).unwrap(), p("2"));
     assert_eq!(p("floor(S/4)").simplify(&f).unwrap(), p("S/4"));
     assert_eq!(p("4*floor(S/4)").simplify(&f).unwrap(), p("S"));
-    assert_eq!(p("floor(S/8)").simplify(&f).unwrap(), p("floor(S/8)"));
+    // S = 4·S': floor(S/8) = floor(S'/2), written back with S' = S/4.
+    assert_eq!(p("floor(S/8)").simplify(&f).unwrap(), p("floor((S/4)/2)"));
+    // Divisors inside divisions: a downsample then an upsample of an even size.
+    f.0.insert(
+        "H".into(),
+        SymbolFacts {
+            multiple_of: Some(2),
+            ..Default::default()
+        },
+    );
+    assert_eq!(p("2*floor((H+1)/2)").simplify(&f).unwrap(), p("H"));
+    assert_eq!(p("floor((H-1)/2)+1").simplify(&f).unwrap(), p("H/2"));
+    f.0.insert(
+        "W".into(),
+        SymbolFacts {
+            multiple_of: Some(2),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        p("(H*W)/4").simplify(&f).unwrap(),
+        p("(H/2)*(W/2)").simplify(&f).unwrap()
+    );
     assert!(f.get("S").check("S", 12).is_ok());
     assert!(f.get("S").check("S", 6).unwrap_err().contains("S >= 8"));
-    assert!(f.get("S").check("S", 10).unwrap_err().contains("S % 4 == 0"));
+    assert!(f
+        .get("S")
+        .check("S", 10)
+        .unwrap_err()
+        .contains("S % 4 == 0"));
     assert!(f.get("B").check("B", 0).is_ok());
 }
 
@@ -235,6 +271,20 @@ proptest! {
         prop_assert_eq!(d.eval(&bind).unwrap(), value(&e, &vals), "{}", d);
         // Facts-based simplification keeps the value (default facts: symbols >= 0).
         let s = d.simplify(&Facts::default()).unwrap();
+        prop_assert_eq!(s.eval(&bind).unwrap(), value(&e, &vals), "{} -> {}", d, s);
+    }
+
+    #[test]
+    fn simplification_with_divisors_keeps_the_value(e in arb_e(), vals in proptest::array::uniform3(0i64..5)) {
+        let d = build(&e);
+        let mut f = Facts::default();
+        f.0.insert("S".into(), SymbolFacts { multiple_of: Some(2), ..Default::default() });
+        f.0.insert("T".into(), SymbolFacts { multiple_of: Some(3), min: Some(3), ..Default::default() });
+        // B free; S even; T a multiple of 3, at least 3.
+        let vals = [vals[0], 2 * vals[1], 3 * (vals[2] + 1)];
+        let bind: HashMap<String, u64> =
+            SYMS.iter().zip(vals).map(|(s, x)| (s.to_string(), x as u64)).collect();
+        let s = d.simplify(&f).unwrap();
         prop_assert_eq!(s.eval(&bind).unwrap(), value(&e, &vals), "{} -> {}", d, s);
     }
 

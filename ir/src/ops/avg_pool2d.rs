@@ -1,12 +1,12 @@
 //! `avg_pool2d`: average pooling over the two trailing dims of NCHW (PyTorch `F.avg_pool2d`,
 //! floor mode).
 
-use super::conv2d::window_out;
-use super::util::{expect_arity, expect_float, fixed_dim, op_err};
+use super::conv2d::{window_out, window_out_dim};
+use super::util::{expect_arity, expect_float, op_err};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
-use crate::types::TensorType;
+use crate::types::{Dim, TensorType};
 use serde::{Deserialize, Serialize};
 
 fn yes() -> bool {
@@ -33,6 +33,41 @@ pub struct AvgPool2d {
 }
 
 impl AvgPool2d {
+    fn out_hw_dims(&self, h: &Dim, w: &Dim) -> Result<(Dim, Dim), OpError> {
+        let p = self.padding;
+        let k = [
+            self.kernel[0],
+            self.kernel[1],
+            self.kernel[0],
+            self.kernel[1],
+        ];
+        if p.iter().zip(k).any(|(&pad, k)| pad > k / 2) {
+            crate::bail!(
+                "avg_pool2d: padding {p:?} must be at most half the kernel {:?}",
+                self.kernel
+            );
+        }
+        let ho = window_out_dim(
+            "avg_pool2d",
+            "height",
+            h,
+            p[0].saturating_add(p[2]),
+            self.kernel[0],
+            1,
+            self.stride[0],
+        )?;
+        let wo = window_out_dim(
+            "avg_pool2d",
+            "width",
+            w,
+            p[1].saturating_add(p[3]),
+            self.kernel[1],
+            1,
+            self.stride[1],
+        )?;
+        Ok((ho, wo))
+    }
+
     fn out_hw(&self, h: u64, w: u64) -> Result<(u64, u64), OpError> {
         let p = self.padding;
         let k = [
@@ -79,12 +114,10 @@ impl OpSpec for AvgPool2d {
         if x.rank() != 4 {
             crate::bail!("avg_pool2d expects x[N,C,H,W], found {x}");
         }
-        let h = fixed_dim(Self::NAME, "height", &x.shape[2])?;
-        let w = fixed_dim(Self::NAME, "width", &x.shape[3])?;
-        let (ho, wo) = self.out_hw(h, w)?;
+        let (ho, wo) = self.out_hw_dims(&x.shape[2], &x.shape[3])?;
         let mut shape = x.shape.clone();
-        shape[2] = ho.into();
-        shape[3] = wo.into();
+        shape[2] = ho;
+        shape[3] = wo;
         Ok(vec![TensorType::new(x.dtype, shape)])
     }
 

@@ -47,6 +47,30 @@ impl Default for Conv2d {
     }
 }
 
+/// Output size of one spatial dim of a window op as a dim: the fixed size when `n` is fixed,
+/// else `floor((n + pad - span) / stride) + 1` (the window must fit once the symbols are bound).
+pub(crate) fn window_out_dim(
+    op: &str,
+    what: &str,
+    n: &Dim,
+    pad: u64,
+    k: u64,
+    dil: u64,
+    stride: u64,
+) -> Result<Dim, OpError> {
+    if let Some(n) = n.fixed() {
+        return Ok(Dim::from(window_out(op, what, n, pad, k, dil, stride)?));
+    }
+    if stride == 0 || dil == 0 || k == 0 {
+        crate::bail!("{op}: stride, dilation and kernel must be >= 1 ({what})");
+    }
+    let span = dil.saturating_mul(k - 1).saturating_add(1);
+    let off = pad as i64 - span as i64;
+    Ok(n.add(&Dim::from_i64(off))?
+        .div_floor(stride)?
+        .add(&Dim::from(1u64))?)
+}
+
 /// Output size of one spatial dim of a window op, or an error when the window does not fit.
 pub(crate) fn window_out(
     op: &str,
@@ -72,6 +96,28 @@ pub(crate) fn window_out(
 }
 
 impl Conv2d {
+    fn out_hw_dims(&self, h: &Dim, w: &Dim, kh: u64, kw: u64) -> Result<(Dim, Dim), OpError> {
+        let ho = window_out_dim(
+            "conv2d",
+            "height",
+            h,
+            self.padding[0].saturating_add(self.padding[2]),
+            kh,
+            self.dilation[0],
+            self.stride[0],
+        )?;
+        let wo = window_out_dim(
+            "conv2d",
+            "width",
+            w,
+            self.padding[1].saturating_add(self.padding[3]),
+            kw,
+            self.dilation[1],
+            self.stride[1],
+        )?;
+        Ok((ho, wo))
+    }
+
     fn out_hw(&self, h: u64, w: u64, kh: u64, kw: u64) -> Result<(u64, u64), OpError> {
         let ho = window_out(
             "conv2d",
@@ -119,8 +165,6 @@ impl OpSpec for Conv2d {
         expect_rank(Self::NAME, "x[N,C,H,W]", x, 4)?;
         expect_rank(Self::NAME, "w[O,C/groups,kh,kw]", w, 4)?;
         let c = fixed_dim(Self::NAME, "channel dim C", &x.shape[1])?;
-        let h = fixed_dim(Self::NAME, "height", &x.shape[2])?;
-        let wd = fixed_dim(Self::NAME, "width", &x.shape[3])?;
         let o = fixed_dim(Self::NAME, "output channels", &w.shape[0])?;
         let wc = fixed_dim(Self::NAME, "weight channels", &w.shape[1])?;
         let kh = fixed_dim(Self::NAME, "kernel height", &w.shape[2])?;
@@ -131,10 +175,10 @@ impl OpSpec for Conv2d {
                 crate::bail!("conv2d bias must be [{o}], found {b}");
             }
         }
-        let (ho, wo) = self.out_hw(h, wd, kh, kw)?;
+        let (ho, wo) = self.out_hw_dims(&x.shape[2], &x.shape[3], kh, kw)?;
         Ok(vec![TensorType::new(
             d,
-            [x.shape[0].clone(), o.into(), ho.into(), wo.into()],
+            [x.shape[0].clone(), o.into(), ho, wo],
         )])
     }
 

@@ -36,6 +36,7 @@ pub mod constant;
 pub mod conv2d;
 pub mod cos;
 pub mod dequantize;
+pub mod dims;
 pub mod div;
 pub mod erf;
 pub mod exp;
@@ -216,6 +217,7 @@ ops! {
     Where => where_::Where,
     Cast => cast::Cast,
     Iota => iota::Iota,
+    Dims => dims::Dims,
     Softmax => softmax::Softmax,
     Reduce => reduce::Reduce,
     ArgMax => argmax::ArgMax,

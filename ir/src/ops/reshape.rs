@@ -35,7 +35,10 @@ impl Reshape {
             match d.as_const() {
                 Some(-1) => {
                     if pos.is_some() {
-                        crate::bail!("reshape target [{}] has more than one -1", join(&self.shape));
+                        crate::bail!(
+                            "reshape target [{}] has more than one -1",
+                            join(&self.shape)
+                        );
                     }
                     pos = Some(i);
                 }
@@ -180,9 +183,15 @@ mod tests {
         assert_eq!(infer(&op, ty.clone()).unwrap()[0].shape[0], Dim::from("B"));
         // B·S is one dim expression; a new symbol cannot appear.
         let op: Reshape = serde_json::from_str(r#"{"shape":[-1,384]}"#).unwrap();
-        assert_eq!(infer(&op, ty.clone()).unwrap()[0].shape[0], Dim::parse("B*S").unwrap());
+        assert_eq!(
+            infer(&op, ty.clone()).unwrap()[0].shape[0],
+            Dim::parse("B*S").unwrap()
+        );
         let op: Reshape = serde_json::from_str(r#"{"shape":[-1,12,32]}"#).unwrap();
-        assert_eq!(infer(&op, ty.clone()).unwrap()[0].shape[0], Dim::parse("B*S").unwrap());
+        assert_eq!(
+            infer(&op, ty.clone()).unwrap()[0].shape[0],
+            Dim::parse("B*S").unwrap()
+        );
         let op: Reshape = serde_json::from_str(r#"{"shape":["B","12*S",32]}"#).unwrap();
         assert!(infer(&op, ty.clone()).is_ok());
         let op: Reshape = serde_json::from_str(r#"{"shape":["N",384]}"#).unwrap();

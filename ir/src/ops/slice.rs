@@ -2,9 +2,9 @@
 
 use super::util::{expect_arity, normalize_axis, op_err};
 use super::{EvalCx, InferCx, OpSpec};
+use crate::dim::Facts;
 use crate::error::OpError;
 use crate::tensor::Tensor;
-use crate::dim::Facts;
 use crate::types::{Dim, TensorType};
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +90,8 @@ impl Slice {
         if self.step == 0 {
             crate::bail!("slice step must not be 0");
         }
-        if let (Some(nn), Some(s), Some(e)) = (n.fixed(), self.start.as_const(), self.end.as_const())
+        if let (Some(nn), Some(s), Some(e)) =
+            (n.fixed(), self.start.as_const(), self.end.as_const())
         {
             return Ok(Dim::from(Slice::range_of(s, e, self.step, nn)?.1));
         }

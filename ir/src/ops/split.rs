@@ -36,7 +36,11 @@ impl OpSpec for Split {
                 x.shape[ax]
             );
         }
-        if let Some(d) = self.sizes.iter().find(|d| d.as_const().is_some_and(|c| c < 0)) {
+        if let Some(d) = self
+            .sizes
+            .iter()
+            .find(|d| d.as_const().is_some_and(|c| c < 0))
+        {
             crate::bail!("split size {d} is negative");
         }
         Ok(self
@@ -82,10 +86,10 @@ impl OpSpec for Split {
 #[allow(clippy::needless_range_loop)] // naive reference formulas index like the math
 mod tests {
     use super::Split;
-    use crate::types::Dim;
     use crate::dtype::DType;
     use crate::ops::testing::{eval_op, rand_tensor};
     use crate::ops::Op;
+    use crate::types::Dim;
     use proptest::prelude::*;
 
     proptest! {

@@ -192,11 +192,7 @@ pub(super) fn sample_module() -> Module {
         let shape: Vec<Dim> = match i % 4 {
             0 => vec![],
             1 => vec!["B".into(), 7u64.into()],
-            2 => vec![
-                Dim::sym("3d"),
-                Dim::sym(WEIRD),
-                Dim::sym("12"),
-            ],
+            2 => vec![Dim::sym("3d"), Dim::sym(WEIRD), Dim::sym("12")],
             _ => vec![0u64.into(), u64::MAX.into()],
         };
         let id = g.add_input(&format!("in{i}"), TensorType::new(*d, shape));
@@ -523,7 +519,10 @@ fn error_truncated_file() {
     assert_eq!(m, "expected `[` after the dtype `f32`, found end of file");
     let (l, c, m) = perr(&full[..full.len() - 2]);
     assert_eq!((l, c), (7, 1), "{m}");
-    assert_eq!(m, "expected `assume`, `const`, `func` or `}`, found end of file");
+    assert_eq!(
+        m,
+        "expected `assume`, `const`, `func` or `}`, found end of file"
+    );
     let (l, c, m) = perr("");
     assert_eq!(
         (l, c, m.as_str()),

@@ -171,14 +171,7 @@ pub fn bert_large(layers: usize) -> Module {
     let (h, heads, ffn) = (1024usize, 16usize, 4096usize);
     let dh = h / heads;
     let mut b = B::new();
-    let mut x = b.input(
-        "x",
-        &[
-            Dim::sym("B"),
-            Dim::sym("S"),
-            Dim::from(h as u64),
-        ],
-    );
+    let mut x = b.input("x", &[Dim::sym("B"), Dim::sym("S"), Dim::from(h as u64)]);
     let scale = b.scalar(1.0 / (dh as f64).sqrt());
     for l in 0..layers {
         let dense = |b: &mut B, x: ValueId, name: &str, k: usize, n: usize| {
