@@ -76,7 +76,7 @@ mod tests {
     fn new_integer_sums_saturate_at_both_ends() {
         let t = |d, v: &[f64]| Tensor::new(d, vec![v.len()], v.to_vec()).unwrap();
         let p52 = 2f64.powi(52);
-        let cases: [(DType, [f64; 3], [f64; 3], [f64; 3]); 4] = [
+        let cases = [
             (
                 DType::I16,
                 [32767.0, -32768.0, 100.0],

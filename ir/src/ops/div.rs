@@ -118,7 +118,7 @@ mod tests {
     fn new_integer_division_examples() {
         let t = |d, v: &[f64]| crate::tensor::Tensor::new(d, vec![v.len()], v.to_vec()).unwrap();
         let p53 = 2f64.powi(53);
-        let cases: [(DType, [f64; 3], [f64; 3], [f64; 3]); 4] = [
+        let cases = [
             (
                 DType::I16,
                 [-32768.0, -7.0, 32767.0],
