@@ -236,6 +236,76 @@ fn run_reads_and_writes_npy() {
     assert_eq!(read_npy(&y), want[0].1);
 }
 
+/// 16-bit, unsigned and bf16 tensors go through `run` with their numpy element types (`<u2`,
+/// `<i2`, `<u8`, bf16 as `<V2`) on the reference and on the CPU backend; integer results saturate.
+/// (The CPU backend computes in f32: integers are exact where f32 holds them, as 2^41 here.)
+#[test]
+fn run_keeps_narrow_unsigned_and_bf16_npy_dtypes() {
+    use fuselage::ir::{DType, Tensor};
+    let p = tmp("ints.fir");
+    std::fs::write(
+        &p,
+        "module {\n  func @main(%0 \"x\": u16[4], %1 \"y\": u16[4], %2 \"a\": i16[3], \
+         %3 \"b\": bf16[2], %4 \"u\": u64[2]) {\n    %5 = sub(%0, %1) : u16[4]\n    \
+         %6 = mul(%2, %2) : i16[3]\n    %7 = add(%3, %3) : bf16[2]\n    \
+         %8 = add(%4, %4) : u64[2]\n    return %5 \"d\", %6 \"m\", %7 \"e\", %8 \"s\"\n  }\n}\n",
+    )
+    .unwrap();
+    let ins = [
+        (
+            "x",
+            Tensor::new(DType::U16, vec![4], vec![0.0, 5.0, 65535.0, 9.0]).unwrap(),
+        ),
+        (
+            "y",
+            Tensor::new(DType::U16, vec![4], vec![1.0, 2.0, 0.0, 9.0]).unwrap(),
+        ),
+        (
+            "a",
+            Tensor::new(DType::I16, vec![3], vec![-200.0, 3.0, 181.0]).unwrap(),
+        ),
+        (
+            "b",
+            Tensor::new(DType::BF16, vec![2], vec![1.5, -3.0]).unwrap(),
+        ),
+        (
+            "u",
+            Tensor::new(DType::U64, vec![2], vec![1099511627776.0, 7.0]).unwrap(),
+        ),
+    ];
+    let want = [
+        ("d", DType::U16, vec![0.0, 3.0, 65535.0, 0.0], "'<u2'"),
+        ("m", DType::I16, vec![32767.0, 9.0, 32761.0], "'<i2'"),
+        ("e", DType::BF16, vec![3.0, -6.0], "'<V2'"),
+        ("s", DType::U64, vec![2199023255552.0, 14.0], "'<u8'"),
+    ];
+    let mut args = vec!["run".to_string(), p.display().to_string()];
+    for (name, t) in &ins {
+        let f = tmp(&format!("ints-{name}.npy"));
+        fuselage::npy::write_npy(&f, t).unwrap();
+        args.extend(["--input".into(), format!("{name}={}", f.display())]);
+    }
+    for backend in ["reference", "cpu"] {
+        let mut a = args.clone();
+        for (name, ..) in &want {
+            let f = tmp(&format!("ints-{backend}-{name}.out.npy"));
+            a.extend(["--output".into(), format!("{name}={}", f.display())]);
+        }
+        a.extend(["--backend".into(), backend.into()]);
+        let o = fuselage(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{backend}: {}", stderr(&o));
+        for (name, dtype, vals, descr) in &want {
+            let f = tmp(&format!("ints-{backend}-{name}.out.npy"));
+            let bytes = std::fs::read(&f).unwrap();
+            let head = String::from_utf8_lossy(&bytes[..64]).to_string();
+            assert!(head.contains(descr), "{backend} {name}: {head}");
+            let t = read_npy(&f);
+            assert_eq!(t.dtype(), *dtype, "{backend} {name}");
+            assert_eq!(t.data(), &vals[..], "{backend} {name}");
+        }
+    }
+}
+
 #[test]
 fn dump_dir_and_print_ir_after_and_max_steps() {
     let d = tmp("dumps");

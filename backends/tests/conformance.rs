@@ -127,6 +127,48 @@ fn cases() -> Vec<Case> {
         op("mul", e.clone()),
         vec![f("bf16", &[8]), f("bf16", &[8])],
     ));
+    // 16/32/64-bit integers: exact, saturating at the dtype's bounds (u16 0 - 5 = 0), integer
+    // division truncating toward zero.
+    v.push(case(
+        "add/u16",
+        op("add", e.clone()),
+        vec![f("u16", &[3, 4]), f("u16", &[4])],
+    ));
+    v.push(case(
+        "sub/u16-saturates",
+        op("sub", e.clone()),
+        vec![f("u16", &[16]), f("u16", &[16])],
+    ));
+    v.push(case(
+        "mul/i16",
+        op("mul", e.clone()),
+        vec![f("i16", &[16]), f("i16", &[16])],
+    ));
+    v.push(case(
+        "div/i16-truncates",
+        op("div", e.clone()),
+        vec![f("i16", &[16]), pos(f("i16", &[16]))],
+    ));
+    v.push(case(
+        "div/u32-truncates",
+        op("div", e.clone()),
+        vec![f("u32", &[16]), pos(f("u32", &[16]))],
+    ));
+    v.push(case(
+        "maximum/u64",
+        op("maximum", e.clone()),
+        vec![f("u64", &[3, 4]), f("u64", &[3, 1])],
+    ));
+    v.push(case(
+        "compare/u32",
+        op("compare", json!({"predicate":"le"})),
+        vec![f("u32", &[3, 4]), f("u32", &[4])],
+    ));
+    v.push(case(
+        "where/i16",
+        op("where", e.clone()),
+        vec![f("bool", &[3, 1]), f("i16", &[3, 4]), f("i16", &[4])],
+    ));
     // Unary.
     for name in [
         "neg", "abs", "exp", "tanh", "erf", "sin", "cos", "relu", "sigmoid", "silu",
@@ -197,6 +239,12 @@ fn cases() -> Vec<Case> {
         ("i64", "f32"),
         ("bool", "f32"),
         ("i32", "u8"),
+        ("f32", "u16"),
+        ("f32", "i16"),
+        ("i16", "u16"),
+        ("u32", "f32"),
+        ("u64", "i16"),
+        ("i64", "u32"),
     ] {
         v.push(case(
             &format!("cast/{from}-{to}"),
@@ -549,7 +597,15 @@ fn input_tensor(i: &In, seed: u64) -> Tensor {
             .collect();
         x = Tensor::new(i.dtype, i.shape.clone(), d).unwrap();
     } else if i.positive {
-        let d: Vec<f64> = x.data().iter().map(|v| v.abs() + 0.25).collect();
+        // Integers: at least 1 (non-zero divisors); floats: at least 0.25.
+        let lift = |v: f64| {
+            if i.dtype.is_int() {
+                v.abs().max(1.0)
+            } else {
+                v.abs() + 0.25
+            }
+        };
+        let d: Vec<f64> = x.data().iter().map(|&v| lift(v)).collect();
         x = Tensor::new(i.dtype, i.shape.clone(), d).unwrap();
     }
     x

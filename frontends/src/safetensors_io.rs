@@ -44,7 +44,11 @@ fn dtype_of(d: Dtype) -> Option<DType> {
         Dtype::BF16 => DType::BF16,
         Dtype::I64 => DType::I64,
         Dtype::I32 => DType::I32,
+        Dtype::I16 => DType::I16,
         Dtype::I8 => DType::I8,
+        Dtype::U64 => DType::U64,
+        Dtype::U32 => DType::U32,
+        Dtype::U16 => DType::U16,
         Dtype::U8 => DType::U8,
         Dtype::BOOL => DType::Bool,
         Dtype::F8_E4M3 => DType::F8E4M3FN,
@@ -207,7 +211,11 @@ pub fn write_safetensors(
             DType::BF16 => "BF16",
             DType::I64 => "I64",
             DType::I32 => "I32",
+            DType::I16 => "I16",
             DType::I8 => "I8",
+            DType::U64 => "U64",
+            DType::U32 => "U32",
+            DType::U16 => "U16",
             DType::U8 => "U8",
             DType::Bool => "BOOL",
             DType::F8E4M3FN => "F8_E4M3",
@@ -236,4 +244,36 @@ pub fn write_safetensors(
         out.extend_from_slice(b);
     }
     std::fs::write(path, out).map_err(|e| FrontendError::file(path, format!("write: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuselage_ir::Tensor;
+
+    #[test]
+    fn sixteen_to_sixty_four_bit_integers_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ints.safetensors");
+        let cases = [
+            (DType::I16, vec![-32768.0, 32767.0]),
+            (DType::U16, vec![0.0, 65535.0]),
+            (DType::U32, vec![4294967295.0, 1.0]),
+            (DType::U64, vec![(1u64 << 53) as f64, 2.0]),
+        ];
+        let entries: Vec<_> = cases
+            .iter()
+            .map(|(d, v)| {
+                let t = Tensor::new(*d, vec![2], v.clone()).unwrap();
+                (d.name().to_string(), *d, vec![2], t.to_bytes())
+            })
+            .collect();
+        write_safetensors(&path, &entries).unwrap();
+        let f = SafetensorsFile::open(&path).unwrap();
+        for (d, v) in cases {
+            let c = f.constant(d.name()).unwrap();
+            assert_eq!(c.ty.dtype, d);
+            assert_eq!(c.value(d.name()).unwrap().data(), &v[..], "{d}");
+        }
+    }
 }

@@ -606,6 +606,98 @@ fn truncated_and_garbage_bytes_are_clear_errors() {
     assert!(e.to_string().contains("opset"), "{e}");
 }
 
+// ----- 16/32/64-bit integer element types -----
+
+/// int16, uint16, uint32 and uint64 keep their dtype through import (no widening): inputs,
+/// initializers from the typed fields, elementwise ops, comparisons and casts.
+#[test]
+fn narrow_and_unsigned_integer_types_keep_their_dtype() {
+    use fuselage_ir::DType;
+    let u16_two = TensorProto {
+        name: "two".into(),
+        dims: vec![1],
+        data_type: DataType::Uint16 as i32,
+        int32_data: vec![2],
+        ..Default::default()
+    };
+    let u64_k = TensorProto {
+        name: "k".into(),
+        dims: vec![3],
+        data_type: DataType::Uint64 as i32,
+        uint64_data: vec![1 << 40, 0, 7],
+        ..Default::default()
+    };
+    let bytes = model(
+        vec![
+            node("Add", "add", &["x", "y"], &["s"], vec![]),
+            node("Div", "div", &["s", "two"], &["q"], vec![]),
+            node("Less", "lt", &["x", "y"], &["lt"], vec![]),
+            node("Max", "max", &["u", "k"], &["m"], vec![]),
+            node("Sub", "sub", &["a", "b"], &["d"], vec![]),
+            node(
+                "Cast",
+                "cast",
+                &["x"],
+                &["c"],
+                vec![attr_i("to", DataType::Uint32 as i64)],
+            ),
+        ],
+        vec![u16_two, u64_k],
+        vec![
+            value_info("x", DataType::Uint16, &[D::V(3)]),
+            value_info("y", DataType::Uint16, &[D::V(3)]),
+            value_info("u", DataType::Uint64, &[D::V(3)]),
+            value_info("a", DataType::Int16, &[D::V(3)]),
+            value_info("b", DataType::Int16, &[D::V(3)]),
+        ],
+        vec![
+            value_info("s", DataType::Uint16, &[D::V(3)]),
+            value_info("q", DataType::Uint16, &[D::V(3)]),
+            value_info("lt", DataType::Bool, &[D::V(3)]),
+            value_info("m", DataType::Uint64, &[D::V(3)]),
+            value_info("d", DataType::Int16, &[D::V(3)]),
+            value_info("c", DataType::Uint32, &[D::V(3)]),
+        ],
+    );
+    let m = load_onnx_bytes(&bytes, "ints.onnx").unwrap();
+    let g = m.entry().unwrap();
+    let in_types: Vec<DType> = g.input_types().iter().map(|t| t.dtype).collect();
+    assert_eq!(
+        in_types,
+        [DType::U16, DType::U16, DType::U64, DType::I16, DType::I16]
+    );
+    let t = |d, v: &[f64]| Tensor::new(d, vec![v.len()], v.to_vec()).unwrap();
+    let p53 = (1u64 << 53) as f64;
+    let out = run(
+        &m,
+        &[
+            t(DType::U16, &[65535.0, 7.0, 100.0]),
+            t(DType::U16, &[0.0, 9.0, 101.0]),
+            t(DType::U64, &[p53, 3.0, 6.0]),
+            t(DType::I16, &[-32768.0, 32767.0, -5.0]),
+            t(DType::I16, &[0.0, -1.0, 5.0]),
+        ],
+    );
+    let dts: Vec<DType> = out.iter().map(|t| t.dtype()).collect();
+    assert_eq!(
+        dts,
+        [
+            DType::U16,
+            DType::U16,
+            DType::Bool,
+            DType::U64,
+            DType::I16,
+            DType::U32
+        ]
+    );
+    assert_eq!(out[0].data(), &[65535.0, 16.0, 201.0]);
+    assert_eq!(out[1].data(), &[32767.0, 8.0, 100.0]);
+    assert_eq!(out[2].data(), &[0.0, 1.0, 1.0]);
+    assert_eq!(out[3].data(), &[p53, 3.0, 7.0]);
+    assert_eq!(out[4].data(), &[-32768.0, 32767.0, -10.0]);
+    assert_eq!(out[5].data(), &[65535.0, 7.0, 100.0]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 

@@ -27,8 +27,17 @@ pub enum DType {
     I64,
     /// 32-bit signed integer.
     I32,
+    /// 16-bit signed integer.
+    I16,
     /// 8-bit signed integer.
     I8,
+    /// 64-bit unsigned integer. Like `i64`, the reference interpreter holds values up to 2^53
+    /// only (decoding a larger stored value is an error, never a silent rounding).
+    U64,
+    /// 32-bit unsigned integer.
+    U32,
+    /// 16-bit unsigned integer.
+    U16,
     /// 8-bit unsigned integer.
     U8,
     /// 4-bit signed integer (-8..=7), packed two per byte in storage.
@@ -38,7 +47,7 @@ pub enum DType {
 }
 
 /// Every dtype, in a stable order.
-pub const ALL_DTYPES: [DType; 13] = [
+pub const ALL_DTYPES: [DType; 17] = [
     DType::F64,
     DType::F32,
     DType::F16,
@@ -48,7 +57,11 @@ pub const ALL_DTYPES: [DType; 13] = [
     DType::F4E2M1,
     DType::I64,
     DType::I32,
+    DType::I16,
     DType::I8,
+    DType::U64,
+    DType::U32,
+    DType::U16,
     DType::U8,
     DType::I4,
     DType::Bool,
@@ -67,7 +80,11 @@ impl DType {
             DType::F4E2M1 => "f4e2m1",
             DType::I64 => "i64",
             DType::I32 => "i32",
+            DType::I16 => "i16",
             DType::I8 => "i8",
+            DType::U64 => "u64",
+            DType::U32 => "u32",
+            DType::U16 => "u16",
             DType::U8 => "u8",
             DType::I4 => "i4",
             DType::Bool => "bool",
@@ -77,9 +94,9 @@ impl DType {
     /// Bits per element.
     pub fn bits(self) -> usize {
         match self {
-            DType::F64 | DType::I64 => 64,
-            DType::F32 | DType::I32 => 32,
-            DType::F16 | DType::BF16 => 16,
+            DType::F64 | DType::I64 | DType::U64 => 64,
+            DType::F32 | DType::I32 | DType::U32 => 32,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 16,
             DType::F8E4M3FN | DType::F8E5M2 | DType::I8 | DType::U8 | DType::Bool => 8,
             DType::F4E2M1 | DType::I4 => 4,
         }
@@ -108,8 +125,29 @@ impl DType {
     pub fn is_int(self) -> bool {
         matches!(
             self,
-            DType::I64 | DType::I32 | DType::I8 | DType::U8 | DType::I4
+            DType::I64
+                | DType::I32
+                | DType::I16
+                | DType::I8
+                | DType::U64
+                | DType::U32
+                | DType::U16
+                | DType::U8
+                | DType::I4
         )
+    }
+
+    /// Whether this is a signed integer type (`i64 i32 i16 i8 i4`).
+    pub fn is_signed_int(self) -> bool {
+        matches!(
+            self,
+            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::I4
+        )
+    }
+
+    /// Whether this is an unsigned integer type (`u64 u32 u16 u8`; not bool).
+    pub fn is_unsigned_int(self) -> bool {
+        matches!(self, DType::U64 | DType::U32 | DType::U16 | DType::U8)
     }
 
     /// The float format of a low-precision float type (None for f64/f32 and non-floats).
@@ -125,11 +163,18 @@ impl DType {
     }
 
     /// Integer range `[lo, hi]` of an integer or bool type.
+    ///
+    /// For the 64-bit types the bounds are the nearest `f64` values (`i64`: ±2^63, `u64`: 2^64),
+    /// which lie beyond the values the reference interpreter can hold exactly (±2^53).
     pub fn int_range(self) -> Option<(f64, f64)> {
         match self {
             DType::I64 => Some((i64::MIN as f64, i64::MAX as f64)),
             DType::I32 => Some((i32::MIN as f64, i32::MAX as f64)),
+            DType::I16 => Some((i16::MIN as f64, i16::MAX as f64)),
             DType::I8 => Some((-128.0, 127.0)),
+            DType::U64 => Some((0.0, u64::MAX as f64)),
+            DType::U32 => Some((0.0, u32::MAX as f64)),
+            DType::U16 => Some((0.0, u16::MAX as f64)),
             DType::U8 => Some((0.0, 255.0)),
             DType::I4 => Some((-8.0, 7.0)),
             DType::Bool => Some((0.0, 1.0)),
@@ -162,6 +207,11 @@ impl DType {
     /// Convert a value as a cast does: floats round to nearest even, float→integer truncates
     /// toward zero and saturates (numpy/ONNX/PyTorch behaviour for in-range values), bool is
     /// `x != 0`.
+    ///
+    /// Integer → integer casts saturate as well, for every integer type alike (signed and
+    /// unsigned): `i32 -1 → u16` is `0` and `u32 70000 → i16` is `32767`. This differs from the
+    /// two's-complement wrapping of C, numpy and ONNX for out-of-range values; in-range values
+    /// convert exactly either way.
     pub fn cast(self, x: f64) -> f64 {
         match self {
             d if d.is_int() => {
@@ -214,5 +264,50 @@ mod tests {
         assert_eq!(DType::F32.round(0.1), 0.1f32 as f64);
         assert_eq!(DType::I32.cast(-3.9), -3.0);
         assert_eq!(DType::F8E4M3FN.round(1000.0), 448.0);
+    }
+
+    #[test]
+    fn sixteen_thirty_two_and_sixty_four_bit_integers() {
+        let cases = [
+            (DType::I16, "i16", 16, -32768.0, 32767.0, true),
+            (DType::U16, "u16", 16, 0.0, 65535.0, false),
+            (DType::U32, "u32", 32, 0.0, 4294967295.0, false),
+            (DType::U64, "u64", 64, 0.0, 18446744073709551616.0, false),
+        ];
+        for (d, name, bits, lo, hi, signed) in cases {
+            assert_eq!(d.name(), name);
+            assert_eq!(d.bits(), bits);
+            assert_eq!(d.storage_bytes(3), 3 * bits / 8);
+            assert!(d.is_int() && !d.is_float());
+            assert_eq!(d.is_signed_int(), signed, "{d}");
+            assert_eq!(d.is_unsigned_int(), !signed, "{d}");
+            assert_eq!(d.int_range(), Some((lo, hi)), "{d}");
+            assert!(d.float_format().is_none());
+            // Rounding: half to even, then saturation at both ends; NaN is 0.
+            assert_eq!(d.round(2.5), 2.0, "{d}");
+            assert_eq!(d.round(3.5), 4.0, "{d}");
+            assert_eq!(d.round(hi + 1e6), hi, "{d}");
+            assert_eq!(d.round(-1e30), lo, "{d}");
+            assert_eq!(d.round(f64::NAN), 0.0, "{d}");
+            // Casts truncate toward zero and saturate, integer sources included.
+            assert_eq!(d.cast(7.9), 7.0, "{d}");
+            assert_eq!(d.cast(-0.9), 0.0, "{d}");
+            assert_eq!(d.cast(f64::INFINITY), hi, "{d}");
+            assert_eq!(d.cast(f64::NEG_INFINITY), lo, "{d}");
+        }
+        assert_eq!(DType::I16.cast(-3.9), -3.0);
+        assert_eq!(DType::I16.cast(40000.0), 32767.0);
+        assert_eq!(DType::I16.cast(-40000.0), -32768.0);
+        assert_eq!(DType::U16.cast(-1.0), 0.0);
+        assert_eq!(DType::U16.cast(65536.0), 65535.0);
+        assert_eq!(DType::U32.cast(-5.5), 0.0);
+        assert_eq!(DType::U32.cast(4294967296.0), 4294967295.0);
+        assert_eq!(DType::U64.cast(-1.0), 0.0);
+        for d in [DType::I64, DType::I32, DType::I8, DType::I4] {
+            assert!(d.is_signed_int() && !d.is_unsigned_int(), "{d}");
+        }
+        assert!(DType::U8.is_unsigned_int() && !DType::U8.is_signed_int());
+        assert!(!DType::Bool.is_signed_int() && !DType::Bool.is_unsigned_int());
+        assert!(!DType::F32.is_signed_int() && !DType::F32.is_unsigned_int());
     }
 }

@@ -5,6 +5,13 @@
 //! against the file length with errors naming the file, and must write through a temporary file
 //! that is renamed into place. The format is small (a magic string, a Python-dict header, raw
 //! little-endian data).
+//!
+//! Element types: numpy's own `<f8 <f4 <f2 <i8 <i4 <i2 |i1 <u8 <u4 <u2 |u1 |b1` (one-byte types
+//! also as `<`), and the raw-bits encodings that ml_dtypes' types are saved with: bf16 is read
+//! and written as `'<V2'` (the bf16 bits, as `np.save` writes an `ml_dtypes.bfloat16` array), and
+//! the FP8 types are written as `'|V1'` (their bits). A one-byte void (`|V1` / `<V1`) is not
+//! read: ml_dtypes saves every 8-bit float, `int4` and `float4_e2m1fn` under it, so the file
+//! does not say which one it holds.
 
 use crate::{DType, Tensor};
 use std::path::Path;
@@ -31,31 +38,58 @@ pub enum NpyError {
     },
 }
 
+/// The descr a dtype is written with (`None`: sub-byte types, which numpy cannot hold).
 fn descr(d: DType) -> Option<&'static str> {
     Some(match d {
         DType::F64 => "<f8",
         DType::F32 => "<f4",
         DType::F16 => "<f2",
+        DType::BF16 => "<V2",
+        DType::F8E4M3FN | DType::F8E5M2 => "|V1",
         DType::I64 => "<i8",
         DType::I32 => "<i4",
+        DType::I16 => "<i2",
         DType::I8 => "|i1",
+        DType::U64 => "<u8",
+        DType::U32 => "<u4",
+        DType::U16 => "<u2",
         DType::U8 => "|u1",
         DType::Bool => "|b1",
-        _ => return None,
+        DType::F4E2M1 | DType::I4 => return None,
     })
 }
 
-fn dtype_of(descr: &str) -> Option<DType> {
-    Some(match descr {
+/// The descrs [`parse_npy`] reads, for error messages.
+const READABLE: &str = "<f8 <f4 <f2 <V2 (bf16) <i8 <i4 <i2 |i1 <u8 <u4 <u2 |u1 |b1";
+
+fn dtype_of(descr: &str) -> Result<DType, String> {
+    Ok(match descr {
         "<f8" => DType::F64,
         "<f4" => DType::F32,
         "<f2" => DType::F16,
+        // ml_dtypes' bfloat16: the raw bits, little-endian.
+        "<V2" => DType::BF16,
         "<i8" => DType::I64,
         "<i4" => DType::I32,
+        "<i2" => DType::I16,
         "|i1" | "<i1" => DType::I8,
+        "<u8" => DType::U64,
+        "<u4" => DType::U32,
+        "<u2" => DType::U16,
         "|u1" | "<u1" => DType::U8,
         "|b1" | "<b1" => DType::Bool,
-        _ => return None,
+        "|V1" | "<V1" => {
+            return Err(format!(
+                "element type `{descr}` (one raw byte) is ambiguous: numpy/ml_dtypes save every \
+                 8-bit float (f8e4m3fn, ...), int4 and float4 under it, so the file does not say \
+                 which one it holds; save the values as float32 (or their bits as uint8) instead"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "element type `{descr}` is not supported (supported: {READABLE})"
+            ))
+        }
     })
 }
 
@@ -103,11 +137,7 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
         .strip_prefix('\'')
         .and_then(|s| s.split('\'').next())
         .ok_or_else(|| fmt(format!("cannot read descr in header {header}")))?;
-    let dtype = dtype_of(d).ok_or_else(|| {
-        fmt(format!(
-            "element type `{d}` is not supported (supported: <f8 <f4 <f2 <i8 <i4 |i1 |u1 |b1)"
-        ))
-    })?;
+    let dtype = dtype_of(d).map_err(fmt)?;
     let fo = field("fortran_order").ok_or_else(|| fmt("header has no 'fortran_order'".into()))?;
     if fo.starts_with("True") {
         return Err(fmt(
@@ -154,7 +184,8 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
     parse_npy(&bytes, &p)
 }
 
-/// Encode a tensor as `.npy` bytes (types numpy cannot hold are an error).
+/// Encode a tensor as `.npy` bytes (sub-byte types, which numpy cannot hold, are an error). bf16
+/// is written as `'<V2'` and the FP8 types as `'|V1'`, holding the raw bits.
 pub fn encode_npy(t: &Tensor, path: &str) -> Result<Vec<u8>, NpyError> {
     let d = descr(t.dtype()).ok_or_else(|| NpyError::Format {
         path: path.to_string(),
@@ -222,9 +253,14 @@ mod tests {
             DType::F64,
             DType::F32,
             DType::F16,
+            DType::BF16,
             DType::I64,
             DType::I32,
+            DType::I16,
             DType::I8,
+            DType::U64,
+            DType::U32,
+            DType::U16,
             DType::U8,
             DType::Bool,
         ] {
@@ -245,6 +281,143 @@ mod tests {
             let e = parse_npy(&b[..cut], "x.npy").unwrap_err().to_string();
             assert!(e.starts_with("x.npy:"), "{e}");
         }
-        assert!(encode_npy(&Tensor::scalar(DType::BF16, 1.0), "y").is_err());
+        for d in [DType::I4, DType::F4E2M1] {
+            let e = encode_npy(&Tensor::scalar(d, 1.0), "y")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("numpy cannot hold"), "{e}");
+        }
+    }
+
+    /// The header numpy writes for `descr` and a shape text, with our payload.
+    fn header_of(bytes: &[u8]) -> &str {
+        let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        std::str::from_utf8(&bytes[10..10 + hlen]).unwrap()
+    }
+
+    #[test]
+    fn new_integer_descrs_round_trip_with_edge_values() {
+        let cases: [(DType, &str, Vec<f64>); 4] = [
+            (DType::I16, "'<i2'", vec![-32768.0, -1.0, 0.0, 32767.0]),
+            (DType::U16, "'<u2'", vec![0.0, 1.0, 258.0, 65535.0]),
+            (
+                DType::U32,
+                "'<u4'",
+                vec![0.0, 70000.0, 4294967294.0, 4294967295.0],
+            ),
+            (
+                DType::U64,
+                "'<u8'",
+                vec![0.0, 1.0, 12345678901.0, (1u64 << 53) as f64],
+            ),
+        ];
+        for (d, descr, vals) in cases {
+            let t = Tensor::new(d, vec![2, 2], vals).unwrap();
+            let b = encode_npy(&t, "x.npy").unwrap();
+            assert!(header_of(&b).contains(descr), "{}", header_of(&b));
+            assert_eq!(parse_npy(&b, "x.npy").unwrap(), t, "{d}");
+        }
+    }
+
+    #[test]
+    fn bf16_is_written_as_raw_bits_under_v2() {
+        let t = Tensor::new(DType::BF16, vec![3], vec![1.0, -2.5, f64::INFINITY]).unwrap();
+        let b = encode_npy(&t, "x.npy").unwrap();
+        assert!(
+            header_of(&b).contains("'descr': '<V2'"),
+            "{}",
+            header_of(&b)
+        );
+        let data = &b[b.len() - 6..];
+        assert_eq!(data, [0x80, 0x3F, 0x20, 0xC0, 0x80, 0x7F]);
+        assert_eq!(parse_npy(&b, "x.npy").unwrap(), t);
+    }
+
+    #[test]
+    fn f8_is_written_as_raw_bits_under_v1_and_v1_is_not_read() {
+        let t = Tensor::new(DType::F8E4M3FN, vec![2], vec![1.0, -448.0]).unwrap();
+        let b = encode_npy(&t, "x.npy").unwrap();
+        assert!(
+            header_of(&b).contains("'descr': '|V1'"),
+            "{}",
+            header_of(&b)
+        );
+        assert_eq!(&b[b.len() - 2..], [0x38, 0xFE]);
+        let e = parse_npy(&b, "x.npy").unwrap_err().to_string();
+        assert!(e.starts_with("x.npy:") && e.contains("ambiguous"), "{e}");
+        let t = Tensor::new(DType::F8E5M2, vec![1], vec![-2.0]).unwrap();
+        let b = encode_npy(&t, "y.npy").unwrap();
+        assert!(header_of(&b).contains("'descr': '|V1'"));
+        assert_eq!(b[b.len() - 1], 0xC0);
+    }
+
+    fn fixture(name: &str) -> (String, Vec<u8>) {
+        let p = format!("{}/testdata/npy/{name}", env!("CARGO_MANIFEST_DIR"));
+        let b = std::fs::read(&p).unwrap();
+        (p, b)
+    }
+
+    /// Files written by `np.save` (ir/testdata/npy/gen.py) read back as the values numpy held,
+    /// and writing them again gives numpy's bytes.
+    #[test]
+    fn files_written_by_numpy_and_ml_dtypes() {
+        let cases: [(&str, DType, Vec<usize>, Vec<f64>); 6] = [
+            (
+                "i16.npy",
+                DType::I16,
+                vec![2, 2],
+                vec![-2.0, 32767.0, -32768.0, 7.0],
+            ),
+            ("u16.npy", DType::U16, vec![3], vec![0.0, 65535.0, 258.0]),
+            ("u16_scalar.npy", DType::U16, vec![], vec![513.0]),
+            (
+                "u32.npy",
+                DType::U32,
+                vec![3],
+                vec![4294967295.0, 1.0, 70000.0],
+            ),
+            (
+                "u64.npy",
+                DType::U64,
+                vec![3],
+                vec![0.0, (1u64 << 53) as f64, 12345678901.0],
+            ),
+            (
+                "bf16.npy",
+                DType::BF16,
+                vec![4],
+                vec![1.0, -2.5, 3.140625, f64::INFINITY],
+            ),
+        ];
+        for (name, d, shape, vals) in cases {
+            let (p, b) = fixture(name);
+            let t = parse_npy(&b, &p).unwrap();
+            assert_eq!(t, Tensor::new(d, shape, vals).unwrap(), "{name}");
+            assert_eq!(
+                encode_npy(&t, &p).unwrap(),
+                b,
+                "{name}: bytes differ from numpy's"
+            );
+        }
+        let (p, b) = fixture("u64_big.npy");
+        let e = parse_npy(&b, &p).unwrap_err().to_string();
+        assert!(e.contains("9007199254740993") && e.contains("2^53"), "{e}");
+        // ml_dtypes writes float8_e4m3fn as '<V1': ambiguous, so an error.
+        let (p, b) = fixture("f8e4m3fn.npy");
+        let e = parse_npy(&b, &p).unwrap_err().to_string();
+        assert!(e.contains("`<V1`") && e.contains("ambiguous"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_descrs_name_the_supported_ones() {
+        let t = Tensor::new(DType::U16, vec![1], vec![1.0]).unwrap();
+        let b = encode_npy(&t, "x").unwrap();
+        for (from, to) in [("<u2", ">u2"), ("<u2", "|V2"), ("<u2", "<c8")] {
+            let at = b.windows(3).position(|w| w == from.as_bytes()).unwrap();
+            let mut hb = b.clone();
+            hb[at..at + 3].copy_from_slice(to.as_bytes());
+            let e = parse_npy(&hb, "x").unwrap_err().to_string();
+            assert!(e.contains(&format!("`{to}`")) && e.contains("<u2"), "{e}");
+        }
     }
 }

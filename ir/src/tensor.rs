@@ -1,9 +1,9 @@
 //! Concrete tensors of the reference interpreter.
 //!
 //! A [`Tensor`] holds its elements as `f64` values that are *exactly* values of its dtype (every
-//! constructor rounds). `f64` holds every value of every dtype exactly except `i64` beyond ±2^53,
-//! which the reference interpreter does not support (it reports an error when decoding such
-//! storage). This keeps the reference semantics one plain formula per op.
+//! constructor rounds). `f64` holds every value of every dtype exactly except `i64` beyond ±2^53
+//! and `u64` beyond 2^53, which the reference interpreter does not support (it reports an error
+//! when decoding such storage). This keeps the reference semantics one plain formula per op.
 
 use crate::dtype::DType;
 use crate::error::IrError;
@@ -226,6 +226,18 @@ pub fn encode_values(dtype: DType, data: &[f64]) -> Vec<u8> {
         DType::I32 => data
             .iter()
             .for_each(|&x| out.extend((x as i32).to_le_bytes())),
+        DType::I16 => data
+            .iter()
+            .for_each(|&x| out.extend((x as i16).to_le_bytes())),
+        DType::U64 => data
+            .iter()
+            .for_each(|&x| out.extend((x as u64).to_le_bytes())),
+        DType::U32 => data
+            .iter()
+            .for_each(|&x| out.extend((x as u32).to_le_bytes())),
+        DType::U16 => data
+            .iter()
+            .for_each(|&x| out.extend((x as u16).to_le_bytes())),
         DType::I8 => data.iter().for_each(|&x| out.push(x as i8 as u8)),
         DType::U8 | DType::Bool => data.iter().for_each(|&x| out.push(x as u8)),
         DType::F4E2M1 | DType::I4 => {
@@ -281,9 +293,34 @@ pub fn decode_values(dtype: DType, n: usize, bytes: &[u8]) -> Result<Vec<f64>, I
             }
             v
         }
+        DType::U64 => {
+            let mut v = Vec::with_capacity(n);
+            for c in bytes.chunks_exact(8) {
+                let x = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                if x > (1u64 << 53) {
+                    return Err(IrError::Unsupported(format!(
+                        "u64 value {x} is beyond 2^53, which the f64 reference cannot hold exactly"
+                    )));
+                }
+                v.push(x as f64);
+            }
+            v
+        }
         DType::I32 => bytes
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect(),
+        DType::U32 => bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect(),
+        DType::I16 => bytes
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
+            .collect(),
+        DType::U16 => bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)
             .collect(),
         DType::I8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
         DType::U8 => bytes.iter().map(|&b| b as f64).collect(),
@@ -319,6 +356,39 @@ mod tests {
             assert_eq!(b.len(), d.storage_bytes(t.numel()));
             let back = Tensor::from_bytes(d, vec![t.numel()], &b).unwrap();
             assert_eq!(back, t, "{d}");
+        }
+    }
+
+    #[test]
+    fn sixteen_to_sixty_four_bit_integers_are_little_endian() {
+        let t = Tensor::new(DType::I16, vec![3], vec![-2.0, 32767.0, -32768.0]).unwrap();
+        assert_eq!(t.to_bytes(), [0xFE, 0xFF, 0xFF, 0x7F, 0x00, 0x80]);
+        let t = Tensor::new(DType::U16, vec![2], vec![65535.0, 258.0]).unwrap();
+        assert_eq!(t.to_bytes(), [0xFF, 0xFF, 0x02, 0x01]);
+        let t = Tensor::new(DType::U32, vec![2], vec![4294967295.0, 1.0]).unwrap();
+        assert_eq!(t.to_bytes(), [0xFF, 0xFF, 0xFF, 0xFF, 1, 0, 0, 0]);
+        let big = (1u64 << 53) as f64;
+        let t = Tensor::new(DType::U64, vec![2], vec![big, 3.0]).unwrap();
+        let b = t.to_bytes();
+        assert_eq!(&b[..8], &(1u64 << 53).to_le_bytes());
+        assert_eq!(&b[8..], &3u64.to_le_bytes());
+        assert_eq!(Tensor::from_bytes(DType::U64, vec![2], &b).unwrap(), t);
+        for d in [DType::I16, DType::U16, DType::U32, DType::U64] {
+            let (lo, hi) = d.int_range().unwrap();
+            let hi = hi.min(big);
+            let t = Tensor::new(d, vec![3], vec![lo, 0.0, hi]).unwrap();
+            let back = Tensor::from_bytes(d, vec![3], &t.to_bytes()).unwrap();
+            assert_eq!(back, t, "{d}");
+        }
+    }
+
+    #[test]
+    fn u64_beyond_2_pow_53_is_an_error_not_a_rounding() {
+        for x in [(1u64 << 53) + 1, u64::MAX] {
+            let e = Tensor::from_bytes(DType::U64, vec![1], &x.to_le_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&x.to_string()) && e.contains("2^53"), "{e}");
         }
     }
 

@@ -345,7 +345,14 @@ impl<B: Backend> Program<B> {
     fn round_to(&self, t: F<B>, dtype: DType) -> R<F<B>> {
         match dtype {
             DType::F32 | DType::F64 | DType::Bool => Ok(t),
-            DType::I64 | DType::I32 | DType::I8 | DType::U8 => {
+            DType::I64
+            | DType::I32
+            | DType::I16
+            | DType::I8
+            | DType::U64
+            | DType::U32
+            | DType::U16
+            | DType::U8 => {
                 let (lo, hi) = dtype.int_range().expect("int dtype has a range");
                 let r = B::float_round(t);
                 Ok(B::float_clamp(r, Scalar::Float(lo), Scalar::Float(hi)))
@@ -501,6 +508,11 @@ impl<B: Backend> Program<B> {
             Op::Add(_) => bin!(B::float_add),
             Op::Sub(_) => bin!(B::float_sub),
             Op::Mul(_) => bin!(B::float_mul),
+            // Integer quotients truncate toward zero (then `round_to` saturates); exact for
+            // operands representable in f32 (|x| <= 2^24).
+            Op::Div(_) if ins.result_types.first().is_some_and(|t| t.dtype.is_int()) => {
+                bin!(|x, y| B::float_trunc(B::float_div(x, y)))
+            }
             Op::Div(_) => bin!(B::float_div),
             Op::Pow(_) => bin!(B::float_powf),
             Op::Maximum(_) => bin!(|x: F<B>, y: F<B>| {

@@ -21,8 +21,8 @@ impl Known {
         self.shape.iter().product()
     }
 
-    /// Integer view (ints and bools exactly, including i64 values past ±2^53; floats only when
-    /// integral).
+    /// Integer view (ints and bools exactly, including i64 values past ±2^53 and u64 values up
+    /// to `i64::MAX`; floats only when integral).
     pub fn ints(&self) -> Result<Vec<i64>, String> {
         let n = self.numel();
         let b = &self.bytes;
@@ -31,9 +31,32 @@ impl Known {
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect(),
+            DType::U64 => {
+                let mut out = Vec::with_capacity(n);
+                for c in b.chunks_exact(8) {
+                    let x = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+                    out.push(
+                        i64::try_from(x)
+                            .map_err(|_| format!("u64 value {x} does not fit an i64"))?,
+                    );
+                }
+                out
+            }
             DType::I32 => b
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64)
+                .collect(),
+            DType::U32 => b
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64)
+                .collect(),
+            DType::I16 => b
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+            DType::U16 => b
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
                 .collect(),
             DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
@@ -101,16 +124,17 @@ pub(crate) fn onnx_dtype(code: i32) -> Result<DType, String> {
         DataType::Bfloat16 => DType::BF16,
         DataType::Int64 => DType::I64,
         DataType::Int32 => DType::I32,
+        DataType::Int16 => DType::I16,
         DataType::Int8 => DType::I8,
+        DataType::Uint64 => DType::U64,
+        DataType::Uint32 => DType::U32,
+        DataType::Uint16 => DType::U16,
         DataType::Uint8 => DType::U8,
         DataType::Bool => DType::Bool,
         DataType::Float8e4m3fn => DType::F8E4M3FN,
         DataType::Float8e5m2 => DType::F8E5M2,
         DataType::Int4 => DType::I4,
         DataType::Float4e2m1 => DType::F4E2M1,
-        // Widened losslessly.
-        DataType::Int16 | DataType::Uint16 => DType::I32,
-        DataType::Uint32 => DType::I64,
         other => return Err(format!("ONNX element type {other:?} has no IR dtype")),
     })
 }
@@ -208,56 +232,18 @@ pub(crate) fn decode_tensor(
         )
     };
     let bytes: Vec<u8> = if let Some(raw) = raw {
-        match code {
-            DataType::Int16 | DataType::Uint16 => {
-                if raw.len() as u128 != n as u128 * 2 {
-                    return Err(format!(
-                        "raw_data has {} bytes but dims {:?} of {code:?} need {}",
-                        raw.len(),
-                        t.dims,
-                        n * 2
-                    ));
-                }
-                raw.chunks_exact(2)
-                    .flat_map(|c| {
-                        let v = if code == DataType::Int16 {
-                            i16::from_le_bytes([c[0], c[1]]) as i32
-                        } else {
-                            u16::from_le_bytes([c[0], c[1]]) as i32
-                        };
-                        v.to_le_bytes()
-                    })
-                    .collect()
-            }
-            DataType::Uint32 => {
-                if raw.len() as u128 != n as u128 * 4 {
-                    return Err(format!(
-                        "raw_data has {} bytes but dims {:?} of {code:?} need {}",
-                        raw.len(),
-                        t.dims,
-                        n * 4
-                    ));
-                }
-                raw.chunks_exact(4)
-                    .flat_map(|c| {
-                        (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).to_le_bytes()
-                    })
-                    .collect()
-            }
-            _ => {
-                if raw.len() as u128 != want_bytes {
-                    return Err(format!(
-                        "raw_data has {} bytes but dims {:?} of {code:?} need {want_bytes}",
-                        raw.len(),
-                        t.dims
-                    ));
-                }
-                if dtype == DType::Bool && raw.iter().any(|&b| b > 1) {
-                    return Err("bool raw_data holds a byte other than 0 or 1".into());
-                }
-                raw
-            }
+        // raw_data holds every type in the IR dtype's own little-endian encoding.
+        if raw.len() as u128 != want_bytes {
+            return Err(format!(
+                "raw_data has {} bytes but dims {:?} of {code:?} need {want_bytes}",
+                raw.len(),
+                t.dims
+            ));
         }
+        if dtype == DType::Bool && raw.iter().any(|&b| b > 1) {
+            return Err("bool raw_data holds a byte other than 0 or 1".into());
+        }
+        raw
     } else {
         match code {
             DataType::Float => {
@@ -278,23 +264,55 @@ pub(crate) fn decode_tensor(
                 }
                 t.int64_data.iter().flat_map(|x| x.to_le_bytes()).collect()
             }
+            // onnx.proto: uint32 and uint64 values are stored in uint64_data.
+            DataType::Uint64 => {
+                if t.uint64_data.len() != n {
+                    return Err(count_err("uint64_data", t.uint64_data.len()));
+                }
+                t.uint64_data.iter().flat_map(|x| x.to_le_bytes()).collect()
+            }
             DataType::Uint32 => {
                 if t.uint64_data.len() != n {
                     return Err(count_err("uint64_data", t.uint64_data.len()));
                 }
-                let mut b = Vec::with_capacity(n * 8);
+                let mut b = Vec::with_capacity(n * 4);
                 for &x in &t.uint64_data {
                     let v =
                         u32::try_from(x).map_err(|_| format!("uint32 value {x} out of range"))?;
-                    b.extend_from_slice(&(v as i64).to_le_bytes());
+                    b.extend_from_slice(&v.to_le_bytes());
                 }
                 b
             }
-            DataType::Int32 | DataType::Int16 | DataType::Uint16 => {
+            DataType::Int32 => {
                 if t.int32_data.len() != n {
                     return Err(count_err("int32_data", t.int32_data.len()));
                 }
                 t.int32_data.iter().flat_map(|x| x.to_le_bytes()).collect()
+            }
+            // onnx.proto: int16 and uint16 values are stored in int32_data, one per entry.
+            DataType::Int16 => {
+                if t.int32_data.len() != n {
+                    return Err(count_err("int32_data", t.int32_data.len()));
+                }
+                let mut b = Vec::with_capacity(n * 2);
+                for &x in &t.int32_data {
+                    let v =
+                        i16::try_from(x).map_err(|_| format!("int16 value {x} out of range"))?;
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+                b
+            }
+            DataType::Uint16 => {
+                if t.int32_data.len() != n {
+                    return Err(count_err("int32_data", t.int32_data.len()));
+                }
+                let mut b = Vec::with_capacity(n * 2);
+                for &x in &t.int32_data {
+                    let v =
+                        u16::try_from(x).map_err(|_| format!("uint16 value {x} out of range"))?;
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+                b
             }
             DataType::Int8 | DataType::Uint8 | DataType::Bool => {
                 if t.int32_data.len() != n {
@@ -338,4 +356,114 @@ pub(crate) fn decode_tensor(
         bytes: bytes.into(),
     };
     Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(code: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto {
+            name: "t".into(),
+            dims: dims.to_vec(),
+            data_type: code as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sixteen_to_sixty_four_bit_integers_map_exactly() {
+        for (code, d) in [
+            (DataType::Int16, DType::I16),
+            (DataType::Uint16, DType::U16),
+            (DataType::Uint32, DType::U32),
+            (DataType::Uint64, DType::U64),
+            (DataType::Int32, DType::I32),
+            (DataType::Int64, DType::I64),
+        ] {
+            assert_eq!(onnx_dtype(code as i32).unwrap(), d, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn int16_and_uint16_come_from_int32_data_with_range_checks() {
+        let mut t = proto(DataType::Int16, &[3]);
+        t.int32_data = vec![-32768, -1, 32767];
+        let k = decode_tensor(&t, None).unwrap();
+        assert_eq!(k.dtype, DType::I16);
+        assert_eq!(&k.bytes[..], [0x00, 0x80, 0xFF, 0xFF, 0xFF, 0x7F]);
+        assert_eq!(k.tensor().unwrap().data(), &[-32768.0, -1.0, 32767.0]);
+        assert_eq!(k.ints().unwrap(), [-32768, -1, 32767]);
+        t.int32_data = vec![0, 32768, 0];
+        let e = decode_tensor(&t, None).unwrap_err();
+        assert!(e.contains("int16 value 32768 out of range"), "{e}");
+
+        let mut t = proto(DataType::Uint16, &[2]);
+        t.int32_data = vec![65535, 258];
+        let k = decode_tensor(&t, None).unwrap();
+        assert_eq!(k.dtype, DType::U16);
+        assert_eq!(&k.bytes[..], [0xFF, 0xFF, 0x02, 0x01]);
+        assert_eq!(k.ints().unwrap(), [65535, 258]);
+        t.int32_data = vec![-1, 0];
+        let e = decode_tensor(&t, None).unwrap_err();
+        assert!(e.contains("uint16 value -1 out of range"), "{e}");
+        t.int32_data = vec![1];
+        let e = decode_tensor(&t, None).unwrap_err();
+        assert!(e.contains("int32_data holds 1 values"), "{e}");
+    }
+
+    #[test]
+    fn uint32_and_uint64_come_from_uint64_data() {
+        let mut t = proto(DataType::Uint32, &[2]);
+        t.uint64_data = vec![4294967295, 7];
+        let k = decode_tensor(&t, None).unwrap();
+        assert_eq!(k.dtype, DType::U32);
+        assert_eq!(&k.bytes[..], [0xFF, 0xFF, 0xFF, 0xFF, 7, 0, 0, 0]);
+        assert_eq!(k.ints().unwrap(), [4294967295, 7]);
+        t.uint64_data = vec![4294967296, 0];
+        let e = decode_tensor(&t, None).unwrap_err();
+        assert!(e.contains("uint32 value 4294967296 out of range"), "{e}");
+
+        let mut t = proto(DataType::Uint64, &[2]);
+        t.uint64_data = vec![1 << 53, u64::MAX];
+        let k = decode_tensor(&t, None).unwrap();
+        assert_eq!(k.dtype, DType::U64);
+        assert_eq!(&k.bytes[..8], (1u64 << 53).to_le_bytes());
+        assert_eq!(&k.bytes[8..], u64::MAX.to_le_bytes());
+        // The f64 reference cannot hold u64::MAX: an error, not a rounded value.
+        let e = k.tensor().unwrap_err();
+        assert!(
+            e.contains("18446744073709551615") && e.contains("2^53"),
+            "{e}"
+        );
+        let e = k.ints().unwrap_err();
+        assert!(e.contains("does not fit an i64"), "{e}");
+        t.uint64_data = vec![1 << 53, 3];
+        let k = decode_tensor(&t, None).unwrap();
+        assert_eq!(k.tensor().unwrap().data(), &[(1u64 << 53) as f64, 3.0]);
+        t.uint64_data = vec![];
+        let e = decode_tensor(&t, None).unwrap_err();
+        assert!(e.contains("uint64_data holds 0 values"), "{e}");
+    }
+
+    #[test]
+    fn raw_data_keeps_the_native_width() {
+        for (code, d, width) in [
+            (DataType::Int16, DType::I16, 2),
+            (DataType::Uint16, DType::U16, 2),
+            (DataType::Uint32, DType::U32, 4),
+            (DataType::Uint64, DType::U64, 8),
+        ] {
+            let mut t = proto(code, &[2]);
+            let vals: Vec<f64> = vec![5.0, 300.0];
+            t.raw_data = encode_values(d, &vals);
+            assert_eq!(t.raw_data.len(), 2 * width);
+            let k = decode_tensor(&t, None).unwrap();
+            assert_eq!(k.dtype, d);
+            assert_eq!(k.tensor().unwrap().data(), &vals[..], "{d}");
+            t.raw_data.pop();
+            let e = decode_tensor(&t, None).unwrap_err();
+            assert!(e.contains(&format!("need {}", 2 * width)), "{d}: {e}");
+        }
+    }
 }

@@ -35,7 +35,7 @@ impl OpSpec for Cast {
 #[cfg(test)]
 mod tests {
     use crate::dtype::{DType, ALL_DTYPES};
-    use crate::ops::testing::{eval_op, rand_tensor};
+    use crate::ops::testing::{edge_int_tensor, eval_op, rand_tensor};
     use crate::ops::{cast::Cast, Op};
     use crate::tensor::Tensor;
     use proptest::prelude::*;
@@ -78,6 +78,84 @@ mod tests {
                 prop_assert!(*g == w || g.is_nan() && w.is_nan(), "{from}->{to}: {v} gave {g}, expected {w}");
             }
         }
+    }
+
+    proptest! {
+        /// Integer → integer casts at edge values saturate to the target's range (no wrap).
+        #[test]
+        fn integer_casts_saturate_at_edge_values(
+            n in 1usize..12,
+            from in prop::sample::select(vec![DType::I16, DType::U16, DType::U32, DType::U64,
+                                              DType::I64, DType::I32, DType::I8, DType::U8]),
+            to in prop::sample::select(vec![DType::I16, DType::U16, DType::U32, DType::U64,
+                                            DType::I64, DType::I32, DType::I8, DType::U8,
+                                            DType::I4]),
+            seed in 0u64..1000,
+        ) {
+            let x = edge_int_tensor(from, vec![n], 2f64.powi(53), seed);
+            let out = eval_op(Op::Cast(Cast { dtype: to }), std::slice::from_ref(&x)).unwrap();
+            prop_assert_eq!(out[0].dtype(), to);
+            let (lo, hi) = to.int_range().unwrap();
+            for (&g, &v) in out[0].data().iter().zip(x.data()) {
+                let w = (v as i128).clamp(lo as i128, hi as i128) as f64;
+                prop_assert_eq!(g, w, "{} {} -> {}", v, from, to);
+            }
+        }
+    }
+
+    #[test]
+    fn new_integer_cast_examples() {
+        let cast = |from, to, v: &[f64]| {
+            let x = Tensor::new(from, vec![v.len()], v.to_vec()).unwrap();
+            eval_op(Op::Cast(Cast { dtype: to }), &[x]).unwrap()[0]
+                .data()
+                .to_vec()
+        };
+        let p53 = 2f64.powi(53);
+        assert_eq!(
+            cast(DType::I16, DType::U16, &[-1.0, -32768.0, 7.0]),
+            [0.0, 0.0, 7.0]
+        );
+        assert_eq!(
+            cast(DType::U16, DType::I16, &[65535.0, 32768.0, 32767.0]),
+            [32767.0; 3]
+        );
+        assert_eq!(
+            cast(DType::U32, DType::I16, &[70000.0, 1.0]),
+            [32767.0, 1.0]
+        );
+        assert_eq!(
+            cast(DType::U64, DType::U32, &[p53, 4294967295.0]),
+            [4294967295.0; 2]
+        );
+        assert_eq!(cast(DType::U64, DType::I64, &[p53]), [p53]);
+        assert_eq!(cast(DType::I64, DType::U64, &[-5.0, p53]), [0.0, p53]);
+        assert_eq!(cast(DType::U32, DType::U8, &[256.0, 255.0]), [255.0, 255.0]);
+        assert_eq!(
+            cast(
+                DType::F32,
+                DType::U16,
+                &[65535.9, -0.9, -7.0, 1e9, f64::NAN]
+            ),
+            [65535.0, 0.0, 0.0, 65535.0, 0.0]
+        );
+        assert_eq!(
+            cast(DType::F32, DType::I16, &[-32768.9, 1e9, -2.5]),
+            [-32768.0, 32767.0, -2.0]
+        );
+        assert_eq!(
+            cast(DType::F64, DType::U32, &[4294967295.5, -1e9]),
+            [4294967295.0, 0.0]
+        );
+        assert_eq!(
+            cast(DType::U16, DType::F16, &[65535.0, 2049.0]),
+            [f64::INFINITY, 2048.0]
+        );
+        assert_eq!(cast(DType::U64, DType::F32, &[p53 - 1.0]), [p53]);
+        assert_eq!(
+            cast(DType::U32, DType::Bool, &[0.0, 4294967295.0]),
+            [0.0, 1.0]
+        );
     }
 
     #[test]

@@ -77,7 +77,8 @@ mod tests {
     use super::Predicate;
     use crate::dtype::DType;
     use crate::ops::testing::{
-        at_broadcast, broadcast_partner, check_exact, eval_op, indices, rand_tensor,
+        at_broadcast, broadcast_partner, check_exact, edge_int_tensor, eval_op, indices,
+        rand_tensor,
     };
     use crate::ops::{compare::Compare, Op};
     use crate::tensor::Tensor;
@@ -92,7 +93,7 @@ mod tests {
             ones in 0u32..16,
             swap: bool,
             dt in prop::sample::select(vec![DType::F32, DType::BF16, DType::F8E5M2, DType::I32,
-                                            DType::I4, DType::Bool]),
+                                            DType::I4, DType::Bool, DType::I16, DType::U16, DType::U32, DType::U64]),
             p in prop::sample::select(vec![Predicate::Eq, Predicate::Ne, Predicate::Lt,
                                            Predicate::Le, Predicate::Gt, Predicate::Ge]),
             seed in 0u64..1000,
@@ -121,6 +122,54 @@ mod tests {
                 .collect();
             check_exact(&out[0], DType::Bool, &shape, &naive).map_err(TestCaseError::fail)?;
         }
+    }
+
+    proptest! {
+        /// Integer comparisons at the dtypes' edge values agree with integer comparison (u64
+        /// up to 2^53, where neighbours are still distinct f64 values).
+        #[test]
+        fn integer_comparisons_at_edge_values(
+            n in 1usize..12,
+            dt in prop::sample::select(vec![DType::I16, DType::U16, DType::U32, DType::U64,
+                                            DType::I64, DType::U8]),
+            p in prop::sample::select(vec![Predicate::Eq, Predicate::Ne, Predicate::Lt,
+                                           Predicate::Le, Predicate::Gt, Predicate::Ge]),
+            seed in 0u64..1000,
+        ) {
+            let limit = 2f64.powi(53);
+            let a = edge_int_tensor(dt, vec![n], limit, seed);
+            let b = edge_int_tensor(dt, vec![n], limit, seed + 7);
+            let out = eval_op(Op::Compare(Compare { predicate: p }), &[a.clone(), b.clone()])
+                .unwrap();
+            prop_assert_eq!(out[0].dtype(), DType::Bool);
+            for ((&g, &x), &y) in out[0].data().iter().zip(a.data()).zip(b.data()) {
+                let (x, y) = (x as i128, y as i128);
+                let r = match p {
+                    Predicate::Eq => x == y,
+                    Predicate::Ne => x != y,
+                    Predicate::Lt => x < y,
+                    Predicate::Le => x <= y,
+                    Predicate::Gt => x > y,
+                    Predicate::Ge => x >= y,
+                };
+                prop_assert_eq!(g, r as u8 as f64, "{} {:?} {} in {}", x, p, y, dt);
+            }
+        }
+    }
+
+    #[test]
+    fn u64_neighbours_at_2_pow_53_compare_distinct() {
+        let p53 = 2f64.powi(53);
+        let a = Tensor::new(DType::U64, vec![2], vec![p53 - 1.0, p53]).unwrap();
+        let b = Tensor::new(DType::U64, vec![2], vec![p53, p53 - 1.0]).unwrap();
+        let out = eval_op(
+            Op::Compare(Compare {
+                predicate: Predicate::Lt,
+            }),
+            &[a, b],
+        )
+        .unwrap();
+        assert_eq!(out[0].data(), &[1.0, 0.0]);
     }
 
     #[test]

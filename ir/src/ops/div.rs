@@ -47,7 +47,8 @@ impl OpSpec for Div {
 mod tests {
     use crate::dtype::DType;
     use crate::ops::testing::{
-        at_broadcast, broadcast_partner, check_exact, eval_op, indices, rand_tensor,
+        at_broadcast, broadcast_partner, check_exact, edge_int_tensor, eval_op, indices,
+        rand_tensor,
     };
     use crate::ops::{div::Div, Op};
     use proptest::prelude::*;
@@ -59,7 +60,8 @@ mod tests {
             drop in 0usize..4,
             ones in 0u32..16,
             swap: bool,
-            dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::I8]),
+            dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::I8,
+                                            DType::I16, DType::U16, DType::U32, DType::U64]),
             seed in 0u64..1000,
         ) {
             let other = broadcast_partner(&shape, drop, ones);
@@ -84,6 +86,75 @@ mod tests {
                 .collect();
             check_exact(&out[0], dt, &shape, &naive).map_err(TestCaseError::fail)?;
         }
+    }
+
+    proptest! {
+        /// Integer quotients at the dtypes' edge values truncate toward zero and saturate
+        /// (`i16: -32768 / -1 = 32767`); u64 values go up to 2^53.
+        #[test]
+        fn integer_quotients_at_edge_values(
+            n in 1usize..12,
+            dt in prop::sample::select(vec![DType::I16, DType::U16, DType::U32, DType::U64,
+                                            DType::I32, DType::I64, DType::I8, DType::U8]),
+            seed in 0u64..1000,
+        ) {
+            let limit = 2f64.powi(53);
+            let a = edge_int_tensor(dt, vec![n], limit, seed);
+            let b = edge_int_tensor(dt, vec![n], limit, seed + 7);
+            let sub = if dt.is_signed_int() { -1.0 } else { 1.0 };
+            let b = crate::tensor::Tensor::new(dt, vec![n],
+                b.data().iter().map(|&v| if v == 0.0 { sub } else { v }).collect()).unwrap();
+            let out = eval_op(Op::Div(Div {}), &[a.clone(), b.clone()]).unwrap();
+            let (lo, hi) = dt.int_range().unwrap();
+            for ((&g, &x), &y) in out[0].data().iter().zip(a.data()).zip(b.data()) {
+                let q = (x.abs() / y.abs()).floor();
+                let q = if (x < 0.0) != (y < 0.0) { -q } else { q };
+                prop_assert_eq!(g, q.clamp(lo, hi), "{} / {} in {}", x, y, dt);
+            }
+        }
+    }
+
+    #[test]
+    fn new_integer_division_examples() {
+        let t = |d, v: &[f64]| crate::tensor::Tensor::new(d, vec![v.len()], v.to_vec()).unwrap();
+        let p53 = 2f64.powi(53);
+        let cases = [
+            (
+                DType::I16,
+                [-32768.0, -7.0, 32767.0],
+                [-1.0, 2.0, -32768.0],
+                [32767.0, -3.0, 0.0],
+            ),
+            (
+                DType::U16,
+                [65535.0, 7.0, 0.0],
+                [2.0, 7.0, 65535.0],
+                [32767.0, 1.0, 0.0],
+            ),
+            (
+                DType::U32,
+                [4294967295.0, 7.0, 1.0],
+                [1.0, 2.0, 4294967295.0],
+                [4294967295.0, 3.0, 0.0],
+            ),
+            (
+                DType::U64,
+                [p53, p53 - 1.0, 10.0],
+                [3.0, 2.0, 4.0],
+                [3002399751580330.0, 4503599627370495.0, 2.0],
+            ),
+        ];
+        for (d, a, b, want) in cases {
+            let out = eval_op(Op::Div(Div {}), &[t(d, &a), t(d, &b)]).unwrap();
+            assert_eq!(out[0].data(), &want, "{d}");
+        }
+        let e = eval_op(
+            Op::Div(Div {}),
+            &[t(DType::U16, &[1.0]), t(DType::U16, &[0.0])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("division by zero") && e.contains("u16"), "{e}");
     }
 
     #[test]

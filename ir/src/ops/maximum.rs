@@ -47,7 +47,8 @@ mod tests {
             drop in 0usize..4,
             ones in 0u32..16,
             swap: bool,
-            dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16, DType::I32, DType::I8]),
+            dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16, DType::I32, DType::I8,
+                                            DType::I16, DType::U16, DType::U32, DType::U64]),
             seed in 0u64..1000,
         ) {
             let other = broadcast_partner(&shape, drop, ones);

@@ -41,7 +41,8 @@ mod tests {
             drop in 0usize..4,
             ones in 0u32..16,
             swap: bool,
-            dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16, DType::I32, DType::I8]),
+            dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16, DType::I32, DType::I8,
+                                            DType::I16, DType::U16, DType::U32, DType::U64]),
             seed in 0u64..1000,
         ) {
             let other = broadcast_partner(&shape, drop, ones);
@@ -76,5 +77,25 @@ mod tests {
         let b = crate::tensor::Tensor::new(DType::I8, vec![1], vec![100.0]).unwrap();
         let out = eval_op(Op::Sub(Sub {}), &[a, b]).unwrap();
         assert_eq!(out[0].data(), &[-128.0]);
+    }
+
+    #[test]
+    fn unsigned_difference_saturates_at_zero() {
+        for d in [DType::U16, DType::U32, DType::U64] {
+            let t = |v: Vec<f64>| crate::tensor::Tensor::new(d, vec![v.len()], v).unwrap();
+            let out = eval_op(
+                Op::Sub(Sub {}),
+                &[t(vec![0.0, 5.0, 9.0]), t(vec![1.0, 9.0, 5.0])],
+            )
+            .unwrap();
+            assert_eq!(out[0].data(), &[0.0, 0.0, 4.0], "{d}");
+        }
+        let t = |v: Vec<f64>| crate::tensor::Tensor::new(DType::I16, vec![v.len()], v).unwrap();
+        let out = eval_op(
+            Op::Sub(Sub {}),
+            &[t(vec![-32768.0, 32767.0]), t(vec![1.0, -1.0])],
+        )
+        .unwrap();
+        assert_eq!(out[0].data(), &[-32768.0, 32767.0]);
     }
 }

@@ -31,6 +31,27 @@ pub fn rand_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Tensor {
     Tensor::new(dtype, shape, data).expect("consistent shape")
 }
 
+/// A tensor of integer `dtype` whose values mix the dtype's edges (`lo`, `lo + 1`, `-1`, `0`, `1`,
+/// `hi - 1`, `hi`) with values drawn uniformly from its range, all clipped to `[-limit, limit]`
+/// (the f64 reference holds 64-bit integers exactly only up to ±2^53), from `seed`.
+pub fn edge_int_tensor(dtype: DType, shape: Vec<usize>, limit: f64, seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (lo, hi) = dtype.int_range().expect("integer dtype");
+    let (lo, hi) = (lo.max(-limit), hi.min(limit));
+    let edges = [lo, lo + 1.0, -1.0, 0.0, 1.0, hi - 1.0, hi];
+    let n = shape.iter().product();
+    let data: Vec<f64> = (0..n)
+        .map(|_| {
+            if rng.gen_bool(0.6) {
+                edges[rng.gen_range(0..edges.len())].clamp(lo, hi)
+            } else {
+                rng.gen_range(lo..=hi).round()
+            }
+        })
+        .collect();
+    Tensor::new(dtype, shape, data).expect("consistent shape")
+}
+
 /// Build a module whose `main` applies `op` to inputs of the given tensors' concrete types, and
 /// return the inferred result types and the module.
 pub fn one_op_module(op: Op, inputs: &[Tensor]) -> Result<Module, IrError> {

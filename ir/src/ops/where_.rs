@@ -60,7 +60,8 @@ mod tests {
             drops in prop::array::uniform3(0usize..4),
             ones in prop::array::uniform3(0u32..16),
             full in 0usize..3,
-            dt in prop::sample::select(vec![DType::F32, DType::F16, DType::I64, DType::Bool]),
+            dt in prop::sample::select(vec![DType::F32, DType::F16, DType::I64, DType::Bool,
+                                            DType::I16, DType::U16, DType::U32, DType::U64]),
             seed in 0u64..1000,
         ) {
             // Operand `full` has the result shape; the others broadcast against it.
