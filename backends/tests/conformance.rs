@@ -19,6 +19,8 @@ struct In {
     shape: Vec<usize>,
     /// `Some(n)`: integer values in `0..n` (indices); `None`: random of the dtype.
     below: Option<u64>,
+    /// With `below = Some(n)`: values in `-n..n` instead (negative indices count from the end).
+    signed: bool,
     positive: bool,
 }
 
@@ -39,6 +41,7 @@ fn t(dtype: &str, spec: &str, shape: &[usize]) -> In {
         dims: dims(spec),
         shape: shape.to_vec(),
         below: None,
+        signed: false,
         positive: false,
     }
 }
@@ -53,6 +56,14 @@ fn idx(dtype: &str, shape: &[usize], below: u64) -> In {
     In {
         below: Some(below),
         ..f(dtype, shape)
+    }
+}
+
+/// Indices in `-below..below`.
+fn sidx(dtype: &str, shape: &[usize], below: u64) -> In {
+    In {
+        signed: true,
+        ..idx(dtype, shape, below)
     }
 }
 
@@ -427,6 +438,125 @@ fn cases() -> Vec<Case> {
         op("gather", json!({"axis": 1})),
         vec![f("f32", &[3, 5, 2]), idx("i32", &[4], 5)],
     ));
+    // Indexing, scatter, padding (ONNX GatherElements, ScatterElements, GatherND, ScatterND,
+    // Pad, Trilu).
+    v.push(case(
+        "gather_elements",
+        op("gather_elements", json!({"axis": 1})),
+        vec![f("f32", &[3, 5, 2]), sidx("i64", &[3, 4, 2], 5)],
+    ));
+    v.push(case(
+        "gather_elements/smaller-index-dims",
+        op("gather_elements", json!({"axis": 0})),
+        vec![f("i32", &[4, 3]), idx("i32", &[6, 2], 4)],
+    ));
+    v.push(case(
+        "gather_elements/symbolic",
+        op("gather_elements", json!({"axis": -1})),
+        vec![t("f16", "B,6", &[2, 6]), sidx("i64", &[2, 3], 6)],
+    ));
+    for red in ["none", "add", "mul", "max", "min"] {
+        // Few destinations, many updates: duplicates on every reduction.
+        v.push(case(
+            &format!("scatter_elements/{red}"),
+            op("scatter_elements", json!({"axis": 1, "reduction": red})),
+            vec![
+                f("f32", &[3, 4]),
+                sidx("i64", &[3, 6], 4),
+                f("f32", &[3, 6]),
+            ],
+        ));
+        v.push(case(
+            &format!("scatter_nd/{red}"),
+            op("scatter_nd", json!({"reduction": red})),
+            vec![
+                f("f32", &[4, 3, 2]),
+                sidx("i64", &[5, 1], 4),
+                f("f32", &[5, 3, 2]),
+            ],
+        ));
+    }
+    v.push(case(
+        "scatter_elements/smaller-index-dims-add-i32",
+        op("scatter_elements", json!({"axis": 0, "reduction": "add"})),
+        vec![f("i32", &[4, 3]), idx("i64", &[5, 2], 4), f("i32", &[5, 2])],
+    ));
+    v.push(case(
+        "scatter_nd/add-bool",
+        op("scatter_nd", json!({"reduction": "add"})),
+        vec![
+            f("bool", &[3, 2]),
+            idx("i64", &[4, 1], 3),
+            f("bool", &[4, 2]),
+        ],
+    ));
+    v.push(case(
+        "scatter_nd/full-tuples-bf16",
+        op("scatter_nd", json!({})),
+        vec![
+            f("bf16", &[3, 4]),
+            idx("i32", &[2, 3, 2], 3),
+            f("bf16", &[2, 3]),
+        ],
+    ));
+    v.push(case(
+        "gather_nd",
+        op("gather_nd", json!({})),
+        vec![f("f32", &[4, 3, 2]), sidx("i64", &[2, 3, 2], 3)],
+    ));
+    v.push(case(
+        "gather_nd/batch-dims-2",
+        op("gather_nd", json!({"batch_dims": 2})),
+        vec![f("f32", &[2, 3, 4, 5]), sidx("i64", &[2, 3, 6, 1], 4)],
+    ));
+    v.push(case(
+        "gather_nd/symbolic-batch",
+        op("gather_nd", json!({"batch_dims": 1})),
+        vec![t("f32", "B,5,2", &[3, 5, 2]), idx("i64", &[3, 4, 1], 5)],
+    ));
+    for mode in ["constant", "reflect", "edge", "wrap"] {
+        v.push(case(
+            &format!("pad/{mode}"),
+            op(
+                "pad",
+                json!({"pads": [1, 0, 2, 2, 3, 1], "mode": mode, "value": 0.3}),
+            ),
+            vec![f("f32", &[3, 4, 5])],
+        ));
+        v.push(case(
+            &format!("pad/{mode}-crop"),
+            op(
+                "pad",
+                json!({"pads": [-1, 2, 1, -2], "mode": mode, "value": -7.0}),
+            ),
+            vec![f("f32", &[4, 5])],
+        ));
+    }
+    v.push(case(
+        "pad/symbolic-f16",
+        op(
+            "pad",
+            json!({"pads": [0, 1, 0, "S-1"], "mode": "constant", "value": 0.1}),
+        ),
+        vec![t("f16", "B,S", &[2, 3])],
+    ));
+    v.push(case(
+        "pad/i64-empty-axis",
+        op("pad", json!({"pads": [2, 0, 1, 0], "value": 9.0})),
+        vec![f("i64", &[0, 3])],
+    ));
+    for (upper, k) in [(true, 0), (true, 2), (false, -1), (false, 7)] {
+        v.push(case(
+            &format!("trilu/upper-{upper}-k{k}"),
+            op("trilu", json!({"upper": upper, "k": k})),
+            vec![f("f32", &[2, 4, 5])],
+        ));
+    }
+    v.push(case(
+        "trilu/i32",
+        op("trilu", json!({"upper": false})),
+        vec![f("i32", &[6, 3])],
+    ));
     // Transformer ops.
     v.push(case(
         "rope/half",
@@ -593,7 +723,14 @@ fn input_tensor(i: &In, seed: u64) -> Tensor {
         let d: Vec<f64> = x
             .data()
             .iter()
-            .map(|v| (v.abs() as u64 % n) as f64)
+            .map(|v| {
+                if i.signed {
+                    // rand_tensor's integers lie in [-100, 100].
+                    ((v + 100.0) as i64).rem_euclid(2 * n as i64) as f64 - n as f64
+                } else {
+                    (v.abs() as u64 % n) as f64
+                }
+            })
             .collect();
         x = Tensor::new(i.dtype, i.shape.clone(), d).unwrap();
     } else if i.positive {
@@ -974,5 +1111,125 @@ fn kernels_read_strided_operands() {
         }
         let got = p.run_tensors(&inputs).unwrap();
         compare(&format!("strided (kernels {kernels})"), &got, &want, 1e-5).unwrap();
+    }
+}
+
+/// The indexing ops lower as documented (native except the scatter reductions mul/max/min),
+/// read transposed (strided) operands correctly, and turn bad indices into errors, not panics.
+#[test]
+fn indexing_ops_lowering_strided_operands_and_bad_indices() {
+    // Which lowering each op gets.
+    let expect = [
+        ("gather_elements", "Native"),
+        ("gather_nd", "Native"),
+        ("pad/constant", "Native"),
+        ("pad/reflect-crop", "Native"),
+        ("trilu/i32", "Native"),
+        ("scatter_elements/none", "Native"),
+        ("scatter_elements/add", "Native"),
+        ("scatter_elements/mul", "Host"),
+        ("scatter_nd/add", "Native"),
+        ("scatter_nd/none", "Native"),
+        ("scatter_nd/max", "Host"),
+        ("scatter_nd/min", "Host"),
+        ("scatter_nd/add-bool", "Host"),
+    ];
+    let all = cases();
+    for (name, how) in expect {
+        let c = all
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}"));
+        let p = lower::<CpuBackend>(
+            &module_of(c),
+            "main",
+            &Default::default(),
+            &LowerOptions::default(),
+        )
+        .unwrap();
+        let op = c.op.name();
+        let got: Vec<String> = p
+            .lowering_report()
+            .into_iter()
+            .filter(|(o, _, _)| o == op)
+            .map(|(_, h, _)| format!("{h:?}"))
+            .collect();
+        assert_eq!(got, vec![how.to_string()], "{name}");
+    }
+
+    // Strided operands: every op reads a transposed view of x.
+    let m0 = Module::new();
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[5, 4]));
+    let gi = g.add_input("gi", TensorType::fixed(DType::I64, &[4, 3]));
+    let ni = g.add_input("ni", TensorType::fixed(DType::I64, &[3, 1]));
+    let u = g.add_input("u", TensorType::fixed(DType::F32, &[3, 5]));
+    let mut add = |o: Op, operands: Vec<fuselage_ir::ValueId>| {
+        fuselage_ir::ValueId::new(g.add_inferred(&m0, o, operands, None).unwrap(), 0)
+    };
+    let xt = add(op("transpose", json!({"perm": [1, 0]})), vec![x.into()]); // [4, 5]
+    let ge = add(
+        op("gather_elements", json!({"axis": 1})),
+        vec![xt, gi.into()],
+    );
+    let gn = add(op("gather_nd", json!({})), vec![xt, ni.into()]);
+    let sn = add(op("scatter_nd", json!({})), vec![xt, ni.into(), u.into()]);
+    let sa = add(
+        op("scatter_elements", json!({"axis": 1, "reduction": "add"})),
+        vec![xt, gi.into(), ge],
+    );
+    let pd = add(
+        op("pad", json!({"pads": [1, -1, 2, 3], "mode": "reflect"})),
+        vec![xt],
+    );
+    let tr = add(op("trilu", json!({"k": 1})), vec![xt]);
+    for (k, v) in [ge, gn, sn, sa, pd, tr].into_iter().enumerate() {
+        g.add_output(&format!("y{k}"), v);
+    }
+    let mut m = m0;
+    m.functions.insert("main".into(), g);
+    let ids = |shape: Vec<usize>, v: Vec<f64>| Tensor::new(DType::I64, shape, v).unwrap();
+    let inputs = vec![
+        rand_tensor(DType::F32, vec![5, 4], 3),
+        ids(
+            vec![4, 3],
+            vec![0., 4., -1., 2., 2., 2., -5., 1., 3., 4., 0., -2.],
+        ),
+        ids(vec![3, 1], vec![3., -4., 3.]),
+        rand_tensor(DType::F32, vec![3, 5], 4),
+    ];
+    let want = Reference.run(&m, "main", &inputs).unwrap();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let got = p.run_tensors(&inputs).unwrap();
+    compare("strided indexing", &got, &want, 1e-5).unwrap();
+
+    // Out-of-range indices are errors of the lowered program too (native and host paths).
+    for name in [
+        "gather_elements",
+        "gather_nd",
+        "scatter_elements/none",
+        "scatter_elements/add",
+        "scatter_elements/max",
+        "scatter_nd/none",
+        "scatter_nd/add",
+    ] {
+        let c = all.iter().find(|c| c.name == name).unwrap();
+        let m = module_of(c);
+        let mut inputs: Vec<Tensor> = c
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, i)| input_tensor(i, k as u64))
+            .collect();
+        for bad in [1000.0, -1000.0] {
+            let mut v = inputs[1].data().to_vec();
+            v[0] = bad;
+            inputs[1] = Tensor::new(inputs[1].dtype(), inputs[1].shape().to_vec(), v).unwrap();
+            let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default())
+                .unwrap();
+            let err = p.run_tensors(&inputs).unwrap_err().to_string();
+            let want = format!("{} index {bad} is out of range", c.op.name());
+            assert!(err.contains(&want), "{name}: {err}");
+        }
     }
 }

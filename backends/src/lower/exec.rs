@@ -1,6 +1,8 @@
 //! Execution of one instruction: each op on burn's tensor operations (rank-generic primitives),
 //! on a native CPU kernel, or through the reference semantics on the host.
 
+mod indexing;
+
 use super::host_view::{from_host, hold};
 use super::{download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program};
 use crate::kernels;
@@ -13,6 +15,7 @@ use fuselage_ir::ops::gelu::GeluApproximate;
 use fuselage_ir::ops::logical::LogicalKind;
 use fuselage_ir::ops::reduce::ReduceKind;
 use fuselage_ir::ops::rope::RopeStyle;
+use fuselage_ir::ops::scatter_elements::ScatterReduction;
 use fuselage_ir::ops::util::{broadcast_shapes, normalize_axis};
 use fuselage_ir::ops::EvalCx;
 use fuselage_ir::{DType, Dim, Op, Tensor, TensorType};
@@ -59,6 +62,10 @@ pub(crate) fn classify(
         Op::Quantize(_) | Op::Dequantize(_) | Op::TopK(_) | Op::MmcaAttention(_) => Lowering::Host,
         // A handful of integers computed from the bindings.
         Op::Dims(_) => Lowering::Host,
+        // Scatter reductions burn has no exact primitive for (mul, max, min with NaN rules;
+        // `add` of bools, whose sum must saturate at 1).
+        Op::ScatterElements(s) if !native_scatter(s.reduction, operands) => Lowering::Host,
+        Op::ScatterNd(s) if !native_scatter(s.reduction, operands) => Lowering::Host,
         Op::MatMul(_)
         | Op::Linear(_)
         | Op::Attention(_)
@@ -119,6 +126,12 @@ pub(crate) fn classify(
         | Op::Slice(_)
         | Op::Split(_)
         | Op::Gather(_)
+        | Op::GatherElements(_)
+        | Op::ScatterElements(_)
+        | Op::GatherNd(_)
+        | Op::ScatterNd(_)
+        | Op::Pad(_)
+        | Op::Trilu(_)
         | Op::Call(_)
         | Op::For(_)
         | Op::Rope(_)
@@ -131,6 +144,16 @@ pub(crate) fn classify(
         | Op::RmsNorm(_)
         | Op::Linear(_) => Lowering::Native,
     })
+}
+
+/// Scatter reductions lowered natively (`none`: a masked select; `add`: `float_select_add`,
+/// whose sums the result rounding brings onto every dtype but bool).
+fn native_scatter(r: ScatterReduction, operands: &[TensorType]) -> bool {
+    match r {
+        ScatterReduction::None => true,
+        ScatterReduction::Add => operands.first().is_some_and(|t| t.dtype != DType::Bool),
+        _ => false,
+    }
 }
 
 fn shape_of<B: Backend>(t: &F<B>) -> Vec<usize> {
@@ -321,6 +344,10 @@ impl<B: Backend> Program<B> {
                 | Op::Slice(_)
                 | Op::Split(_)
                 | Op::Gather(_)
+                | Op::GatherElements(_)
+                | Op::GatherNd(_)
+                | Op::Pad(_)
+                | Op::Trilu(_)
                 | Op::Where(_)
                 | Op::UpsampleNearest2d(_)
                 | Op::Call(_)
@@ -330,7 +357,9 @@ impl<B: Backend> Program<B> {
                 | Op::Not(_)
                 | Op::Iota(_)
                 | Op::ArgMax(_)
-        ) || ins.how == Lowering::Host
+        ) || matches!(&ins.op, Op::ScatterElements(s) if s.reduction == ScatterReduction::None)
+            || matches!(&ins.op, Op::ScatterNd(s) if s.reduction == ScatterReduction::None)
+            || ins.how == Lowering::Host
             || ins.how == Lowering::Trivial;
         if exact {
             return Ok(out);
@@ -719,6 +748,37 @@ impl<B: Backend> Program<B> {
                 out.extend_from_slice(&is);
                 out.extend_from_slice(&ds[d + 1..]);
                 one(B::float_reshape(sel, sh(&out)))
+            }
+            Op::GatherElements(g) => {
+                let idx = a.pop().ok_or("missing operand")?;
+                let data = a.pop().ok_or("missing operand")?;
+                one(indexing::gather_elements::<B>(g, data, idx, dev)?)
+            }
+            Op::GatherNd(g) => {
+                let idx = a.pop().ok_or("missing operand")?;
+                let data = a.pop().ok_or("missing operand")?;
+                one(indexing::gather_nd::<B>(g, data, idx, dev)?)
+            }
+            Op::ScatterElements(s) => {
+                let upd = a.pop().ok_or("missing operand")?;
+                let idx = a.pop().ok_or("missing operand")?;
+                let data = a.pop().ok_or("missing operand")?;
+                one(indexing::scatter_elements::<B>(s, data, idx, upd, dev)?)
+            }
+            Op::ScatterNd(s) => {
+                let upd = a.pop().ok_or("missing operand")?;
+                let idx = a.pop().ok_or("missing operand")?;
+                let data = a.pop().ok_or("missing operand")?;
+                one(indexing::scatter_nd::<B>(s, data, idx, upd, dev)?)
+            }
+            Op::Pad(p) => {
+                let x = a.pop().ok_or("missing operand")?;
+                let dtype = ins.result_types.first().ok_or("pad has no result")?.dtype;
+                one(indexing::pad::<B>(p, x, dtype, bind, dev)?)
+            }
+            Op::Trilu(t) => {
+                let x = a.pop().ok_or("missing operand")?;
+                one(indexing::trilu::<B>(t, x, dev)?)
             }
             Op::Rope(r) => {
                 let pos = a.pop().ok_or("missing operand")?;

@@ -42,6 +42,8 @@ pub mod erf;
 pub mod exp;
 pub mod for_loop;
 pub mod gather;
+pub mod gather_elements;
+pub mod gather_nd;
 pub mod gelu;
 pub mod group_norm;
 pub mod input;
@@ -57,6 +59,7 @@ pub mod mmca_attention;
 pub mod mul;
 pub mod neg;
 pub mod not;
+pub mod pad;
 pub mod pow;
 pub mod quantize;
 pub mod reduce;
@@ -66,6 +69,8 @@ pub mod reshape;
 pub mod rms_norm;
 pub mod rope;
 pub mod rsqrt;
+pub mod scatter_elements;
+pub mod scatter_nd;
 pub mod sigmoid;
 pub mod silu;
 pub mod sin;
@@ -77,6 +82,7 @@ pub mod sub;
 pub mod tanh;
 pub mod top_k;
 pub mod transpose;
+pub mod trilu;
 pub mod upsample_nearest2d;
 pub mod where_;
 
@@ -229,6 +235,12 @@ ops! {
     Slice => slice::Slice,
     Split => split::Split,
     Gather => gather::Gather,
+    GatherElements => gather_elements::GatherElements,
+    ScatterElements => scatter_elements::ScatterElements,
+    GatherNd => gather_nd::GatherNd,
+    ScatterNd => scatter_nd::ScatterNd,
+    Pad => pad::Pad,
+    Trilu => trilu::Trilu,
     Call => call::Call,
     For => for_loop::For,
     Rope => rope::Rope,

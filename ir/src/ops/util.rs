@@ -332,6 +332,40 @@ pub fn expect_int(op: &str, what: &str, t: &TensorType) -> Result<(), OpError> {
     Ok(())
 }
 
+/// A possibly negative index (an integer held as `f64`) into an axis of size `n`, normalized to
+/// `0..n` (negative counts from the end), or an error naming the index and the bound.
+pub fn normalize_index(op: &str, raw: f64, n: usize, axis: usize) -> Result<usize, OpError> {
+    let n_f = n as f64;
+    let j = if raw < 0.0 { raw + n_f } else { raw };
+    if !(j >= 0.0 && j < n_f) || raw.fract() != 0.0 {
+        crate::bail!("{op} index {raw} is out of range [-{n}, {n}) for axis {axis} of size {n}");
+    }
+    Ok(j as usize)
+}
+
+/// Advance a multi-index over `shape` by one step in row-major order (wrapping to all zeros
+/// after the last index).
+pub fn next_index(idx: &mut [usize], shape: &[usize]) {
+    for ax in (0..idx.len().min(shape.len())).rev() {
+        idx[ax] += 1;
+        if idx[ax] < shape[ax] {
+            return;
+        }
+        idx[ax] = 0;
+    }
+}
+
+/// Check that two dims can be equal: an error (naming `what`) only when both are fixed and
+/// differ; symbolic dims are checked at evaluation, when their sizes are known.
+pub fn expect_dims_may_equal(op: &str, what: &str, a: &Dim, b: &Dim) -> Result<(), OpError> {
+    if let (Some(x), Some(y)) = (a.fixed(), b.fixed()) {
+        if x != y {
+            crate::bail!("{op}: {what}: {a} vs {b}");
+        }
+    }
+    Ok(())
+}
+
 /// Check the rank of an operand.
 pub fn expect_rank(op: &str, what: &str, t: &TensorType, rank: usize) -> Result<(), OpError> {
     if t.rank() != rank {
@@ -517,6 +551,15 @@ mod tests {
             ),
             ("split", r#"{"axis":0,"sizes":[2,3]}"#),
             ("gather", r#"{"axis":0}"#),
+            ("gather_elements", r#"{"axis":-1}"#),
+            ("scatter_elements", r#"{"axis":1,"reduction":"max"}"#),
+            ("gather_nd", r#"{"batch_dims":1}"#),
+            ("scatter_nd", r#"{"reduction":"mul"}"#),
+            (
+                "pad",
+                r#"{"pads":[0,1,"S-1",-2],"mode":"wrap","value":-1.5}"#,
+            ),
+            ("trilu", r#"{"upper":false,"k":-2}"#),
             (
                 "rope",
                 r#"{"style":"interleaved","theta":500000.0,"rotary_dim":32}"#,
