@@ -22,6 +22,8 @@ struct In {
     /// With `below = Some(n)`: values in `-n..n` instead (negative indices count from the end).
     signed: bool,
     positive: bool,
+    /// Zeros replaced by 1 (integer divisors).
+    nonzero: bool,
 }
 
 fn dims(spec: &str) -> Vec<Dim> {
@@ -43,6 +45,7 @@ fn t(dtype: &str, spec: &str, shape: &[usize]) -> In {
         below: None,
         signed: false,
         positive: false,
+        nonzero: false,
     }
 }
 
@@ -69,6 +72,11 @@ fn sidx(dtype: &str, shape: &[usize], below: u64) -> In {
 
 fn pos(mut i: In) -> In {
     i.positive = true;
+    i
+}
+
+fn nonzero(mut i: In) -> In {
+    i.nonzero = true;
     i
 }
 
@@ -198,6 +206,79 @@ fn cases() -> Vec<Case> {
         ));
     }
     v.push(case("gelu", op("gelu", e.clone()), vec![f("f32", &[4, 6])]));
+    // `math`: every function on f32 (values in [-2, 2): the domain errors give NaN on both
+    // sides), acosh on [0.25, 2.25), the integer-accepting ones on integers, bf16 rounding.
+    for func in [
+        "floor", "ceil", "round", "sign", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh",
+        "atanh",
+    ] {
+        v.push(case(
+            &format!("math/{func}"),
+            op("math", json!({ "fn": func })),
+            vec![t("f32", "B,5", &[3, 5])],
+        ));
+    }
+    v.push(case(
+        "math/acosh",
+        op("math", json!({"fn": "acosh"})),
+        vec![pos(f("f32", &[3, 5]))],
+    ));
+    for (func, dt) in [
+        ("sign", "i32"),
+        ("floor", "i64"),
+        ("round", "u8"),
+        ("ceil", "i8"),
+    ] {
+        v.push(case(
+            &format!("math/{func}-{dt}"),
+            op("math", json!({ "fn": func })),
+            vec![f(dt, &[4, 5])],
+        ));
+    }
+    v.push(case(
+        "math/cosh-bf16",
+        op("math", json!({"fn": "cosh"})),
+        vec![f("bf16", &[16])],
+    ));
+    // `mod` and `bitwise` (host: exact).
+    for (fmod, dt) in [(false, "i32"), (true, "i32"), (false, "i8"), (true, "i64")] {
+        v.push(case(
+            &format!("mod/{dt}-fmod-{fmod}"),
+            op("mod", json!({ "fmod": fmod })),
+            vec![f(dt, &[3, 4]), nonzero(f(dt, &[4]))],
+        ));
+    }
+    for fmod in [false, true] {
+        v.push(case(
+            &format!("mod/f32-fmod-{fmod}"),
+            op("mod", json!({ "fmod": fmod })),
+            vec![t("f32", "B,4", &[3, 4]), pos(f("f32", &[1, 4]))],
+        ));
+    }
+    for (kind, dt) in [("and", "i32"), ("or", "u8"), ("xor", "i64"), ("and", "i8")] {
+        v.push(case(
+            &format!("bitwise/{kind}-{dt}"),
+            op("bitwise", json!({ "kind": kind })),
+            vec![f(dt, &[3, 4]), f(dt, &[1, 4])],
+        ));
+    }
+    v.push(case(
+        "bitwise/not-i32",
+        op("bitwise", json!({"kind": "not"})),
+        vec![t("i32", "B,4", &[2, 4])],
+    ));
+    for kind in ["shl", "shr"] {
+        v.push(case(
+            &format!("bitwise/{kind}-u8"),
+            op("bitwise", json!({ "kind": kind })),
+            vec![f("u8", &[3, 4]), idx("u8", &[4], 10)],
+        ));
+        v.push(case(
+            &format!("bitwise/{kind}-i32"),
+            op("bitwise", json!({ "kind": kind })),
+            vec![f("i32", &[5]), idx("i32", &[5], 34)],
+        ));
+    }
     v.push(case(
         "gelu/tanh",
         op("gelu", json!({"approximate":"tanh"})),
@@ -292,7 +373,7 @@ fn cases() -> Vec<Case> {
         op("softmax", json!({"axis": 0})),
         vec![f("f32", &[4, 3])],
     ));
-    for k in ["sum", "mean", "max", "min"] {
+    for k in ["sum", "mean", "max", "min", "prod"] {
         v.push(case(
             &format!("reduce/{k}"),
             op("reduce", json!({"kind": k, "axes": [1], "keepdims": false})),
@@ -307,10 +388,92 @@ fn cases() -> Vec<Case> {
             vec![f("f32", &[4, 3, 5])],
         ));
     }
+    for k in ["sum", "mean", "max", "min", "prod"] {
+        v.push(case(
+            &format!("reduce/{k}-empty"),
+            op("reduce", json!({"kind": k, "axes": [1], "keepdims": true})),
+            vec![f("f32", &[2, 0, 3])],
+        ));
+    }
+    for k in ["max", "min", "prod"] {
+        v.push(case(
+            &format!("reduce/{k}-empty-i32"),
+            op("reduce", json!({"kind": k, "axes": [-1]})),
+            vec![f("i32", &[3, 0])],
+        ));
+    }
+    v.push(case(
+        "reduce/prod-i32",
+        op("reduce", json!({"kind": "prod", "axes": [0, 1]})),
+        // Values 1..=4: the product stays below 2^24, exact in the lowered f32 values.
+        vec![nonzero(idx("i32", &[2, 3, 2], 5))],
+    ));
+    v.push(case(
+        "reduce/max-f8-empty",
+        op("reduce", json!({"kind": "max", "axes": [0]})),
+        vec![f("f8e4m3fn", &[0, 4])],
+    ));
     v.push(case(
         "argmax",
         op("argmax", json!({"axis": 1})),
         vec![f("f32", &[3, 7])],
+    ));
+    for name in ["argmax", "argmin"] {
+        // Small integers: many ties.
+        for last in [false, true] {
+            v.push(case(
+                &format!("{name}/i32-last-{last}"),
+                op(name, json!({"axis": -1, "select_last_index": last})),
+                vec![idx("i32", &[4, 9], 3)],
+            ));
+        }
+        v.push(case(
+            &format!("{name}/f32-keep-last"),
+            op(
+                name,
+                json!({"axis": 0, "keepdims": true, "select_last_index": true}),
+            ),
+            vec![t("f32", "4,B", &[4, 3])],
+        ));
+    }
+    v.push(case(
+        "argmin",
+        op("argmin", json!({"axis": 1})),
+        vec![f("f32", &[3, 7])],
+    ));
+    // Scans.
+    for kind in ["sum", "prod"] {
+        for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)] {
+            v.push(case(
+                &format!("cumulative/{kind}-excl-{exclusive}-rev-{reverse}"),
+                op(
+                    "cumulative",
+                    json!({"kind": kind, "axis": 1, "exclusive": exclusive, "reverse": reverse}),
+                ),
+                vec![t("f32", "B,6,3", &[2, 6, 3])],
+            ));
+        }
+    }
+    v.push(case(
+        "cumulative/sum-i32-neg-axis",
+        op(
+            "cumulative",
+            json!({"kind": "sum", "axis": -1, "exclusive": true}),
+        ),
+        vec![f("i32", &[3, 5])],
+    ));
+    v.push(case(
+        "cumulative/prod-length-1",
+        op(
+            "cumulative",
+            json!({"kind": "prod", "axis": 0, "exclusive": true, "reverse": true}),
+        ),
+        vec![f("f32", &[1, 4])],
+    ));
+    v.push(case(
+        "cumulative/sum-f16-empty",
+        op("cumulative", json!({"kind": "sum", "axis": 0})),
+        vec![f("f16", &[0, 3])],
     ));
     v.push(case(
         "argmax/keep",
@@ -745,6 +908,14 @@ fn input_tensor(i: &In, seed: u64) -> Tensor {
         let d: Vec<f64> = x.data().iter().map(|&v| lift(v)).collect();
         x = Tensor::new(i.dtype, i.shape.clone(), d).unwrap();
     }
+    if i.nonzero {
+        let d: Vec<f64> = x
+            .data()
+            .iter()
+            .map(|&v| if v == 0.0 { 1.0 } else { v })
+            .collect();
+        x = Tensor::new(i.dtype, i.shape.clone(), d).unwrap();
+    }
     x
 }
 
@@ -799,7 +970,8 @@ fn compare(name: &str, got: &[Tensor], want: &[Tensor], tol: f64) -> Result<(), 
         }
         let (atol, rtol) = tolerance(w.dtype(), tol);
         for (i, (a, b)) in g.data().iter().zip(w.data()).enumerate() {
-            let ok = (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan());
+            // (Equality first: equal infinities differ by NaN.)
+            let ok = a == b || (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan());
             if !ok {
                 return Err(format!(
                     "{name} result {k} element {i}: lowered {a} vs reference {b} (atol {atol}, rtol {rtol})"
@@ -1231,5 +1403,125 @@ fn indexing_ops_lowering_strided_operands_and_bad_indices() {
             let want = format!("{} index {bad} is out of range", c.op.name());
             assert!(err.contains(&want), "{name}: {err}");
         }
+
+/// Values the random cases rarely hit, run on the reference and the lowered program (kernels on
+/// and off) with no tolerance: rounding ties, NaN in `sign`, `argmax`/`argmin` and `reduce`
+/// max/min (burn skips NaN there; the lowering must not), ties picked first or last,
+/// infinities in a scan; and an integer `mod` by zero is an error, not a panic.
+#[test]
+fn special_values_match_the_reference_exactly() {
+    let (nan, inf) = (f64::NAN, f64::INFINITY);
+    #[rustfmt::skip]
+    let x = Tensor::new(DType::F32, vec![3, 6], vec![
+        0.5, 1.5, 2.5, -0.5, -1.5, -2.5,
+        1.0, nan, 3.0, nan, -inf, 3.0,
+        2.0, 7.0, 7.0, -1.0, -1.0, 0.0,
+    ])
+    .unwrap();
+    let ops = [
+        op("math", json!({"fn": "round"})),
+        op("math", json!({"fn": "sign"})),
+        op("math", json!({"fn": "floor"})),
+        op("math", json!({"fn": "ceil"})),
+        op("argmax", json!({"axis": 1})),
+        op("argmax", json!({"axis": 1, "select_last_index": true})),
+        op("argmin", json!({"axis": -1, "keepdims": true})),
+        op("argmin", json!({"axis": -1, "select_last_index": true})),
+        op("argmax", json!({"axis": 0})),
+        op("reduce", json!({"kind": "max", "axes": [1]})),
+        op(
+            "reduce",
+            json!({"kind": "min", "axes": [0, 1], "keepdims": true}),
+        ),
+        op("reduce", json!({"kind": "min", "axes": [0]})),
+        op(
+            "cumulative",
+            json!({"kind": "sum", "axis": 1, "reverse": true}),
+        ),
+        op(
+            "cumulative",
+            json!({"kind": "prod", "axis": 1, "exclusive": true}),
+        ),
+    ];
+    for o in ops {
+        let name = format!("{}{}", o.name(), o.attrs());
+        let m = fuselage_ir::ops::testing::one_op_module(o, std::slice::from_ref(&x)).unwrap();
+        let want = Reference.run(&m, "main", std::slice::from_ref(&x)).unwrap();
+        for kernels in [true, false] {
+            let opts = LowerOptions {
+                native_kernels: kernels,
+                ..Default::default()
+            };
+            let p = lower::<CpuBackend>(&m, "main", &Default::default(), &opts).unwrap();
+            let got = p.run_tensors(std::slice::from_ref(&x)).unwrap();
+            compare(&format!("{name} (kernels {kernels})"), &got, &want, 0.0).unwrap();
+        }
+    }
+    let c = case(
+        "mod",
+        op("mod", json!({})),
+        vec![f("i32", &[2]), f("i32", &[2])],
+    );
+    let p = lower::<CpuBackend>(
+        &module_of(&c),
+        "main",
+        &Default::default(),
+        &LowerOptions::default(),
+    )
+    .unwrap();
+    let a = Tensor::new(DType::I32, vec![2], vec![5.0, 7.0]).unwrap();
+    let b = Tensor::new(DType::I32, vec![2], vec![2.0, 0.0]).unwrap();
+    let err = p.run_tensors(&[a, b]).unwrap_err().to_string();
+    assert!(err.contains("integer division by zero"), "{err}");
+}
+
+/// The new element-wise, scan and index ops lower as documented: exact integer and remainder
+/// ops and products on the host, the rest on burn.
+#[test]
+fn elementwise_scan_and_index_ops_lower_as_documented() {
+    let cases = [
+        ("mod", json!({}), "i32", Lowering::Host),
+        ("bitwise", json!({"kind": "xor"}), "i32", Lowering::Host),
+        (
+            "reduce",
+            json!({"kind": "prod", "axes": [0]}),
+            "f32",
+            Lowering::Host,
+        ),
+        (
+            "reduce",
+            json!({"kind": "max", "axes": [0]}),
+            "f32",
+            Lowering::Native,
+        ),
+        ("math", json!({"fn": "round"}), "f32", Lowering::Native),
+        ("math", json!({"fn": "atanh"}), "f32", Lowering::Native),
+        ("argmin", json!({"axis": 0}), "f32", Lowering::Native),
+        (
+            "cumulative",
+            json!({"kind": "prod", "axis": 0}),
+            "f32",
+            Lowering::Native,
+        ),
+    ];
+    for (name, attrs, dt, how) in cases {
+        let inputs = if ["mod", "bitwise"].contains(&name) {
+            vec![f(dt, &[4]), f(dt, &[4])]
+        } else {
+            vec![f(dt, &[4])]
+        };
+        let c = case(name, op(name, attrs), inputs);
+        let p = lower::<CpuBackend>(
+            &module_of(&c),
+            "main",
+            &Default::default(),
+            &LowerOptions::default(),
+        )
+        .unwrap();
+        let report = p.lowering_report();
+        assert!(
+            report.iter().any(|(o, h, _)| o == name && *h == how),
+            "{name}: {report:?}"
+        );
     }
 }

@@ -11,8 +11,10 @@ use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{BoolDType, Element, IntDType, Scalar, Shape, Slice, TensorMetadata};
 use fuselage_ir::ops::attention::AttnMask;
 use fuselage_ir::ops::compare::Predicate;
+use fuselage_ir::ops::cumulative::CumulativeKind;
 use fuselage_ir::ops::gelu::GeluApproximate;
 use fuselage_ir::ops::logical::LogicalKind;
+use fuselage_ir::ops::math::MathFn;
 use fuselage_ir::ops::reduce::ReduceKind;
 use fuselage_ir::ops::rope::RopeStyle;
 use fuselage_ir::ops::scatter_elements::ScatterReduction;
@@ -66,6 +68,11 @@ pub(crate) fn classify(
         // `add` of bools, whose sum must saturate at 1).
         Op::ScatterElements(s) if !native_scatter(s.reduction, operands) => Lowering::Host,
         Op::ScatterNd(s) if !native_scatter(s.reduction, operands) => Lowering::Host,
+        // Exact integer bit patterns and exact remainders (burn's `float_remainder` computes
+        // `a - b·floor(a/b)`, which is not exact, and has no C fmod); products: burn's generic
+        // `float_prod_dim` is `exp(Σ log x)`, wrong for negatives and zeros.
+        Op::Mod(_) | Op::Bitwise(_) => Lowering::Host,
+        Op::Reduce(r) if r.kind == ReduceKind::Prod => Lowering::Host,
         Op::MatMul(_)
         | Op::Linear(_)
         | Op::Attention(_)
@@ -105,6 +112,7 @@ pub(crate) fn classify(
         | Op::Erf(_)
         | Op::Sin(_)
         | Op::Cos(_)
+        | Op::Math(_)
         | Op::Relu(_)
         | Op::Sigmoid(_)
         | Op::Silu(_)
@@ -119,6 +127,8 @@ pub(crate) fn classify(
         | Op::Softmax(_)
         | Op::Reduce(_)
         | Op::ArgMax(_)
+        | Op::ArgMin(_)
+        | Op::Cumulative(_)
         | Op::Transpose(_)
         | Op::Reshape(_)
         | Op::BroadcastTo(_)
@@ -357,6 +367,7 @@ impl<B: Backend> Program<B> {
                 | Op::Not(_)
                 | Op::Iota(_)
                 | Op::ArgMax(_)
+                | Op::ArgMin(_)
         ) || matches!(&ins.op, Op::ScatterElements(s) if s.reduction == ScatterReduction::None)
             || matches!(&ins.op, Op::ScatterNd(s) if s.reduction == ScatterReduction::None)
             || ins.how == Lowering::Host
@@ -562,6 +573,26 @@ impl<B: Backend> Program<B> {
             Op::Erf(_) => un!(B::float_erf),
             Op::Sin(_) => un!(B::float_sin),
             Op::Cos(_) => un!(B::float_cos),
+            Op::Math(m) => match m.func {
+                MathFn::Floor => un!(B::float_floor),
+                MathFn::Ceil => un!(B::float_ceil),
+                // Ties to even, as the reference (burn's documented contract).
+                MathFn::Round => un!(B::float_round),
+                // burn's sign maps NaN to -1: keep NaN.
+                MathFn::Sign => un!(|x: F<B>| {
+                    let nan = B::float_is_nan(x.clone(), bool_dtype::<B>());
+                    B::float_mask_where(B::float_sign(x.clone()), nan, x)
+                }),
+                MathFn::Tan => un!(B::float_tan),
+                MathFn::Asin => un!(B::float_asin),
+                MathFn::Acos => un!(B::float_acos),
+                MathFn::Atan => un!(B::float_atan),
+                MathFn::Sinh => un!(B::float_sinh),
+                MathFn::Cosh => un!(B::float_cosh),
+                MathFn::Asinh => un!(B::float_asinh),
+                MathFn::Acosh => un!(B::float_acosh),
+                MathFn::Atanh => un!(B::float_atanh),
+            },
             Op::Relu(_) => un!(|x| B::float_clamp_min(x, Scalar::Float(0.0))),
             Op::Sigmoid(_) => un!(B::sigmoid),
             Op::Silu(_) => un!(|x: F<B>| B::float_mul(x.clone(), B::sigmoid(x))),
@@ -658,26 +689,77 @@ impl<B: Backend> Program<B> {
                 axes.sort_unstable();
                 axes.dedup();
                 let count: usize = axes.iter().map(|&d| shape_of::<B>(&x)[d]).product();
+                let target = resolve(&ins.result_types[0], bind)?;
+                if count == 0 {
+                    // ONNX's empty-set results; `round_to` brings ±inf onto integer ranges.
+                    return one(scalar::<B>(r.kind.empty_value(), &target, dev));
+                }
+                // burn's max/min_dim skip NaN (they go through argmax): propagate it here.
+                let float = ins.operand_types[0].dtype.is_float();
+                let mut nan = (float && matches!(r.kind, ReduceKind::Max | ReduceKind::Min))
+                    .then(|| bool_to_f::<B>(B::float_is_nan(x.clone(), bool_dtype::<B>())));
                 for &d in &axes {
                     x = match r.kind {
                         ReduceKind::Sum | ReduceKind::Mean => B::float_sum_dim(x, d),
                         ReduceKind::Max => B::float_max_dim(x, d),
                         ReduceKind::Min => B::float_min_dim(x, d),
+                        ReduceKind::Prod => return Err("reduce prod runs on the host".into()),
                     };
+                    nan = nan.map(|n| B::float_sum_dim(n, d));
+                }
+                if let Some(n) = nan {
+                    let any = B::float_greater_elem(n, Scalar::Float(0.0), bool_dtype::<B>());
+                    x = B::float_mask_fill(x, any, Scalar::Float(f64::NAN));
                 }
                 if r.kind == ReduceKind::Mean {
                     x = B::float_div_scalar(x, Scalar::Float(count as f64));
                 }
-                let target = resolve(&ins.result_types[0], bind)?;
                 one(B::float_reshape(x, sh(&target)))
             }
             Op::ArgMax(am) => {
                 let x = a.pop().ok_or("missing operand")?;
-                let d = axis(am.axis, rank0)?;
-                let i = B::float_argmax(x, d, int_dtype::<B>());
-                let f = B::int_into_float(i, float_dtype::<B>());
                 let target = resolve(&ins.result_types[0], bind)?;
-                one(B::float_reshape(f, sh(&target)))
+                let float = ins.operand_types[0].dtype.is_float();
+                let (d, last) = (axis(am.axis, rank0)?, am.select_last_index);
+                one(arg_extreme::<B>(
+                    name, x, d, false, last, float, &target, dev,
+                )?)
+            }
+            Op::ArgMin(am) => {
+                let x = a.pop().ok_or("missing operand")?;
+                let target = resolve(&ins.result_types[0], bind)?;
+                let float = ins.operand_types[0].dtype.is_float();
+                let (d, last) = (axis(am.axis, rank0)?, am.select_last_index);
+                one(arg_extreme::<B>(
+                    name, x, d, true, last, float, &target, dev,
+                )?)
+            }
+            Op::Cumulative(c) => {
+                let x = a.pop().ok_or("missing operand")?;
+                let s = shape_of::<B>(&x);
+                let d = axis(c.axis, s.len())?;
+                let n = s[d];
+                if s.contains(&0) {
+                    return one(x);
+                }
+                let x = if c.reverse { B::float_flip(x, &[d]) } else { x };
+                let (mut y, identity) = match c.kind {
+                    CumulativeKind::Sum => (B::float_cumsum(x, d), 0.0),
+                    CumulativeKind::Prod => (B::float_cumprod(x, d), 1.0),
+                };
+                if c.exclusive {
+                    // Shift by one along the axis, the identity first (exact: no subtraction).
+                    let mut s1 = s.clone();
+                    s1[d] = 1;
+                    let first = scalar::<B>(identity, &s1, dev);
+                    y = if n == 1 {
+                        first
+                    } else {
+                        let head = take_range::<B>(y, d, 0, n as i64 - 1, 1, dev)?;
+                        B::float_cat(vec![first, head], d)
+                    };
+                }
+                one(if c.reverse { B::float_flip(y, &[d]) } else { y })
             }
             Op::Transpose(t) => {
                 let x = a.pop().ok_or("missing operand")?;
@@ -1037,6 +1119,54 @@ impl<B: Backend> Program<B> {
             Ok(B::float_cat(vec![rot, rest], last))
         }
     }
+}
+
+/// `argmax`/`argmin` along `d` with the reference's rules: ties to the first index (burn's
+/// arg ops keep the first of equal values) or, with `last`, to the last (searching the flipped
+/// axis); a NaN beats every number (burn's comparisons skip NaN, so lanes holding one take the
+/// index of their first NaN instead). The result is reshaped to `target`.
+#[allow(clippy::too_many_arguments)]
+fn arg_extreme<B: Backend>(
+    op: &str,
+    x: F<B>,
+    d: usize,
+    min: bool,
+    last: bool,
+    float: bool,
+    target: &[usize],
+    device: &B::Device,
+) -> R<F<B>> {
+    let n = shape_of::<B>(&x)[d];
+    if target.contains(&0) {
+        return Ok(B::float_empty(sh(target), device, float_dtype::<B>()));
+    }
+    if n == 0 {
+        return Err(format!(
+            "{op} over an empty axis {d} of shape {:?}",
+            shape_of::<B>(&x)
+        ));
+    }
+    let x = if last { B::float_flip(x, &[d]) } else { x };
+    let index = |i| B::int_into_float(i, float_dtype::<B>());
+    let mut i = index(if min {
+        B::float_argmin(x.clone(), d, int_dtype::<B>())
+    } else {
+        B::float_argmax(x.clone(), d, int_dtype::<B>())
+    });
+    if float {
+        let nan = bool_to_f::<B>(B::float_is_nan(x, bool_dtype::<B>()));
+        let first_nan = index(B::float_argmax(nan.clone(), d, int_dtype::<B>()));
+        let any = B::float_greater_elem(
+            B::float_sum_dim(nan, d),
+            Scalar::Float(0.0),
+            bool_dtype::<B>(),
+        );
+        i = B::float_mask_where(i, any, first_nan);
+    }
+    if last {
+        i = B::float_add_scalar(B::float_neg(i), Scalar::Float((n - 1) as f64));
+    }
+    Ok(B::float_reshape(i, sh(target)))
 }
 
 /// Bindings of a callee from its argument shapes.

@@ -24,7 +24,8 @@
 //!
 //! Almost every op is lowered onto burn's tensor operations (see [`Lowering::Native`]). The exact
 //! low-precision codecs (`quantize`, `dequantize`), `top_k`, `mmca_attention`, `scatter_elements`
-//! and `scatter_nd` with a `mul`/`max`/`min` reduction (or `add` on bools), and `attention` with
+//! and `scatter_nd` with a `mul`/`max`/`min` reduction (or `add` on bools), the exact integer
+//! and remainder ops (`bitwise`, `mod`), `reduce` with kind `prod`, and `attention` with
 //! a non-causal boolean-style pattern run through the reference implementation on the host
 //! ([`Lowering::Host`]): operands are downloaded, the op's f64 reference semantics run, results
 //! are uploaded. On the CPU backend the hot f32 ops run on fuselage's own kernels

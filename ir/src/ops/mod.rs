@@ -24,8 +24,10 @@ pub mod all_gather;
 pub mod all_reduce;
 pub mod all_to_all;
 pub mod argmax;
+pub mod argmin;
 pub mod attention;
 pub mod avg_pool2d;
+pub mod bitwise;
 pub mod broadcast_to;
 pub mod call;
 pub mod cast;
@@ -35,6 +37,7 @@ pub mod concat;
 pub mod constant;
 pub mod conv2d;
 pub mod cos;
+pub mod cumulative;
 pub mod dequantize;
 pub mod dims;
 pub mod div;
@@ -52,10 +55,12 @@ pub mod layer_norm;
 pub mod linear;
 pub mod log;
 pub mod logical;
+pub mod math;
 pub mod matmul;
 pub mod maximum;
 pub mod minimum;
 pub mod mmca_attention;
+pub mod mod_;
 pub mod mul;
 pub mod neg;
 pub mod not;
@@ -212,6 +217,9 @@ ops! {
     Erf => erf::Erf,
     Sin => sin::Sin,
     Cos => cos::Cos,
+    Math => math::Math,
+    Mod => mod_::Mod,
+    Bitwise => bitwise::Bitwise,
     Relu => relu::Relu,
     Sigmoid => sigmoid::Sigmoid,
     Silu => silu::Silu,
@@ -227,6 +235,8 @@ ops! {
     Softmax => softmax::Softmax,
     Reduce => reduce::Reduce,
     ArgMax => argmax::ArgMax,
+    ArgMin => argmin::ArgMin,
+    Cumulative => cumulative::Cumulative,
     TopK => top_k::TopK,
     Transpose => transpose::Transpose,
     Reshape => reshape::Reshape,

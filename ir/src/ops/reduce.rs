@@ -1,4 +1,4 @@
-//! `reduce`: sum, mean, max or min over a set of axes.
+//! `reduce`: sum, product, mean, max or min over a set of axes.
 
 use super::util::{broadcast_strides, expect_arity, expect_float, expect_numeric, for_each_index};
 use super::util::{normalize_axes, op_err};
@@ -14,20 +14,40 @@ use serde::{Deserialize, Serialize};
 pub enum ReduceKind {
     /// Sum (0 over an empty set).
     Sum,
-    /// Arithmetic mean (float dtypes only).
+    /// Arithmetic mean (float dtypes only; NaN over an empty set).
     Mean,
-    /// Maximum (NaN propagates).
+    /// Maximum (NaN propagates; `-inf` over an empty set, the dtype's minimum for integers and
+    /// for floats without infinities).
     Max,
-    /// Minimum (NaN propagates).
+    /// Minimum (NaN propagates; `+inf` over an empty set, the dtype's maximum for integers and
+    /// for floats without infinities).
     Min,
+    /// Product (1 over an empty set).
+    Prod,
+}
+
+impl ReduceKind {
+    /// The result over an empty set, before rounding to the dtype: the identity of the
+    /// combination (ONNX's empty-set semantics; `-inf`/`+inf` round to an integer dtype's
+    /// minimum/maximum), NaN for the mean.
+    pub fn empty_value(self) -> f64 {
+        match self {
+            ReduceKind::Sum => 0.0,
+            ReduceKind::Prod => 1.0,
+            ReduceKind::Mean => f64::NAN,
+            ReduceKind::Max => f64::NEG_INFINITY,
+            ReduceKind::Min => f64::INFINITY,
+        }
+    }
 }
 
 /// Reduce `axes` of one numeric operand (bool is rejected; `mean` needs a float dtype).
 ///
-/// Accumulation is in f64, rounded once to the operand's dtype (integer sums saturate). `axes`
-/// must be non-empty and distinct (negative axes count from the end); the reduced dims are
-/// dropped, or kept as size 1 with `keepdims`. `mean`, `max` and `min` over zero elements are
-/// evaluation errors.
+/// Accumulation is in f64, rounded once to the operand's dtype (integer sums and products
+/// saturate). `axes` must be non-empty and distinct (negative axes count from the end); the
+/// reduced dims are dropped, or kept as size 1 with `keepdims`. Over zero elements (a reduced
+/// dim of size 0) the result is ONNX's: [`ReduceKind::empty_value`] rounded to the dtype (sum
+/// 0, prod 1, mean NaN, max `-inf` or the dtype's minimum, min `+inf` or its maximum).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reduce {
@@ -80,18 +100,9 @@ impl OpSpec for Reduce {
             .collect();
         let count: usize = axes.iter().map(|&a| x.shape()[a]).product();
         let n_out: usize = keep.iter().product();
-        if count == 0 && n_out > 0 && self.kind != ReduceKind::Sum {
-            crate::bail!(
-                "reduce {:?} over zero elements (axes {:?} of shape {:?})",
-                self.kind,
-                self.axes,
-                x.shape()
-            );
-        }
         let init = match self.kind {
             ReduceKind::Sum | ReduceKind::Mean => 0.0,
-            ReduceKind::Max => f64::NEG_INFINITY,
-            ReduceKind::Min => f64::INFINITY,
+            k => k.empty_value(),
         };
         let mut acc = vec![init; n_out];
         let strides = [strides_of(x.shape()), broadcast_strides(&keep, x.shape())];
@@ -101,12 +112,14 @@ impl OpSpec for Reduce {
             let (v, a) = (d[o[0]], &mut acc[o[1]]);
             *a = match kind {
                 ReduceKind::Sum | ReduceKind::Mean => *a + v,
+                ReduceKind::Prod => *a * v,
                 _ if v.is_nan() || a.is_nan() => f64::NAN,
                 ReduceKind::Max => a.max(v),
                 ReduceKind::Min => a.min(v),
             };
         });
         if kind == ReduceKind::Mean {
+            // 0 / 0 is the NaN of an empty mean.
             acc.iter_mut().for_each(|a| *a /= count as f64);
         }
         let shape = if self.keepdims {
@@ -134,12 +147,13 @@ mod tests {
     proptest! {
         #[test]
         fn matches_naive_formula(
-            shape in prop::collection::vec(1usize..4, 1..4),
+            // Size-0 dims exercise the empty-set results.
+            shape in prop::collection::vec(0usize..4, 1..4),
             mask in 1u32..8,
             negate: bool,
             keepdims: bool,
             kind in prop::sample::select(vec![ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max,
-                                              ReduceKind::Min]),
+                                              ReduceKind::Min, ReduceKind::Prod]),
             dt in prop::sample::select(vec![DType::F64, DType::F32, DType::F16, DType::BF16,
                                             DType::I32, DType::I8]),
             seed in 0u64..1000,
@@ -168,8 +182,9 @@ mod tests {
                     match kind {
                         ReduceKind::Sum => vals.iter().sum(),
                         ReduceKind::Mean => vals.iter().sum::<f64>() / vals.len() as f64,
-                        ReduceKind::Max => vals.iter().cloned().fold(f64::MIN, f64::max),
-                        ReduceKind::Min => vals.iter().cloned().fold(f64::MAX, f64::min),
+                        ReduceKind::Max => vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                        ReduceKind::Min => vals.iter().cloned().fold(f64::INFINITY, f64::min),
+                        ReduceKind::Prod => vals.iter().product(),
                     }
                 })
                 .collect();
@@ -206,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_axes_dtypes_and_empty_reductions_are_errors() {
+    fn bad_axes_and_dtypes_are_errors() {
         let x = rand_tensor(DType::F32, vec![2, 0], 0);
         let op = |kind, axes: Vec<i64>| {
             Op::Reduce(Reduce {
@@ -227,12 +242,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("axis 2 is out of range for rank 2"), "{e}");
-        let e = eval_op(op(ReduceKind::Max, vec![1]), std::slice::from_ref(&x))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("zero elements"), "{e}");
-        let out = eval_op(op(ReduceKind::Sum, vec![1]), &[x]).unwrap();
-        assert_eq!(out[0].data(), &[0.0, 0.0]);
         let i = rand_tensor(DType::I32, vec![2], 0);
         let e = eval_op(op(ReduceKind::Mean, vec![0]), &[i])
             .unwrap_err()
@@ -240,5 +249,64 @@ mod tests {
         assert!(e.contains("float") && e.contains("i32[2]"), "{e}");
         let n = Tensor::new(DType::F32, vec![2], vec![f64::NAN, 1.0]).unwrap();
         assert!(eval_op(op(ReduceKind::Max, vec![0]), &[n]).unwrap()[0].data()[0].is_nan());
+    }
+
+    #[test]
+    fn empty_sets_give_onnx_identities() {
+        let op = |kind, keepdims| {
+            Op::Reduce(Reduce {
+                kind,
+                axes: vec![1],
+                keepdims,
+            })
+        };
+        let run = |kind, dt| {
+            let x = Tensor::new(dt, vec![2, 0], vec![]).unwrap();
+            eval_op(op(kind, false), &[x]).unwrap()[0].clone()
+        };
+        let inf = f64::INFINITY;
+        assert_eq!(run(ReduceKind::Sum, DType::F32).data(), &[0.0, 0.0]);
+        assert_eq!(run(ReduceKind::Prod, DType::I32).data(), &[1.0, 1.0]);
+        assert_eq!(run(ReduceKind::Max, DType::F32).data(), &[-inf, -inf]);
+        assert_eq!(run(ReduceKind::Min, DType::F16).data(), &[inf, inf]);
+        assert_eq!(run(ReduceKind::Max, DType::I8).data(), &[-128.0, -128.0]);
+        assert_eq!(run(ReduceKind::Min, DType::U8).data(), &[255.0, 255.0]);
+        assert_eq!(
+            run(ReduceKind::Min, DType::I32).data(),
+            &[i32::MAX as f64; 2]
+        );
+        // Floats without infinities saturate to their extremes.
+        assert_eq!(
+            run(ReduceKind::Max, DType::F8E4M3FN).data(),
+            &[-448.0, -448.0]
+        );
+        let mean = run(ReduceKind::Mean, DType::BF16);
+        assert_eq!(mean.shape(), &[2]);
+        assert!(mean.data().iter().all(|v| v.is_nan()));
+        // keepdims keeps the emptied axis as size 1; an empty result stays empty.
+        let x = Tensor::new(DType::F32, vec![0, 3], vec![]).unwrap();
+        let out = eval_op(
+            Op::Reduce(Reduce {
+                kind: ReduceKind::Max,
+                axes: vec![0],
+                keepdims: true,
+            }),
+            std::slice::from_ref(&x),
+        )
+        .unwrap();
+        assert_eq!(out[0].shape(), &[1, 3]);
+        assert_eq!(out[0].data(), &[-inf; 3]);
+        let out = eval_op(op(ReduceKind::Prod, true), &[x]).unwrap();
+        assert_eq!(out[0].shape(), &[0, 1]);
+        // Products: signs, zeros and NaN.
+        let p = Tensor::new(
+            DType::F64,
+            vec![2, 3],
+            vec![-1.0, 2.0, 3.0, 0.5, f64::NAN, 0.0],
+        )
+        .unwrap();
+        let out = eval_op(op(ReduceKind::Prod, false), &[p]).unwrap();
+        assert_eq!(out[0].data()[0], -6.0);
+        assert!(out[0].data()[1].is_nan());
     }
 }

@@ -171,7 +171,10 @@ pub fn check_rounded(
     for (i, (&g, &w)) in got.data().iter().zip(naive).enumerate() {
         let d = 1e-9 * (1.0 + w.abs());
         // Rounding is monotonic: the op's result must lie between the roundings of w ∓ d.
-        let ok = (dtype.round(w - d) <= g && g <= dtype.round(w + d)) || g.is_nan() && w.is_nan();
+        // (Exact equality first: for an infinite `w`, `w ∓ d` is NaN.)
+        let ok = g == dtype.round(w)
+            || (dtype.round(w - d) <= g && g <= dtype.round(w + d))
+            || g.is_nan() && w.is_nan();
         if !ok {
             return Err(format!(
                 "element {i}: got {g}, expected {} ({dtype}, naive {w})",

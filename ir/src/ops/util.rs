@@ -592,6 +592,19 @@ mod tests {
                 r#"{"split_axis":2,"concat_axis":1,"mesh_axis":"sp","world":4}"#,
             ),
             ("call", r#"{"callee":"block"}"#),
+            ("math", r#"{"fn":"round"}"#),
+            ("mod", r#"{"fmod":true}"#),
+            ("bitwise", r#"{"kind":"shr"}"#),
+            (
+                "cumulative",
+                r#"{"kind":"prod","axis":-1,"exclusive":true,"reverse":true}"#,
+            ),
+            (
+                "argmax",
+                r#"{"axis":1,"keepdims":true,"select_last_index":true}"#,
+            ),
+            ("argmin", r#"{"axis":-1,"select_last_index":false}"#),
+            ("reduce", r#"{"kind":"prod","axes":[0,-1]}"#),
             ("for", r#"{"body":"step","trip_count":50}"#),
         ];
         for (name, attrs) in cases {
