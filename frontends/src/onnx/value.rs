@@ -227,6 +227,14 @@ pub(crate) fn sym_eval(op: &Op, args: &[&SymT], results: &[TensorType], facts: &
                 .map(Some)
                 .map_err(e)
         }),
+        Op::Mod(m) if !m.fmod => bin(&|a, b| {
+            // a mod k = a − k·⌊a/k⌋ for a positive constant k.
+            let Some(k) = b.as_const().filter(|&k| k > 0) else {
+                return Ok(None);
+            };
+            let q = a.div_floor(k as u64).map_err(e)?;
+            a.sub(&q.mul_int(k).map_err(e)?).map(Some).map_err(e)
+        }),
         Op::Neg(_) => {
             let [a] = args else { return Ok(None) };
             broadcast_map(&[a], &out_shape, dt, |x| x[0].neg().map(Some).map_err(e))
@@ -434,6 +442,7 @@ pub(crate) fn sym_eval(op: &Op, args: &[&SymT], results: &[TensorType], facts: &
                             .and_then(|d| d.simplify(facts))
                             .map_err(e)?
                     }
+                    ReduceKind::Prod => Dim::product(g.into_iter()).map_err(e)?,
                     _ => return Ok(None),
                 };
                 data.push(v);

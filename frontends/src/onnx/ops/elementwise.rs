@@ -16,6 +16,25 @@ pub(crate) const OPS: &[(&str, Convert)] = &[
     ("Mul", arith),
     ("Div", arith),
     ("Pow", pow),
+    ("Mod", modulo),
+    ("BitShift", bitwise),
+    ("BitwiseAnd", bitwise),
+    ("BitwiseOr", bitwise),
+    ("BitwiseXor", bitwise),
+    ("BitwiseNot", bitwise),
+    ("Floor", math),
+    ("Ceil", math),
+    ("Round", math),
+    ("Sign", math),
+    ("Tan", math),
+    ("Asin", math),
+    ("Acos", math),
+    ("Atan", math),
+    ("Sinh", math),
+    ("Cosh", math),
+    ("Asinh", math),
+    ("Acosh", math),
+    ("Atanh", math),
     ("Max", variadic),
     ("Min", variadic),
     ("Sum", variadic),
@@ -93,6 +112,58 @@ fn pow(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     one(cx.cast_to(r, dt)?)
 }
 
+fn modulo(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let (x, y) = (cx.input(n, 0)?, cx.input(n, 1)?);
+    let fmod = n.flag("fmod", false);
+    if !fmod && cx.dtype(&x)?.is_float() {
+        bad!("Mod of floats needs fmod = 1");
+    }
+    one(cx.bin_bc(Op::Mod(irops::mod_::Mod { fmod }), x, y)?)
+}
+
+fn bitwise(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    use irops::bitwise::{Bitwise, BitwiseKind};
+    let kind = match n.op_type() {
+        "BitShift" => match n.s_or("direction", "").as_str() {
+            "LEFT" => BitwiseKind::Shl,
+            "RIGHT" => BitwiseKind::Shr,
+            other => bad!("direction must be LEFT or RIGHT, found `{other}`"),
+        },
+        "BitwiseAnd" => BitwiseKind::And,
+        "BitwiseOr" => BitwiseKind::Or,
+        "BitwiseXor" => BitwiseKind::Xor,
+        _ => BitwiseKind::Not,
+    };
+    let x = cx.input(n, 0)?;
+    let op = Op::Bitwise(Bitwise { kind });
+    if kind == BitwiseKind::Not {
+        return one(cx.un(op, x)?);
+    }
+    let y = cx.input(n, 1)?;
+    one(cx.bin_bc(op, x, y)?)
+}
+
+fn math(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    use irops::math::{Math, MathFn};
+    let func = match n.op_type() {
+        "Floor" => MathFn::Floor,
+        "Ceil" => MathFn::Ceil,
+        "Round" => MathFn::Round,
+        "Sign" => MathFn::Sign,
+        "Tan" => MathFn::Tan,
+        "Asin" => MathFn::Asin,
+        "Acos" => MathFn::Acos,
+        "Atan" => MathFn::Atan,
+        "Sinh" => MathFn::Sinh,
+        "Cosh" => MathFn::Cosh,
+        "Asinh" => MathFn::Asinh,
+        "Acosh" => MathFn::Acosh,
+        _ => MathFn::Atanh,
+    };
+    let x = cx.input(n, 0)?;
+    one(cx.un(Op::Math(Math { func }), x)?)
+}
+
 fn variadic(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     no_legacy_broadcast(n)?;
     let args = cx.inputs(n)?;
@@ -139,7 +210,7 @@ fn unary(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
 
 /// Activations composed from IR ops (each formula is the ONNX definition).
 fn activation(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    let x = cx.input(n, 0)?;
+    let (x, dt) = cx.widen(cx.input(n, 0)?)?;
     let exp = |cx: &mut Importer, v: Val| cx.un(Op::Exp(irops::exp::Exp {}), v);
     let c = |cx: &mut Importer, x: &Val, v: f64, what: &str| cx.scalar_like(x, v, what);
     let out = match n.op_type() {
@@ -224,7 +295,6 @@ fn activation(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
             // Shrink: x < −λ ? x + bias : x > λ ? x − bias : 0
             let l = n.f("lambd", 0.5);
             let b = n.f("bias", 0.0);
-            let dt = cx.dtype(&x)?;
             let (xs, lam, nlam, bias, zero) = if dt.is_float() {
                 (
                     x.clone(),
@@ -252,7 +322,7 @@ fn activation(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
             cx.cast_to(r, dt)?
         }
     };
-    one(out)
+    one(cx.narrow(out, dt)?)
 }
 
 fn softplus(cx: &mut Importer, x: Val) -> NResult<Val> {

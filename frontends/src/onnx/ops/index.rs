@@ -1,4 +1,5 @@
-//! Indexing ops: Gather, OneHot.
+//! Indexing ops: Gather, GatherElements, GatherND, Scatter(Elements), ScatterND, OneHot,
+//! Trilu.
 
 use super::{axis, one, Convert};
 use crate::onnx::import::Importer;
@@ -8,13 +9,96 @@ use fuselage_ir::ops::compare::Predicate;
 use fuselage_ir::ops::{self as irops, Op};
 use fuselage_ir::{DType, Dim};
 
-pub(crate) const OPS: &[(&str, Convert)] = &[("Gather", gather), ("OneHot", one_hot)];
+pub(crate) const OPS: &[(&str, Convert)] = &[
+    ("Gather", gather),
+    ("GatherElements", gather_elements),
+    ("GatherND", gather_nd),
+    ("Scatter", scatter_elements),
+    ("ScatterElements", scatter_elements),
+    ("ScatterND", scatter_nd),
+    ("OneHot", one_hot),
+    ("Trilu", trilu),
+];
+
+fn int_indices(cx: &Importer, idx: &Val) -> NResult<()> {
+    if !cx.dtype(idx)?.is_int() {
+        bad!("indices must be integers, found {}", cx.dtype(idx)?);
+    }
+    Ok(())
+}
+
+fn gather_elements(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let (x, idx) = (cx.input(n, 0)?, cx.input(n, 1)?);
+    int_indices(cx, &idx)?;
+    let op = Op::GatherElements(irops::gather_elements::GatherElements {
+        axis: n.i("axis", 0),
+    });
+    one(cx.bin(op, x, idx)?)
+}
+
+fn gather_nd(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let (x, idx) = (cx.input(n, 0)?, cx.input(n, 1)?);
+    int_indices(cx, &idx)?;
+    let bd = n.i("batch_dims", 0);
+    if bd < 0 {
+        bad!("batch_dims {bd} is negative");
+    }
+    let op = Op::GatherNd(irops::gather_nd::GatherNd {
+        batch_dims: bd as u64,
+    });
+    one(cx.bin(op, x, idx)?)
+}
+
+fn reduction(n: &Node) -> NResult<irops::scatter_elements::ScatterReduction> {
+    use irops::scatter_elements::ScatterReduction as R;
+    Ok(match n.s_or("reduction", "none").as_str() {
+        "none" => R::None,
+        "add" => R::Add,
+        "mul" => R::Mul,
+        "max" => R::Max,
+        "min" => R::Min,
+        other => bad!("unknown reduction `{other}`"),
+    })
+}
+
+fn scatter_elements(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let (x, idx, upd) = (cx.input(n, 0)?, cx.input(n, 1)?, cx.input(n, 2)?);
+    int_indices(cx, &idx)?;
+    let op = Op::ScatterElements(irops::scatter_elements::ScatterElements {
+        axis: n.i("axis", 0),
+        reduction: reduction(n)?,
+    });
+    one(cx.emit(op, &[x, idx, upd])?)
+}
+
+fn scatter_nd(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let (x, idx, upd) = (cx.input(n, 0)?, cx.input(n, 1)?, cx.input(n, 2)?);
+    int_indices(cx, &idx)?;
+    let op = Op::ScatterNd(irops::scatter_nd::ScatterNd {
+        reduction: reduction(n)?,
+    });
+    one(cx.emit(op, &[x, idx, upd])?)
+}
+
+fn trilu(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let x = cx.input(n, 0)?;
+    let k = match cx.opt_input(n, 1)? {
+        Some(kv) => match cx.ints(&kv, "k")?.as_slice() {
+            [k] => *k,
+            v => bad!("k must hold one value, found {}", v.len()),
+        },
+        None => 0,
+    };
+    let op = Op::Trilu(irops::trilu::Trilu {
+        upper: n.flag("upper", true),
+        k,
+    });
+    one(cx.un(op, x)?)
+}
 
 fn gather(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let (x, idx) = (cx.input(n, 0)?, cx.input(n, 1)?);
-    if !cx.dtype(&idx)?.is_int() {
-        bad!("indices must be integers, found {}", cx.dtype(&idx)?);
-    }
+    int_indices(cx, &idx)?;
     let ax = n.i("axis", 0);
     one(cx.bin(Op::Gather(irops::gather::Gather { axis: ax }), x, idx)?)
 }

@@ -13,6 +13,7 @@ mod index;
 mod linalg;
 mod loss;
 mod nn;
+mod quant;
 mod reduce;
 mod shape;
 
@@ -39,6 +40,7 @@ const FAMILIES: &[&[(&str, Convert)]] = &[
     nn::OPS,
     attention::OPS,
     loss::OPS,
+    quant::OPS,
 ];
 
 /// The converter of an op type in a domain (`""` is the default ONNX domain).
@@ -141,6 +143,23 @@ impl Importer<'_> {
         let y = v.pop().ok_or_else(|| super::node::err("internal: align"))?;
         let x = v.pop().ok_or_else(|| super::node::err("internal: align"))?;
         Ok((x, y))
+    }
+
+    /// For a composition that is one ONNX op: the operand in f32 when its dtype is a 16- or
+    /// 8-bit float (so the op rounds once, at the end, as the ONNX reference computes it), and
+    /// the dtype to return to with [`Importer::narrow`].
+    pub(crate) fn widen(&mut self, x: Val) -> NResult<(Val, DType)> {
+        let dt = self.dtype(&x)?;
+        if dt.is_float() && dt.bits() < 32 {
+            Ok((self.cast_to(x, DType::F32)?, dt))
+        } else {
+            Ok((x, dt))
+        }
+    }
+
+    /// Back to the dtype [`Importer::widen`] returned.
+    pub(crate) fn narrow(&mut self, y: Val, dt: DType) -> NResult<Val> {
+        self.cast_to(y, dt)
     }
 
     /// `op(x)`.

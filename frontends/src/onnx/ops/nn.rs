@@ -221,12 +221,15 @@ fn batch_norm(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     if n.opset < 9 && !n.flag("spatial", true) {
         unsup!("spatial = 0 (per-activation statistics)");
     }
-    let x = cx.input(n, 0)?;
+    let (x, dt) = cx.widen(cx.input(n, 0)?)?;
     let r = cx.rank(&x)?;
-    let scale = cx.input(n, 1)?;
-    let bias = cx.input(n, 2)?;
-    let mean = cx.input(n, 3)?;
-    let var = cx.input(n, 4)?;
+    let wdt = cx.dtype(&x)?;
+    let mut p = vec![];
+    for i in 1..5 {
+        let v = cx.input(n, i)?;
+        p.push(cx.cast_to(v, wdt)?);
+    }
+    let [scale, bias, mean, var] = <[Val; 4]>::try_from(p).map_err(|_| err("internal"))?;
     let eps = n.f("epsilon", 1e-5);
     let (scale, bias, mean, var) = (
         per_channel(cx, scale, r)?,
@@ -240,7 +243,8 @@ fn batch_norm(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let c = cx.sub(x, mean)?;
     let z = cx.div(c, sd)?;
     let y = cx.mul(z, scale)?;
-    one(cx.add(y, bias)?)
+    let y = cx.add(y, bias)?;
+    one(cx.narrow(y, dt)?)
 }
 
 fn instance_norm(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
@@ -408,7 +412,7 @@ fn rms_norm(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
 
 /// LRN: `x / (bias + α/size · Σ x²)^β` over a window of `size` channels.
 fn lrn(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    let x = cx.input(n, 0)?;
+    let (x, dt) = cx.widen(cx.input(n, 0)?)?;
     let size = n.i("size", 0);
     if size < 1 {
         bad!("size must be >= 1");
@@ -459,7 +463,8 @@ fn lrn(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let t = cx.mul(sum, a)?;
     let t = cx.add(t, b)?;
     let t = cx.bin(Op::Pow(irops::pow::Pow {}), t, p)?;
-    one(cx.div(x, t)?)
+    let y = cx.div(x, t)?;
+    one(cx.narrow(y, dt)?)
 }
 
 /// Resize / Upsample with mode `nearest` by equal integer scales of H and W (2-D NCHW).

@@ -3,7 +3,7 @@
 
 use super::{axis, one, Convert};
 use crate::onnx::import::Importer;
-use crate::onnx::node::{bad, unsup, NResult, Node};
+use crate::onnx::node::{bad, NResult, Node};
 use crate::onnx::value::Val;
 use fuselage_ir::ops::compare::Predicate;
 use fuselage_ir::ops::reduce::ReduceKind;
@@ -21,6 +21,10 @@ pub(crate) const OPS: &[(&str, Convert)] = &[
     ("ReduceLogSum", reduce),
     ("ReduceLogSumExp", reduce),
     ("ArgMax", argmax),
+    ("ArgMin", argmax),
+    ("ReduceProd", reduce),
+    ("CumSum", cumulative),
+    ("CumProd", cumulative),
     ("TopK", top_k),
     ("Softmax", softmax),
     ("LogSoftmax", softmax),
@@ -69,6 +73,7 @@ fn reduce(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
         "ReduceSum" => cx.reduce(ReduceKind::Sum, x, axes, keep)?,
         "ReduceMax" => cx.reduce(ReduceKind::Max, x, axes, keep)?,
         "ReduceMin" => cx.reduce(ReduceKind::Min, x, axes, keep)?,
+        "ReduceProd" => cx.reduce(ReduceKind::Prod, x, axes, keep)?,
         "ReduceMean" => {
             if dt.is_float() {
                 cx.reduce(ReduceKind::Mean, x, axes, keep)?
@@ -137,15 +142,44 @@ fn reduce(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
 }
 
 fn argmax(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    if n.flag("select_last_index", false) {
-        unsup!("select_last_index = 1");
-    }
     let x = cx.input(n, 0)?;
-    let keep = n.flag("keepdims", true);
-    one(cx.un(
+    let (axis, keepdims) = (n.i("axis", 0), n.flag("keepdims", true));
+    let select_last_index = n.flag("select_last_index", false);
+    let op = if n.op_type() == "ArgMax" {
         Op::ArgMax(irops::argmax::ArgMax {
-            axis: n.i("axis", 0),
-            keepdims: keep,
+            axis,
+            keepdims,
+            select_last_index,
+        })
+    } else {
+        Op::ArgMin(irops::argmin::ArgMin {
+            axis,
+            keepdims,
+            select_last_index,
+        })
+    };
+    one(cx.un(op, x)?)
+}
+
+/// CumSum / CumProd: the axis is an input (a scalar).
+fn cumulative(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let x = cx.input(n, 0)?;
+    let av = cx.input(n, 1)?;
+    let axis = match cx.ints(&av, "axis")?.as_slice() {
+        [a] => *a,
+        v => bad!("axis must hold one value, found {}", v.len()),
+    };
+    let kind = if n.op_type() == "CumSum" {
+        irops::cumulative::CumulativeKind::Sum
+    } else {
+        irops::cumulative::CumulativeKind::Prod
+    };
+    one(cx.un(
+        Op::Cumulative(irops::cumulative::Cumulative {
+            kind,
+            axis,
+            exclusive: n.flag("exclusive", false),
+            reverse: n.flag("reverse", false),
         }),
         x,
     )?)
@@ -198,6 +232,7 @@ fn softmax(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
                 Op::ArgMax(irops::argmax::ArgMax {
                     axis: work_axis,
                     keepdims: true,
+                    select_last_index: false,
                 }),
                 y.clone(),
             )?;
@@ -238,7 +273,7 @@ fn global_pool(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
 
 /// `x / ‖x‖ₚ` along `axis` (p = 1 or 2; 0 where the norm is 0).
 fn lp_normalization(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    let x = cx.input(n, 0)?;
+    let (x, dt) = cx.widen(cx.input(n, 0)?)?;
     let p = n.i("p", 2);
     let ax = n.i("axis", -1);
     let norm = match p {
@@ -257,12 +292,13 @@ fn lp_normalization(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let zero = cx.scalar_like(&norm, 0.0, "zero")?;
     let is0 = cx.compare(Predicate::Eq, norm.clone(), zero.clone())?;
     let q = cx.div(x, norm)?;
-    one(cx.select(is0, zero, q)?)
+    let y = cx.select(is0, zero, q)?;
+    one(cx.narrow(y, dt)?)
 }
 
 /// `(x − mean) / √(var + 1e-9)` over `axes` (default N, H, W).
 fn mean_variance_normalization(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    let x = cx.input(n, 0)?;
+    let (x, dt) = cx.widen(cx.input(n, 0)?)?;
     let axes = n.ints("axes").unwrap_or(vec![0, 2, 3]);
     let m = cx.reduce(ReduceKind::Mean, x.clone(), axes.clone(), true)?;
     let c = cx.sub(x, m)?;
@@ -271,5 +307,6 @@ fn mean_variance_normalization(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>>
     let eps = cx.scalar_like(&var, 1e-9, "eps")?;
     let v = cx.add(var, eps)?;
     let sd = cx.un(Op::Sqrt(irops::sqrt::Sqrt {}), v)?;
-    one(cx.div(c, sd)?)
+    let y = cx.div(c, sd)?;
+    one(cx.narrow(y, dt)?)
 }

@@ -31,6 +31,8 @@ pub(crate) const OPS: &[(&str, Convert)] = &[
     ("ConstantOfShape", constant_of_shape),
     ("Range", range),
     ("EyeLike", eye_like),
+    ("Pad", pad),
+    ("CenterCropPad", center_crop_pad),
     ("DepthToSpace", depth_to_space),
     ("SpaceToDepth", space_to_depth),
     ("NonZero", data_dependent),
@@ -461,6 +463,101 @@ fn range(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let scaled = cx.mul(i, dv)?;
     let sv = Val::Sym(Arc::new(SymT::scalar(start.clone(), dt)));
     one(cx.add(scaled, sv)?)
+}
+
+fn pad(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    use irops::pad::{Pad, PadMode};
+    let x = cx.input(n, 0)?;
+    let r = cx.rank(&x)?;
+    let mode = match n.s_or("mode", "constant").as_str() {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        "wrap" => PadMode::Wrap,
+        other => bad!("unknown mode `{other}`"),
+    };
+    let (given, value, axes): (Vec<Dim>, f64, Option<Vec<i64>>) = if n.opset < 11 {
+        let p = n
+            .ints(if n.opset < 2 { "paddings" } else { "pads" })
+            .ok_or_else(|| err("missing pads"))?;
+        (p.into_iter().map(d).collect(), n.f("value", 0.0), None)
+    } else {
+        let pv = cx.input(n, 1)?;
+        let pads = cx.dims_of(&pv, "pads")?;
+        let value = match cx.opt_input(n, 2)? {
+            Some(v) => {
+                let f = cx.floats(&v, "constant_value")?;
+                f.first().copied().unwrap_or(0.0)
+            }
+            None => 0.0,
+        };
+        let axes = match cx.opt_input(n, 3)? {
+            Some(v) => Some(cx.ints(&v, "axes")?),
+            None => None,
+        };
+        (pads, value, axes)
+    };
+    // Per-axis begins then ends, for the listed axes (all by default).
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&i| axis(i, r)).collect::<NResult<_>>()?,
+        None => (0..r).collect(),
+    };
+    if given.len() != 2 * axes.len() {
+        bad!("pads has {} entries for {} axes", given.len(), axes.len());
+    }
+    let mut pads = vec![Dim::default(); 2 * r];
+    for (k, &a) in axes.iter().enumerate() {
+        pads[a] = given[k].clone();
+        pads[r + a] = given[axes.len() + k].clone();
+    }
+    if pads.iter().all(|p| p.as_const() == Some(0)) {
+        return one(x);
+    }
+    one(cx.un(Op::Pad(Pad { pads, mode, value }), x)?)
+}
+
+/// CenterCropPad: crop or zero-pad each listed axis to the target size, centered (an odd
+/// difference puts the extra element at the end).
+fn center_crop_pad(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let x = cx.input(n, 0)?;
+    let sv = cx.input(n, 1)?;
+    let target = cx.ints(&sv, "shape")?;
+    let xs = cx.shape(&x)?;
+    let r = xs.len();
+    let axes: Vec<usize> = match n.ints("axes") {
+        Some(a) => a.iter().map(|&i| axis(i, r)).collect::<NResult<_>>()?,
+        None => (0..r).collect(),
+    };
+    if target.len() != axes.len() {
+        bad!("shape has {} entries for {} axes", target.len(), axes.len());
+    }
+    let mut pads = vec![Dim::default(); 2 * r];
+    for (&a, &t) in axes.iter().zip(&target) {
+        let Some(dim) = xs[a].fixed() else {
+            unsup!("CenterCropPad of symbolic dim {}", xs[a]);
+        };
+        let diff = t - dim as i64;
+        // Crop is a negative pad; the smaller half goes first.
+        let (lo, hi) = if diff >= 0 {
+            (diff / 2, diff - diff / 2)
+        } else {
+            let c = -diff;
+            (-(c / 2), -(c - c / 2))
+        };
+        pads[a] = d(lo);
+        pads[r + a] = d(hi);
+    }
+    if pads.iter().all(|p| p.as_const() == Some(0)) {
+        return one(x);
+    }
+    one(cx.un(
+        Op::Pad(irops::pad::Pad {
+            pads,
+            mode: irops::pad::PadMode::Constant,
+            value: 0.0,
+        }),
+        x,
+    )?)
 }
 
 fn eye_like(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
