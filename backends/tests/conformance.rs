@@ -1403,11 +1403,9 @@ fn indexing_ops_lowering_strided_operands_and_bad_indices() {
             let want = format!("{} index {bad} is out of range", c.op.name());
             assert!(err.contains(&want), "{name}: {err}");
         }
+    }
+}
 
-/// Values the random cases rarely hit, run on the reference and the lowered program (kernels on
-/// and off) with no tolerance: rounding ties, NaN in `sign`, `argmax`/`argmin` and `reduce`
-/// max/min (burn skips NaN there; the lowering must not), ties picked first or last,
-/// infinities in a scan; and an integer `mod` by zero is an error, not a panic.
 #[test]
 fn special_values_match_the_reference_exactly() {
     let (nan, inf) = (f64::NAN, f64::INFINITY);
