@@ -282,6 +282,9 @@ impl Constant {
             ))
         })?;
         let need = (n as u128 * self.ty.dtype.bits() as u128).div_ceil(8);
+        // The f64 reference holds 8 bytes per element once the constant is materialized.
+        crate::limits::check_budget(&format!("constant of type {}", self.ty), n as u128, 8)
+            .map_err(err)?;
         let have = match &self.storage {
             Storage::Dense { bytes } => bytes.len() as u128,
             Storage::File { len, .. } => *len as u128,

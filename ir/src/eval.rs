@@ -273,6 +273,16 @@ pub fn run_function(
                 };
                 args.push(t.ok_or_else(|| eval_err(format!("operand {o} was already freed")))?);
             }
+            for (k, ty) in node.results.iter().enumerate() {
+                if let Ok(shape) = ty.resolve(&bindings) {
+                    crate::limits::check_budget(
+                        &format!("result {k} ({ty} = {shape:?})"),
+                        crate::limits::elements(&shape),
+                        8,
+                    )
+                    .map_err(eval_err)?;
+                }
+            }
             let refs: Vec<&Tensor> = args.iter().collect();
             let cx = EvalCx {
                 module,

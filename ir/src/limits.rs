@@ -37,6 +37,27 @@ fn physical_memory() -> Option<u64> {
     kb.checked_mul(1024)
 }
 
+/// Check that a value of `elements` elements, each held in `bytes_each` bytes, fits the
+/// memory budget; the message names `what` and the sizes.
+pub fn check_budget(what: &str, elements: u128, bytes_each: u128) -> Result<(), String> {
+    let budget = memory_budget();
+    let bytes = elements.saturating_mul(bytes_each);
+    if bytes > budget as u128 {
+        return Err(format!(
+            "{what} needs {bytes} bytes ({elements} elements), over the memory budget of \
+             {budget} bytes (set FUSELAGE_MEMORY_BUDGET to change it)"
+        ));
+    }
+    Ok(())
+}
+
+/// Element count of a shape of fixed dims as `u128` (cannot overflow for rank < 2).
+pub fn elements(shape: &[usize]) -> u128 {
+    shape
+        .iter()
+        .fold(1u128, |a, &d| a.saturating_mul(d as u128))
+}
+
 /// Bytes of `elements` values of `bits` bits each, rounded up; `None` on overflow.
 pub fn bytes_of(elements: u64, bits: usize) -> Option<u64> {
     elements.checked_mul(bits as u64).map(|b| b.div_ceil(8))

@@ -171,7 +171,26 @@ pub fn verify_function(module: &Module, function: &str) -> Result<(), IrError> {
         }
     }
 
-    // 6. Types, in topological order.
+    // 6. Sizes: a value whose declared shape is fixed must fit the memory budget (the
+    // reference holds 8 bytes per element).
+    for (id, n) in g.nodes() {
+        for (k, t) in n.results.iter().enumerate() {
+            let fixed: Option<Vec<u64>> = t.shape.iter().map(|d| d.fixed()).collect();
+            if let Some(dims) = fixed {
+                let elems = dims.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128));
+                crate::limits::check_budget(&format!("result {k} ({t})"), elems, 8)
+                    .map_err(|m| err(desc(id), m))?;
+            }
+            if let Some(d) = t.shape.iter().find(|d| d.as_const().is_some_and(|c| c < 0)) {
+                return Err(err(
+                    desc(id),
+                    format!("result {k} ({t}) has negative dim {d}"),
+                ));
+            }
+        }
+    }
+
+    // 7. Types, in topological order.
     let order = g
         .topo_order()
         .map_err(|id| err(desc(id), "node is on a cycle".into()))?;

@@ -320,6 +320,11 @@ fn lower_rec<B: Backend>(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
+    // The lowering trusts types and constants: check them first.
+    fuselage_ir::verify::verify_function(module, function).map_err(|e| LowerError::Graph {
+        function: function.into(),
+        message: format!("the module does not verify: {e}"),
+    })?;
     let order = graph.topo_order().map_err(|id| LowerError::Graph {
         function: function.into(),
         message: format!("cycle or missing operand at {}", graph.describe(id)),
@@ -678,8 +683,13 @@ impl<B: Backend> Program<B> {
 
     /// Run on host tensors (in parameter order); outputs in output order.
     pub fn run_tensors(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, LowerError> {
-        let bindings = fuselage_ir::eval::bind_inputs(&self.function, &self.graph, inputs)
-            .map_err(LowerError::Inputs)?;
+        let bindings = fuselage_ir::eval::bind_inputs_with(
+            &self.function,
+            &self.graph,
+            inputs,
+            &self.module.facts,
+        )
+        .map_err(LowerError::Inputs)?;
         let args: Vec<FloatTensor<B>> = inputs
             .iter()
             .map(|t| upload::<B>(t, &self.device))
@@ -716,6 +726,24 @@ impl<B: Backend> Program<B> {
                     inputs.len()
                 ),
             });
+        }
+        // Every value's size under these bindings must fit the memory budget (f32: 4 bytes).
+        for ins in &self.instrs {
+            for (k, ty) in ins.result_types.iter().enumerate() {
+                if let Ok(shape) = ty.resolve(bindings) {
+                    fuselage_ir::limits::check_budget(
+                        &format!("result {k} ({ty} = {shape:?})"),
+                        fuselage_ir::limits::elements(&shape),
+                        4,
+                    )
+                    .map_err(|message| LowerError::Run {
+                        function: self.function.clone(),
+                        node: self.graph.describe(ins.node),
+                        op: ins.op.name().into(),
+                        message,
+                    })?;
+                }
+            }
         }
         let mut regs: Vec<Option<FloatTensor<B>>> = (0..self.n_regs).map(|_| None).collect();
         let mut live_bytes: u64 = 0;
@@ -908,8 +936,13 @@ pub fn time_runs<B: Backend>(
     warmup: usize,
     iters: usize,
 ) -> Result<Vec<f64>, LowerError> {
-    let bindings = fuselage_ir::eval::bind_inputs(&program.function, &program.graph, inputs)
-        .map_err(LowerError::Inputs)?;
+    let bindings = fuselage_ir::eval::bind_inputs_with(
+        &program.function,
+        &program.graph,
+        inputs,
+        &program.module.facts,
+    )
+    .map_err(LowerError::Inputs)?;
     let args: Vec<FloatTensor<B>> = inputs
         .iter()
         .map(|t| upload::<B>(t, &program.device))
