@@ -78,6 +78,10 @@ pub(crate) fn classify(
             Lowering::Kernel
         }
         Op::Input(_) | Op::Constant(_) => Lowering::Trivial,
+        // The N-D vision ops run their reference semantics on the host.
+        Op::Conv(_) | Op::ConvTranspose(_) | Op::Pool(_) | Op::Resize(_) | Op::GridSample(_) => {
+            Lowering::Host
+        }
         Op::Add(_)
         | Op::MatMul(_)
         | Op::Sub(_)

@@ -16,6 +16,7 @@ use std::fmt::Debug;
 
 pub mod testing;
 pub mod util;
+pub mod window;
 
 // One module per op (declared here, outside the `ops!` macro, so that rustfmt sees them).
 pub mod abs;
@@ -33,7 +34,9 @@ pub mod clamp;
 pub mod compare;
 pub mod concat;
 pub mod constant;
+pub mod conv;
 pub mod conv2d;
+pub mod conv_transpose;
 pub mod cos;
 pub mod dequantize;
 pub mod div;
@@ -42,6 +45,7 @@ pub mod exp;
 pub mod for_loop;
 pub mod gather;
 pub mod gelu;
+pub mod grid_sample;
 pub mod group_norm;
 pub mod input;
 pub mod iota;
@@ -56,12 +60,14 @@ pub mod mmca_attention;
 pub mod mul;
 pub mod neg;
 pub mod not;
+pub mod pool;
 pub mod pow;
 pub mod quantize;
 pub mod reduce;
 pub mod reduce_scatter;
 pub mod relu;
 pub mod reshape;
+pub mod resize;
 pub mod rms_norm;
 pub mod rope;
 pub mod rsqrt;
@@ -236,6 +242,11 @@ ops! {
     GroupNorm => group_norm::GroupNorm,
     UpsampleNearest2d => upsample_nearest2d::UpsampleNearest2d,
     AvgPool2d => avg_pool2d::AvgPool2d,
+    Conv => conv::Conv,
+    ConvTranspose => conv_transpose::ConvTranspose,
+    Pool => pool::Pool,
+    Resize => resize::Resize,
+    GridSample => grid_sample::GridSample,
     Quantize => quantize::Quantize,
     Dequantize => dequantize::Dequantize,
     LayerNorm => layer_norm::LayerNorm,
