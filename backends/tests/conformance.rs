@@ -1161,3 +1161,69 @@ fn kernels_read_strided_operands() {
         compare(&format!("strided (kernels {kernels})"), &got, &want, 1e-5).unwrap();
     }
 }
+
+/// The N-D vision ops lower onto burn where burn's semantics are ONNX's, and run the reference
+/// on the host otherwise.
+#[test]
+fn spatial_ops_lower_natively_where_burn_matches() {
+    let how = |name: &str, o: Op, inputs: Vec<In>| {
+        let m = module_of(&case(name, o, inputs));
+        let p =
+            lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+        p.lowering_report()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, h, _)| h)
+            .unwrap()
+    };
+    let x2 = || vec![f("f32", &[1, 2, 6, 6])];
+    assert_eq!(
+        how(
+            "conv",
+            op("conv", json!({"pads": [0, 1, 1, 0]})),
+            vec![f("f32", &[1, 2, 6, 6]), f("f32", &[3, 2, 3, 3])]
+        ),
+        Lowering::Native
+    );
+    assert_eq!(
+        how(
+            "conv_transpose",
+            op("conv_transpose", json!({"strides": [2]})),
+            vec![f("f32", &[1, 2, 6]), f("f32", &[2, 3, 3])]
+        ),
+        Lowering::Native
+    );
+    let pool = |attrs| how("pool", op("pool", attrs), x2());
+    assert_eq!(
+        pool(json!({"kind": "max", "kernel": [2, 2], "indices": true})),
+        Lowering::Native
+    );
+    assert_eq!(
+        pool(json!({"kind": "avg", "kernel": [3, 3], "pads": [1, 1, 1, 1]})),
+        Lowering::Native
+    );
+    assert_eq!(
+        pool(json!({"kind": "lp", "kernel": [2, 2]})),
+        Lowering::Host
+    );
+    assert_eq!(
+        pool(json!({"kind": "avg", "kernel": [2, 2], "pads": [1, 0, 0, 1]})),
+        Lowering::Host
+    );
+    assert_eq!(
+        how(
+            "resize",
+            op("resize", json!({"axes": [2, 3], "sizes": [12, 12]})),
+            x2()
+        ),
+        Lowering::Native
+    );
+    assert_eq!(
+        how(
+            "grid_sample",
+            op("grid_sample", json!({})),
+            vec![f("f32", &[1, 2, 6, 6]), f("f32", &[1, 2, 2, 2])]
+        ),
+        Lowering::Host
+    );
+}
