@@ -1,7 +1,7 @@
 //! `conv`: N-D convolution (cross-correlation) in channels-first layout, ONNX `Conv`.
 
 use super::util::{expect_arity_range, expect_float, fixed_dim, op_err, same_dtype};
-use super::window::{fixed_all, next_index, strides, Spatial};
+use super::window::{fixed_all, next_index, result_numel, strides, Spatial};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
@@ -137,7 +137,7 @@ impl OpSpec for Conv {
         let opg = m / self.group as usize;
         let mut shape = vec![n, m];
         shape.extend_from_slice(&out);
-        let total: usize = shape.iter().product();
+        let total = result_numel(Self::NAME, &shape)?;
         let mut y = Vec::with_capacity(total);
         if total > 0 {
             let mut pos = vec![0usize; r];

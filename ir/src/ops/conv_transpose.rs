@@ -2,7 +2,7 @@
 
 use super::conv::check_groups;
 use super::util::{expect_arity_range, expect_float, fixed_dim, op_err, same_dtype};
-use super::window::{fixed_all, next_index, per_axis, strides, Spatial};
+use super::window::{fixed_all, next_index, per_axis, result_numel, strides, Spatial};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
@@ -176,7 +176,7 @@ impl OpSpec for ConvTranspose {
         shape.extend_from_slice(&out);
         let yst = strides(&shape);
         let (xst, wst) = (strides(xs), strides(ws));
-        let mut y = vec![0.0; shape.iter().product()];
+        let mut y = vec![0.0; result_numel(Self::NAME, &shape)?];
         if let Some(b) = bias {
             for (i, v) in y.iter_mut().enumerate() {
                 *v = b[(i / yst[1]) % m];
@@ -368,5 +368,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("group 3 must divide"), "{e}");
+        // A result too large to address is an error, not a panic.
+        let huge = ConvTranspose {
+            strides: vec![1 << 59],
+            ..ConvTranspose::default()
+        };
+        let e = eval_op(
+            Op::ConvTranspose(huge),
+            &[
+                rand_tensor(DType::F32, vec![1, 1, 3], 0),
+                rand_tensor(DType::F32, vec![1, 1, 1], 0),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("too large"), "{e}");
     }
 }

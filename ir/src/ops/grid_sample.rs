@@ -2,7 +2,7 @@
 //! (opsets 16 and 20, PyTorch `F.grid_sample`).
 
 use super::util::{expect_arity, expect_float, expect_numeric, op_err};
-use super::window::{next_index, strides};
+use super::window::{next_index, result_numel, strides};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
 use crate::tensor::Tensor;
@@ -185,7 +185,7 @@ impl OpSpec for GridSample {
             GridSampleMode::Cubic => 4,
         };
         let tap_shape = vec![taps; r];
-        let mut y = vec![0.0; n * c * npos];
+        let mut y = vec![0.0; result_numel(Self::NAME, &shape)?];
         if plane == 0 {
             // Every cell reads outside the (empty) input.
             if self.padding_mode != GridPaddingMode::Zeros && !y.is_empty() {

@@ -2,7 +2,7 @@
 //! `AveragePool`, `LpPool`).
 
 use super::util::{expect_arity, expect_float, expect_numeric, op_err};
-use super::window::{next_index, strides, Spatial};
+use super::window::{next_index, result_numel, strides, Spatial};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::dtype::DType;
 use crate::error::OpError;
@@ -185,6 +185,9 @@ impl OpSpec for Pool {
         }
         let flat = if self.storage_order == 1 { &col } else { &row };
         let n_out: usize = out.iter().product();
+        let mut shape = xs[..2].to_vec();
+        shape.extend_from_slice(&out);
+        result_numel(Self::NAME, &shape)?;
         let mut y = Vec::with_capacity(planes * n_out);
         let mut idx = Vec::with_capacity(if self.indices { planes * n_out } else { 0 });
         let xd = x.data();
@@ -264,8 +267,6 @@ impl OpSpec for Pool {
                 }
             }
         }
-        let mut shape = xs[..2].to_vec();
-        shape.extend_from_slice(&out);
         let mut res = vec![Tensor::new(x.dtype(), shape.clone(), y).map_err(op_err)?];
         if self.indices {
             res.push(Tensor::new(DType::I64, shape, idx).map_err(op_err)?);

@@ -460,6 +460,9 @@ pub fn apply_axis_plan(
     let outer: usize = shape[..p.axis].iter().product();
     let inner: usize = shape[p.axis + 1..].iter().product();
     let len_in = shape[p.axis];
+    let mut out_shape = shape.to_vec();
+    out_shape[p.axis] = p.len_out;
+    super::window::result_numel("resize", &out_shape)?;
     let mut out = Vec::with_capacity(outer * p.len_out * inner);
     for o in 0..outer {
         for y in 0..p.len_out {

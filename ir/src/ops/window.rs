@@ -177,6 +177,13 @@ pub fn window_count(
     u64::try_from(out).map_err(|_| OpError::new(format!("{op}: output size {out} overflows")))
 }
 
+/// Element count of a result shape, or an error when it does not fit in memory addresses.
+pub fn result_numel(op: &str, shape: &[usize]) -> Result<usize, OpError> {
+    crate::tensor::checked_numel(shape)
+        .filter(|&n| n <= isize::MAX as usize / 8)
+        .ok_or_else(|| OpError::new(format!("{op}: result shape {shape:?} is too large")))
+}
+
 /// Row-major strides of a shape.
 pub fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
