@@ -833,6 +833,255 @@ fn cases() -> Vec<Case> {
         ),
         vec![f("f32", &[1, 1, 4, 4])],
     ));
+    // N-D vision ops (ONNX Conv, ConvTranspose, pools, Resize, GridSample).
+    v.push(case(
+        "conv/1d-groups-stride-dilation-asym",
+        op(
+            "conv",
+            json!({"strides": [2], "pads": [1, 2], "dilations": [2], "group": 2}),
+        ),
+        vec![f("f32", &[2, 4, 9]), f("f32", &[6, 2, 3]), f("f32", &[6])],
+    ));
+    v.push(case(
+        "conv/2d-symmetric",
+        op("conv", json!({"pads": [1, 1, 1, 1]})),
+        vec![
+            t("f32", "B,3,H,5", &[2, 3, 6, 5]),
+            f("f32", &[4, 3, 3, 3]),
+            f("f32", &[4]),
+        ],
+    ));
+    v.push(case(
+        "conv/2d-asym-pad-stride-dilation",
+        op(
+            "conv",
+            json!({"strides": [2, 1], "pads": [0, 1, 2, 0], "dilations": [1, 2]}),
+        ),
+        vec![f("f32", &[1, 2, 7, 6]), f("f32", &[3, 2, 3, 2])],
+    ));
+    v.push(case(
+        "conv/3d",
+        op(
+            "conv",
+            json!({"strides": [1, 2, 1], "pads": [1, 0, 1, 0, 1, 1]}),
+        ),
+        vec![
+            f("f32", &[1, 2, 4, 5, 4]),
+            f("f32", &[3, 2, 2, 3, 2]),
+            f("f32", &[3]),
+        ],
+    ));
+    v.push(case(
+        "conv/4d-host",
+        op("conv", json!({})),
+        vec![f("f32", &[1, 1, 3, 3, 3, 3]), f("f32", &[2, 1, 2, 2, 2, 2])],
+    ));
+    v.push(case(
+        "conv/f16",
+        op("conv", json!({"pads": [1, 1]})),
+        vec![f("f16", &[1, 2, 8]), f("f16", &[2, 2, 3])],
+    ));
+    v.push(case(
+        "conv_transpose/1d-stride-outpad-asym",
+        op(
+            "conv_transpose",
+            json!({"strides": [3], "pads": [1, 2], "output_padding": [2]}),
+        ),
+        vec![f("f32", &[2, 3, 4]), f("f32", &[3, 2, 3]), f("f32", &[2])],
+    ));
+    v.push(case(
+        "conv_transpose/2d-groups-dilation",
+        op(
+            "conv_transpose",
+            json!({"strides": [2, 1], "pads": [1, 0, 0, 1], "dilations": [1, 2], "group": 2, "output_padding": [1, 0]}),
+        ),
+        vec![
+            t("f32", "B,4,H,3", &[2, 4, 3, 3]),
+            f("f32", &[4, 3, 2, 3]),
+            f("f32", &[6]),
+        ],
+    ));
+    v.push(case(
+        "conv_transpose/3d",
+        op(
+            "conv_transpose",
+            json!({"strides": [2, 2, 1], "pads": [0, 1, 0, 0, 0, 1]}),
+        ),
+        vec![f("f32", &[1, 2, 2, 3, 2]), f("f32", &[2, 1, 2, 2, 2])],
+    ));
+    v.push(case(
+        "pool/max-1d-indices",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [3], "strides": [2], "pads": [1, 1], "indices": true}),
+        ),
+        vec![f("f32", &[2, 3, 9])],
+    ));
+    v.push(case(
+        "pool/max-2d-dilation-indices",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [2, 3], "strides": [1, 2], "pads": [1, 1, 1, 1], "dilations": [2, 1], "indices": true}),
+        ),
+        vec![t("f32", "B,2,6,7", &[2, 2, 6, 7])],
+    ));
+    v.push(case(
+        "pool/max-1d-window-without-input-cells",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [2], "dilations": [2], "pads": [1, 1], "indices": true}),
+        ),
+        vec![f("f32", &[2, 2, 1])],
+    ));
+    v.push(case(
+        "pool/max-2d-ceil",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [3, 3], "strides": [2, 2], "ceil_mode": true}),
+        ),
+        vec![f("f32", &[1, 2, 6, 6])],
+    ));
+    v.push(case(
+        "pool/max-2d-ceil-last-window-rule",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [1, 1], "strides": [2, 2], "ceil_mode": true, "indices": true}),
+        ),
+        vec![f("f32", &[1, 1, 2, 2])],
+    ));
+    v.push(case(
+        "pool/max-2d-asym-storage-order",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [2, 2], "pads": [0, 1, 1, 0], "indices": true, "storage_order": 1}),
+        ),
+        vec![f("f32", &[1, 2, 4, 5])],
+    ));
+    v.push(case(
+        "pool/max-3d",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [2, 2, 2], "indices": true}),
+        ),
+        vec![f("f32", &[1, 2, 3, 4, 3])],
+    ));
+    v.push(case(
+        "pool/max-u8",
+        op(
+            "pool",
+            json!({"kind": "max", "kernel": [2, 2], "strides": [2, 2]}),
+        ),
+        vec![f("u8", &[1, 1, 4, 4])],
+    ));
+    v.push(case(
+        "pool/avg-1d",
+        op(
+            "pool",
+            json!({"kind": "avg", "kernel": [3], "pads": [1, 1]}),
+        ),
+        vec![f("f32", &[2, 2, 7])],
+    ));
+    v.push(case(
+        "pool/avg-2d-count-include-pad-ceil",
+        op(
+            "pool",
+            json!({"kind": "avg", "kernel": [3, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": true, "ceil_mode": true}),
+        ),
+        vec![f("f32", &[1, 3, 6, 7])],
+    ));
+    v.push(case(
+        "pool/avg-2d-asym-dilation",
+        op(
+            "pool",
+            json!({"kind": "avg", "kernel": [2, 2], "pads": [1, 0, 0, 1], "dilations": [2, 1]}),
+        ),
+        vec![f("f32", &[1, 2, 5, 5])],
+    ));
+    v.push(case(
+        "pool/lp-2d",
+        op(
+            "pool",
+            json!({"kind": "lp", "kernel": [2, 2], "p": 3, "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+        ),
+        vec![f("f32", &[1, 2, 4, 5])],
+    ));
+    v.push(case(
+        "resize/nearest-upsample-symbolic",
+        op(
+            "resize",
+            json!({"axes": [2, 3], "sizes": ["2*H", "2*W"], "scales": [2.0, 2.0], "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}),
+        ),
+        vec![t("f32", "B,2,H,W", &[1, 2, 3, 4])],
+    ));
+    v.push(case(
+        "resize/nearest-half-pixel-down-exclude",
+        op(
+            "resize",
+            json!({"axes": [-1, -2], "sizes": [3, 2], "exclude_outside": true, "nearest_mode": "round_prefer_ceil"}),
+        ),
+        vec![f("f32", &[1, 2, 5, 7])],
+    ));
+    v.push(case(
+        "resize/linear-half-pixel",
+        op(
+            "resize",
+            json!({"axes": [2, 3], "sizes": [7, 5], "mode": "linear"}),
+        ),
+        vec![f("f32", &[1, 2, 4, 3])],
+    ));
+    v.push(case(
+        "resize/linear-align-corners-3d",
+        op(
+            "resize",
+            json!({"axes": [2, 3, 4], "sizes": [3, 5, 2], "mode": "linear", "coordinate_transformation_mode": "align_corners"}),
+        ),
+        vec![f("f32", &[1, 1, 2, 3, 4])],
+    ));
+    v.push(case(
+        "resize/cubic-antialias-down",
+        op(
+            "resize",
+            json!({"axes": [2, 3], "sizes": [3, 2], "mode": "cubic", "antialias": true, "scales": [0.5, 0.4]}),
+        ),
+        vec![f("f32", &[1, 2, 6, 5])],
+    ));
+    v.push(case(
+        "resize/cubic-exclude-outside-u8",
+        op(
+            "resize",
+            json!({"axes": [1], "sizes": [9], "mode": "cubic", "exclude_outside": true, "cubic_coeff_a": -0.5}),
+        ),
+        vec![f("u8", &[2, 4])],
+    ));
+    v.push(case(
+        "resize/tf-crop-and-resize",
+        op(
+            "resize",
+            json!({"axes": [2, 3], "sizes": [3, 4], "mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize", "roi": [0.2, -0.3, 0.9, 0.8], "extrapolation_value": 10.0}),
+        ),
+        vec![f("f32", &[1, 2, 4, 4])],
+    ));
+    v.push(case(
+        "grid_sample/bilinear-zeros",
+        op("grid_sample", json!({})),
+        vec![f("f32", &[2, 3, 4, 5]), f("f32", &[2, 3, 2, 2])],
+    ));
+    v.push(case(
+        "grid_sample/bicubic-reflection-align",
+        op(
+            "grid_sample",
+            json!({"mode": "bicubic", "padding_mode": "reflection", "align_corners": true}),
+        ),
+        vec![f("f32", &[1, 2, 4, 4]), f("f32", &[1, 3, 3, 2])],
+    ));
+    v.push(case(
+        "grid_sample/nearest-border-3d",
+        op(
+            "grid_sample",
+            json!({"mode": "nearest", "padding_mode": "border"}),
+        ),
+        vec![f("f32", &[1, 2, 3, 3, 4]), f("f32", &[1, 2, 2, 3, 3])],
+    ));
     // Quantization (exact codecs, host).
     v.push(case(
         "quantize/i8-per-token",
@@ -1522,4 +1771,70 @@ fn elementwise_scan_and_index_ops_lower_as_documented() {
             "{name}: {report:?}"
         );
     }
+}
+
+/// The N-D vision ops lower onto burn where burn's semantics are ONNX's, and run the reference
+/// on the host otherwise.
+#[test]
+fn spatial_ops_lower_natively_where_burn_matches() {
+    let how = |name: &str, o: Op, inputs: Vec<In>| {
+        let m = module_of(&case(name, o, inputs));
+        let p =
+            lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+        p.lowering_report()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, h, _)| h)
+            .unwrap()
+    };
+    let x2 = || vec![f("f32", &[1, 2, 6, 6])];
+    assert_eq!(
+        how(
+            "conv",
+            op("conv", json!({"pads": [0, 1, 1, 0]})),
+            vec![f("f32", &[1, 2, 6, 6]), f("f32", &[3, 2, 3, 3])]
+        ),
+        Lowering::Native
+    );
+    assert_eq!(
+        how(
+            "conv_transpose",
+            op("conv_transpose", json!({"strides": [2]})),
+            vec![f("f32", &[1, 2, 6]), f("f32", &[2, 3, 3])]
+        ),
+        Lowering::Native
+    );
+    let pool = |attrs| how("pool", op("pool", attrs), x2());
+    assert_eq!(
+        pool(json!({"kind": "max", "kernel": [2, 2], "indices": true})),
+        Lowering::Native
+    );
+    assert_eq!(
+        pool(json!({"kind": "avg", "kernel": [3, 3], "pads": [1, 1, 1, 1]})),
+        Lowering::Native
+    );
+    assert_eq!(
+        pool(json!({"kind": "lp", "kernel": [2, 2]})),
+        Lowering::Host
+    );
+    assert_eq!(
+        pool(json!({"kind": "avg", "kernel": [2, 2], "pads": [1, 0, 0, 1]})),
+        Lowering::Host
+    );
+    assert_eq!(
+        how(
+            "resize",
+            op("resize", json!({"axes": [2, 3], "sizes": [12, 12]})),
+            x2()
+        ),
+        Lowering::Native
+    );
+    assert_eq!(
+        how(
+            "grid_sample",
+            op("grid_sample", json!({})),
+            vec![f("f32", &[1, 2, 6, 6]), f("f32", &[1, 2, 2, 2])]
+        ),
+        Lowering::Host
+    );
 }

@@ -7,7 +7,7 @@ use super::host_view::{from_host, hold};
 use super::{download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program};
 use crate::kernels;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{BoolDType, Element, IntDType, Scalar, Shape, Slice, TensorMetadata};
 use fuselage_ir::ops::attention::AttnMask;
 use fuselage_ir::ops::compare::Predicate;
@@ -15,6 +15,7 @@ use fuselage_ir::ops::cumulative::CumulativeKind;
 use fuselage_ir::ops::gelu::GeluApproximate;
 use fuselage_ir::ops::logical::LogicalKind;
 use fuselage_ir::ops::math::MathFn;
+use fuselage_ir::ops::pool::PoolKind;
 use fuselage_ir::ops::reduce::ReduceKind;
 use fuselage_ir::ops::rope::RopeStyle;
 use fuselage_ir::ops::scatter_elements::ScatterReduction;
@@ -94,6 +95,38 @@ pub(crate) fn classify(
             Lowering::Kernel
         }
         Op::Input(_) | Op::Constant(_) => Lowering::Trivial,
+        // burn has 1-D to 3-D (transposed) convolutions; other ranks run on the host.
+        Op::Conv(_) | Op::ConvTranspose(_) => {
+            let r = operands.first().map_or(0, |t| t.rank()).saturating_sub(2);
+            if (1..=3).contains(&r) {
+                Lowering::Native
+            } else {
+                Lowering::Host
+            }
+        }
+        // burn's 1-D/2-D max and average pools take symmetric pads (average: no dilation,
+        // max: row-major indices); the rest, Lp pooling and 3-D run the reference on the host.
+        // Ceil-mode sizes burn counts differently fall back to the host at run time.
+        Op::Pool(p) => {
+            let r = operands.first().map_or(0, |t| t.rank()).saturating_sub(2);
+            let symmetric =
+                p.pads.is_empty() || p.pads[..p.pads.len() / 2] == p.pads[p.pads.len() / 2..];
+            let native = (1..=2).contains(&r)
+                && symmetric
+                && match p.kind {
+                    PoolKind::Max => p.storage_order == 0,
+                    PoolKind::Avg => p.dilations.iter().all(|&d| d == 1),
+                    PoolKind::Lp => false,
+                };
+            if native {
+                Lowering::Native
+            } else {
+                Lowering::Host
+            }
+        }
+        // Exact per-axis taps from the reference, gathered and weighted on the backend.
+        Op::Resize(_) => Lowering::Native,
+        Op::GridSample(_) => Lowering::Host,
         Op::Add(_)
         | Op::MatMul(_)
         | Op::Sub(_)
@@ -360,6 +393,10 @@ impl<B: Backend> Program<B> {
                 | Op::Trilu(_)
                 | Op::Where(_)
                 | Op::UpsampleNearest2d(_)
+                | Op::Pool(fuselage_ir::ops::pool::Pool {
+                    kind: PoolKind::Max,
+                    ..
+                })
                 | Op::Call(_)
                 | Op::For(_)
                 | Op::Compare(_)
@@ -1019,6 +1056,32 @@ impl<B: Backend> Program<B> {
                 let frac = B::float_expand(frac, sh(&shape_of::<B>(&avg)));
                 one(B::float_div(avg, frac))
             }
+            Op::Conv(c) => {
+                let x = a.remove(0);
+                let w = a.remove(0);
+                let bias = a.pop();
+                one(conv_nd::<B>(c, x, w, bias, dev)?)
+            }
+            Op::ConvTranspose(c) => {
+                let x = a.remove(0);
+                let w = a.remove(0);
+                let bias = a.pop();
+                one(conv_transpose_nd::<B>(c, x, w, bias, dev)?)
+            }
+            Op::Pool(p) => {
+                let x = a.pop().ok_or("missing operand")?;
+                let out = resolve(&ins.result_types[0], bind)?;
+                match pool_nd::<B>(p, x.clone(), &out, dev)? {
+                    Some(r) => Ok(r),
+                    // A ceil-mode size burn counts differently: the reference on the host.
+                    None => self.host(ins, vec![x], bind),
+                }
+            }
+            Op::Resize(rz) => {
+                let x = a.pop().ok_or("missing operand")?;
+                let out = resolve(&ins.result_types[0], bind)?;
+                one(resize::<B>(rz, x, &out, dev)?)
+            }
             Op::Call(_) => {
                 let sub = ins.sub.as_ref().ok_or("callee was not lowered")?;
                 let b = sub_bindings(sub, &a)?;
@@ -1299,4 +1362,307 @@ fn attention<B: Backend>(
     let p = B::float_reshape(softmax::<B>(l, 3), sh(&[b * h, sq, sk]));
     let o = B::float_matmul(p, B::float_reshape(v, sh(&[b * h, sk, dv])));
     Ok(B::float_reshape(o, sh(&[b, h, sq, dv])))
+}
+
+/// Pad the spatial axes (from dim 2) of `x` with `value`: `begin[i]` cells before and `end[i]`
+/// after spatial axis `i`.
+fn pad_spatial<B: Backend>(
+    mut x: F<B>,
+    begin: &[usize],
+    end: &[usize],
+    value: f64,
+    device: &B::Device,
+) -> F<B> {
+    for (i, (&b, &e)) in begin.iter().zip(end).enumerate() {
+        if b == 0 && e == 0 {
+            continue;
+        }
+        let s = shape_of::<B>(&x);
+        let mut parts = vec![];
+        let mut side = s.clone();
+        if b > 0 {
+            side[2 + i] = b;
+            parts.push(scalar::<B>(value, &side, device));
+        }
+        parts.push(x);
+        if e > 0 {
+            side[2 + i] = e;
+            parts.push(scalar::<B>(value, &side, device));
+        }
+        x = B::float_cat(parts, 2 + i);
+    }
+    x
+}
+
+fn usizes(v: &[u64]) -> Vec<usize> {
+    v.iter().map(|&x| x as usize).collect()
+}
+
+fn arr<const N: usize>(v: &[usize]) -> R<[usize; N]> {
+    v.try_into()
+        .map_err(|_| format!("expected {N} spatial entries, found {v:?}"))
+}
+
+/// `conv` on burn's conv1d/2d/3d; asymmetric pads are applied explicitly.
+fn conv_nd<B: Backend>(
+    c: &fuselage_ir::ops::conv::Conv,
+    x: F<B>,
+    w: F<B>,
+    bias: Option<F<B>>,
+    dev: &B::Device,
+) -> R<F<B>> {
+    let r = shape_of::<B>(&x).len().saturating_sub(2);
+    let sp = c.spatial(r).map_err(|e| e.0)?;
+    let (mut begin, end) = (usizes(&sp.begin), usizes(&sp.end));
+    let x = if begin == end {
+        x
+    } else {
+        let x = pad_spatial::<B>(x, &begin, &end, 0.0, dev);
+        begin = vec![0; r];
+        x
+    };
+    let (st, dl, g) = (usizes(&sp.strides), usizes(&sp.dilations), c.group as usize);
+    Ok(match r {
+        1 => B::conv1d(
+            x,
+            w,
+            bias,
+            ConvOptions::new(arr(&st)?, arr(&begin)?, arr(&dl)?, g),
+        ),
+        2 => B::conv2d(
+            x,
+            w,
+            bias,
+            ConvOptions::new(arr(&st)?, arr(&begin)?, arr(&dl)?, g),
+        ),
+        3 => B::conv3d(
+            x,
+            w,
+            bias,
+            ConvOptions::new(arr(&st)?, arr(&begin)?, arr(&dl)?, g),
+        ),
+        _ => return Err(format!("conv: no burn convolution of spatial rank {r}")),
+    })
+}
+
+/// `conv_transpose`: burn's full transposed convolution (no padding), cropped by the pads and
+/// extended by the output padding, then the bias.
+fn conv_transpose_nd<B: Backend>(
+    c: &fuselage_ir::ops::conv_transpose::ConvTranspose,
+    x: F<B>,
+    w: F<B>,
+    bias: Option<F<B>>,
+    dev: &B::Device,
+) -> R<F<B>> {
+    let r = shape_of::<B>(&x).len().saturating_sub(2);
+    let (sp, op) = c.spatial(r).map_err(|e| e.0)?;
+    let (st, dl, g) = (usizes(&sp.strides), usizes(&sp.dilations), c.group as usize);
+    let z = vec![0usize; r];
+    let mut y = match r {
+        1 => B::conv_transpose1d(
+            x,
+            w,
+            None,
+            ConvTransposeOptions::new(arr(&st)?, arr(&z)?, arr(&z)?, arr(&dl)?, g),
+        ),
+        2 => B::conv_transpose2d(
+            x,
+            w,
+            None,
+            ConvTransposeOptions::new(arr(&st)?, arr(&z)?, arr(&z)?, arr(&dl)?, g),
+        ),
+        3 => B::conv_transpose3d(
+            x,
+            w,
+            None,
+            ConvTransposeOptions::new(arr(&st)?, arr(&z)?, arr(&z)?, arr(&dl)?, g),
+        ),
+        _ => {
+            return Err(format!(
+                "conv_transpose: no burn transposed convolution of spatial rank {r}"
+            ))
+        }
+    };
+    for i in 0..r {
+        let full = shape_of::<B>(&y)[2 + i] as i64;
+        let (b, e, o) = (sp.begin[i] as i64, sp.end[i] as i64, op[i] as i64);
+        let want = full + o - b - e;
+        if want < 0 {
+            return Err(format!(
+                "conv_transpose: output size {want} on spatial axis {i}"
+            ));
+        }
+        let start = b.min(full);
+        let keep = (full - start).min(want);
+        y = take_range::<B>(y, 2 + i, start, keep, 1, dev)?;
+        if want > keep {
+            let mut side = vec![0; r];
+            side[i] = (want - keep) as usize;
+            y = pad_spatial::<B>(y, &vec![0; r], &side, 0.0, dev);
+        }
+    }
+    if let Some(b) = bias {
+        let s = shape_of::<B>(&y);
+        let mut bs = vec![1usize; s.len()];
+        bs[1] = s[1];
+        y = B::float_add(y, B::float_expand(B::float_reshape(b, sh(&bs)), sh(&s)));
+    }
+    Ok(y)
+}
+
+/// `pool` on burn's 1-D/2-D max and average pools, or `None` where burn's ceil mode would
+/// count a different number of windows (or underflow) than ONNX.
+fn pool_nd<B: Backend>(
+    p: &fuselage_ir::ops::pool::Pool,
+    x: F<B>,
+    out: &[usize],
+    dev: &B::Device,
+) -> R<Option<Vec<F<B>>>> {
+    let xs = shape_of::<B>(&x);
+    let r = xs.len().saturating_sub(2);
+    let (sp, spans) = p.spatial(r).map_err(|e| e.0)?;
+    if sp.begin != sp.end || !(1..=2).contains(&r) {
+        return Ok(None);
+    }
+    for i in 0..r {
+        let padded = xs[2 + i] as u64 + 2 * sp.begin[i];
+        if padded < spans[i] {
+            return Ok(None);
+        }
+        let num = padded - spans[i];
+        let s = sp.strides[i];
+        let burn = if p.ceil_mode {
+            num.div_ceil(s)
+        } else {
+            num / s
+        } + 1;
+        if burn != out[2 + i] as u64 {
+            return Ok(None);
+        }
+        // A max window without input cells has index −1; burn reports its first cell.
+        if p.indices {
+            let (n, b, d) = (xs[2 + i] as i64, sp.begin[i] as i64, sp.dilations[i] as i64);
+            let empty = (0..out[2 + i] as i64).any(|o| {
+                (0..p.kernel[i] as i64).all(|j| {
+                    let q = o * s as i64 + j * d - b;
+                    q < 0 || q >= n
+                })
+            });
+            if empty {
+                return Ok(None);
+            }
+        }
+    }
+    let (k, st, pd, dl) = (
+        usizes(&p.kernel),
+        usizes(&sp.strides),
+        usizes(&sp.begin),
+        usizes(&sp.dilations),
+    );
+    let c = p.ceil_mode;
+    let (y, idx) = match (p.kind, r, p.indices) {
+        (PoolKind::Avg, 1, _) => (
+            B::avg_pool1d(x, k[0], st[0], pd[0], p.count_include_pad, c),
+            None,
+        ),
+        (PoolKind::Avg, 2, _) => (
+            B::avg_pool2d(x, arr(&k)?, arr(&st)?, arr(&pd)?, p.count_include_pad, c),
+            None,
+        ),
+        (PoolKind::Max, 1, false) => (B::max_pool1d(x, k[0], st[0], pd[0], dl[0], c), None),
+        (PoolKind::Max, 2, false) => (
+            B::max_pool2d(x, arr(&k)?, arr(&st)?, arr(&pd)?, arr(&dl)?, c),
+            None,
+        ),
+        (PoolKind::Max, 1, true) => {
+            let m = B::max_pool1d_with_indices(x, k[0], st[0], pd[0], dl[0], c);
+            (m.output, Some(m.indices))
+        }
+        (PoolKind::Max, 2, true) => {
+            let m = B::max_pool2d_with_indices(x, arr(&k)?, arr(&st)?, arr(&pd)?, arr(&dl)?, c);
+            (m.output, Some(m.indices))
+        }
+        _ => return Ok(None),
+    };
+    let Some(idx) = idx else {
+        return Ok(Some(vec![y]));
+    };
+    // burn's indices are row-major within an (n, c) plane; ONNX's run over the whole input.
+    let (n, ch) = (xs[0], xs[1]);
+    let plane: usize = xs[2..].iter().product();
+    let offsets: Vec<f32> = (0..n * ch).map(|q| (q * plane) as f32).collect();
+    let mut os = vec![n, ch];
+    os.extend(std::iter::repeat_n(1, r));
+    let offsets = upload_f32::<B>(offsets, &os, dev);
+    let idx = B::int_into_float(idx, float_dtype::<B>());
+    let s = shape_of::<B>(&idx);
+    let idx = B::float_add(idx, B::float_expand(offsets, sh(&s)));
+    Ok(Some(vec![y, idx]))
+}
+
+/// `resize` as the reference plans it: per resized axis, gather each tap's input cells with
+/// `select` and sum them weighted; extrapolated cells are then overwritten.
+fn resize<B: Backend>(
+    rz: &fuselage_ir::ops::resize::Resize,
+    mut x: F<B>,
+    out: &[usize],
+    dev: &B::Device,
+) -> R<F<B>> {
+    let plans = rz.plan(&shape_of::<B>(&x), out).map_err(|e| e.0)?;
+    for p in plans {
+        let mut s = shape_of::<B>(&x);
+        s[p.axis] = p.len_out;
+        if p.len_out == 0 || s.contains(&0) {
+            x = B::float_empty(sh(&s), dev, float_dtype::<B>());
+            continue;
+        }
+        let mut line = vec![1usize; s.len()];
+        line[p.axis] = p.len_out;
+        let column = |v: Vec<f32>| B::float_expand(upload_f32::<B>(v, &line, dev), sh(&s));
+        let mut acc: Option<F<B>> = None;
+        for t in 0..p.taps {
+            let ix: Vec<i64> = (0..p.len_out)
+                .map(|o| p.index[o * p.taps + t] as i64)
+                .collect();
+            let it = B::int_from_data(
+                burn::tensor::TensorData::new(ix, vec![p.len_out])
+                    .convert_dtype(<B::IntElem as Element>::dtype()),
+                dev,
+            );
+            let g = B::float_select(x.clone(), p.axis, it);
+            let w: Vec<f32> = (0..p.len_out)
+                .map(|o| p.coef[o * p.taps + t] as f32)
+                .collect();
+            let term = if p.taps == 1 {
+                // Nearest copies the cell; a zero weight (exclude_outside) gives exactly 0.
+                if w.iter().all(|&v| v == 1.0) {
+                    g
+                } else {
+                    let zero: Vec<f32> = w.iter().map(|&v| f32::from(u8::from(v == 0.0))).collect();
+                    B::float_mask_fill(g, truthy::<B>(column(zero)), Scalar::Float(0.0))
+                }
+            } else {
+                B::float_mul(g, column(w))
+            };
+            acc = Some(match acc {
+                None => term,
+                Some(a) => B::float_add(a, term),
+            });
+        }
+        let mut y = acc.ok_or("resize: an axis plan without taps")?;
+        if p.extrapolated.iter().any(|&e| e) {
+            let m: Vec<f32> = p
+                .extrapolated
+                .iter()
+                .map(|&e| f32::from(u8::from(e)))
+                .collect();
+            y = B::float_mask_fill(
+                y,
+                truthy::<B>(column(m)),
+                Scalar::Float(rz.extrapolation_value),
+            );
+        }
+        x = y;
+    }
+    Ok(x)
 }

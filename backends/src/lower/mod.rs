@@ -28,7 +28,13 @@
 //! and remainder ops (`bitwise`, `mod`), `reduce` with kind `prod`, and `attention` with
 //! a non-causal boolean-style pattern run through the reference implementation on the host
 //! ([`Lowering::Host`]): operands are downloaded, the op's f64 reference semantics run, results
-//! are uploaded. On the CPU backend the hot f32 ops run on fuselage's own kernels
+//! are uploaded. The N-D vision ops lower onto burn where burn computes exactly ONNX's result:
+//! `conv` and `conv_transpose` of 1 to 3 spatial axes (asymmetric pads applied explicitly, the
+//! transposed convolution cropped and extended from burn's full result), `pool` max/avg over 1
+//! or 2 spatial axes with symmetric pads (avg without dilation, max with row-major indices; a
+//! ceil-mode size burn counts differently runs on the host), and `resize` (the reference's exact
+//! per-axis taps gathered and weighted on the backend); `pool` otherwise (Lp, 3-D, asymmetric
+//! pads, column-major indices) and `grid_sample` run on the host. On the CPU backend the hot f32 ops run on fuselage's own kernels
 //! ([`Lowering::Kernel`], [`crate::kernels`]), which read burn-ndarray's arrays in place through
 //! their strides; instructions computable from constants alone run once, at lowering
 //! ([`Lowering::Folded`]). [`Program::lowering_report`] lists which is which for a program.

@@ -16,6 +16,7 @@ use std::fmt::Debug;
 
 pub mod testing;
 pub mod util;
+pub mod window;
 
 // One module per op (declared here, outside the `ops!` macro, so that rustfmt sees them).
 pub mod abs;
@@ -35,7 +36,9 @@ pub mod clamp;
 pub mod compare;
 pub mod concat;
 pub mod constant;
+pub mod conv;
 pub mod conv2d;
+pub mod conv_transpose;
 pub mod cos;
 pub mod cumulative;
 pub mod dequantize;
@@ -48,6 +51,7 @@ pub mod gather;
 pub mod gather_elements;
 pub mod gather_nd;
 pub mod gelu;
+pub mod grid_sample;
 pub mod group_norm;
 pub mod input;
 pub mod iota;
@@ -65,12 +69,14 @@ pub mod mul;
 pub mod neg;
 pub mod not;
 pub mod pad;
+pub mod pool;
 pub mod pow;
 pub mod quantize;
 pub mod reduce;
 pub mod reduce_scatter;
 pub mod relu;
 pub mod reshape;
+pub mod resize;
 pub mod rms_norm;
 pub mod rope;
 pub mod rsqrt;
@@ -260,6 +266,11 @@ ops! {
     GroupNorm => group_norm::GroupNorm,
     UpsampleNearest2d => upsample_nearest2d::UpsampleNearest2d,
     AvgPool2d => avg_pool2d::AvgPool2d,
+    Conv => conv::Conv,
+    ConvTranspose => conv_transpose::ConvTranspose,
+    Pool => pool::Pool,
+    Resize => resize::Resize,
+    GridSample => grid_sample::GridSample,
     Quantize => quantize::Quantize,
     Dequantize => dequantize::Dequantize,
     LayerNorm => layer_norm::LayerNorm,

@@ -574,6 +574,31 @@ mod tests {
             ("upsample_nearest2d", r#"{"scale":2}"#),
             ("avg_pool2d", r#"{"kernel":[2,2],"stride":[2,2]}"#),
             (
+                "conv",
+                r#"{"strides":[2],"pads":[1,0],"dilations":[2],"group":2}"#,
+            ),
+            (
+                "conv_transpose",
+                r#"{"strides":[2,2],"pads":[1,1,0,0],"output_padding":[1,0]}"#,
+            ),
+            (
+                "pool",
+                r#"{"kind":"max","kernel":[3,3],"strides":[2,2],"ceil_mode":true,"indices":true,"storage_order":1}"#,
+            ),
+            ("pool", r#"{"kind":"lp","kernel":[2],"p":3}"#),
+            (
+                "resize",
+                r#"{"axes":[2,3],"sizes":["2*H",8],"scales":[2.0,2.0],"mode":"cubic","coordinate_transformation_mode":"align_corners","cubic_coeff_a":-0.5,"exclude_outside":true,"antialias":true}"#,
+            ),
+            (
+                "resize",
+                r#"{"sizes":[1,3],"coordinate_transformation_mode":"tf_crop_and_resize","roi":[0,0,1,0.5],"extrapolation_value":1.5,"nearest_mode":"ceil"}"#,
+            ),
+            (
+                "grid_sample",
+                r#"{"mode":"cubic","padding_mode":"reflection","align_corners":true}"#,
+            ),
+            (
                 "quantize",
                 r#"{"dtype":"i4","granularity":{"kind":"per_group","axis":-1,"size":128},"convention":"deepspeed"}"#,
             ),
