@@ -45,6 +45,13 @@ pub(crate) fn classify(
             .map(|a| a + 1 == rank)
             .unwrap_or(false)
     };
+    // burn-ndarray holds arrays of rank 1 to 6 and panics on others (reshaping to a scalar
+    // included): such values take the reference path on the host.
+    let odd_rank = operands.iter().any(|t| t.rank() > 6)
+        || results.iter().any(|t| t.rank() == 0 || t.rank() > 6);
+    if odd_rank && !matches!(op, Op::Input(_) | Op::Constant(_)) {
+        return Ok(Lowering::Host);
+    }
     let world = |w: u64| -> R<Lowering> {
         if w == 1 {
             Ok(Lowering::Trivial)
@@ -73,7 +80,7 @@ pub(crate) fn classify(
         // `a - b·floor(a/b)`, which is not exact, and has no C fmod); products: burn's generic
         // `float_prod_dim` is `exp(Σ log x)`, wrong for negatives and zeros.
         Op::Mod(_) | Op::Bitwise(_) => Lowering::Host,
-        Op::Reduce(r) if r.kind == ReduceKind::Prod => Lowering::Host,
+        Op::Reduce(r) if r.kind == ReduceKind::Prod || r.sequential => Lowering::Host,
         Op::MatMul(_)
         | Op::Linear(_)
         | Op::Attention(_)

@@ -58,6 +58,11 @@ pub struct Reduce {
     /// Keep reduced dims as size 1 (default false).
     #[serde(default)]
     pub keepdims: bool,
+    /// `sum`/`mean` only: accumulate in index order, rounding to the dtype after every
+    /// addition (a naive low-precision kernel, and what numpy does for bfloat16 arrays — the
+    /// ONNX reference's bf16 Softmax), instead of exactly with one rounding (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sequential: bool,
 }
 
 impl Reduce {
@@ -108,9 +113,12 @@ impl OpSpec for Reduce {
         let strides = [strides_of(x.shape()), broadcast_strides(&keep, x.shape())];
         let d = x.data();
         let kind = self.kind;
+        let dtype = x.dtype();
+        let sequential = self.sequential;
         for_each_index(x.shape(), &strides, |o| {
             let (v, a) = (d[o[0]], &mut acc[o[1]]);
             *a = match kind {
+                ReduceKind::Sum | ReduceKind::Mean if sequential => dtype.round(*a + v),
                 ReduceKind::Sum | ReduceKind::Mean => *a + v,
                 ReduceKind::Prod => *a * v,
                 _ if v.is_nan() || a.is_nan() => f64::NAN,

@@ -294,8 +294,9 @@ fn attention(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let mut p = if sm_dt == DType::F32 || sm_dt == DType::F64 {
         cx.un(Op::Softmax(irops::softmax::Softmax { axis: -1 }), logits)?
     } else {
-        // In 16-bit types the reference rounds every step of the softmax: follow it.
-        stepwise_softmax(cx, logits)?
+        // Softmax precision is the input's (the attribute absent) or a 16-bit type: every
+        // step in that precision, as the ONNX reference computes it.
+        cx.stepwise_softmax(logits, -1)?
     };
     if let Some(b) = &bias {
         // Rows whose bias is all −∞ attend nothing: 0.
@@ -318,23 +319,6 @@ fn attention(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     }
     let qk_out = cx.cast_to(qk_out, dt)?;
     Ok(vec![y, present_k, present_v, qk_out])
-}
-
-/// `exp(x − m) / Σ exp(x − m)` over the last axis, one op per step (so each step rounds to
-/// the dtype as the ONNX reference does); a row of −∞ gives zeros.
-fn stepwise_softmax(cx: &mut Importer, x: Val) -> NResult<Val> {
-    let m = cx.reduce(ReduceKind::Max, x.clone(), vec![-1], true)?;
-    let ninf = cx.scalar_like(&m, f64::NEG_INFINITY, "neg_inf")?;
-    let zero = cx.scalar_like(&m, 0.0, "zero")?;
-    let dead = cx.compare(Predicate::Eq, m.clone(), ninf)?;
-    let m = cx.select(dead, zero.clone(), m)?;
-    let c = cx.sub(x, m)?;
-    let e = cx.un(Op::Exp(irops::exp::Exp {}), c)?;
-    let s = cx.reduce(ReduceKind::Sum, e.clone(), vec![-1], true)?;
-    let one_v = cx.scalar_like(&s, 1.0, "one")?;
-    let is0 = cx.compare(Predicate::Eq, s.clone(), zero)?;
-    let s = cx.select(is0, one_v, s)?;
-    cx.div(e, s)
 }
 
 fn rotary_embedding(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {

@@ -251,9 +251,39 @@ impl Importer<'_> {
                 kind,
                 axes,
                 keepdims,
+                sequential: false,
             }),
             x,
         )
+    }
+
+    /// `exp(x − max) / Σ exp(x − max)` over `axis` as the ONNX reference computes it in a
+    /// 16-bit float type: every step rounded to the type, bf16 sums accumulated in bf16 (numpy
+    /// reduces bfloat16 arrays that way; float16 sums accumulate wider). A row of −∞ gives 0.
+    pub(crate) fn stepwise_softmax(&mut self, x: Val, axis: i64) -> NResult<Val> {
+        use irops::compare::Predicate;
+        use irops::reduce::ReduceKind;
+        let bf16 = self.dtype(&x)? == DType::BF16;
+        let m = self.reduce(ReduceKind::Max, x.clone(), vec![axis], true)?;
+        let ninf = self.scalar_like(&m, f64::NEG_INFINITY, "neg_inf")?;
+        let zero = self.scalar_like(&m, 0.0, "zero")?;
+        let dead = self.compare(Predicate::Eq, m.clone(), ninf)?;
+        let m = self.select(dead, zero.clone(), m)?;
+        let c = self.sub(x, m)?;
+        let e = self.un(Op::Exp(irops::exp::Exp {}), c)?;
+        let s = self.un(
+            Op::Reduce(irops::reduce::Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![axis],
+                keepdims: true,
+                sequential: bf16,
+            }),
+            e.clone(),
+        )?;
+        let one_v = self.scalar_like(&s, 1.0, "one")?;
+        let is0 = self.compare(Predicate::Eq, s.clone(), zero)?;
+        let s = self.select(is0, one_v, s)?;
+        self.div(e, s)
     }
 
     /// A scalar of `v`'s dtype.

@@ -7,12 +7,17 @@ use crate::onnx::tensor::Known;
 use crate::onnx::value::Val;
 use fuselage_ir::ops::reduce::ReduceKind;
 use fuselage_ir::ops::{self as irops, Op};
-use fuselage_ir::{Dim, Tensor};
+use fuselage_ir::{DType, Dim, Tensor};
 
 pub(crate) const OPS: &[(&str, Convert)] = &[
     ("Conv", conv),
-    ("AveragePool", average_pool),
-    ("MaxPool", max_pool),
+    ("ConvTranspose", conv_transpose),
+    ("AveragePool", pool),
+    ("MaxPool", pool),
+    ("LpPool", pool),
+    ("GlobalLpPool", global_lp_pool),
+    ("GridSample", grid_sample),
+    ("AffineGrid", affine_grid),
     ("BatchNormalization", batch_norm),
     ("InstanceNormalization", instance_norm),
     ("GroupNormalization", group_norm),
@@ -82,41 +87,147 @@ pub(crate) fn explicit_pads(
     }
 }
 
+/// Kernel dims of a weight `[M, C/g, k…]` (the attribute, or the weight's fixed dims).
+fn kernel_of(n: &Node, ws: &[Dim]) -> NResult<Vec<i64>> {
+    match n.ints("kernel_shape") {
+        Some(k) => Ok(k),
+        None => ws[2..]
+            .iter()
+            .map(|d| d.fixed().map(|v| v as i64))
+            .collect::<Option<_>>()
+            .ok_or_else(|| err("the kernel dims must be fixed")),
+    }
+}
+
+fn u64s(v: &[i64], what: &str) -> NResult<Vec<u64>> {
+    v.iter()
+        .map(|&x| u64::try_from(x).map_err(|_| err(format!("{what} {v:?} must not be negative"))))
+        .collect()
+}
+
 fn conv(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let x = cx.input(n, 0)?;
     let w = cx.input(n, 1)?;
     let xs = cx.shape(&x)?;
     let ws = cx.shape(&w)?;
-    if xs.len() != 4 {
-        unsup!("only 2-D convolutions (NCHW input) are supported");
+    if xs.len() < 3 {
+        bad!(
+            "Conv needs an input [N, C, spatial…], found rank {}",
+            xs.len()
+        );
     }
-    let kernel: Vec<i64> = match n.ints("kernel_shape") {
-        Some(k) => k,
-        None => ws[2..]
-            .iter()
-            .map(|d| d.fixed().map(|v| v as i64))
-            .collect::<Option<_>>()
-            .ok_or_else(|| err("the kernel dims must be fixed"))?,
-    };
-    let strides = n.ints("strides").unwrap_or(vec![1, 1]);
-    let dil = n.ints("dilations").unwrap_or(vec![1, 1]);
+    let k = xs.len() - 2;
+    let kernel = kernel_of(n, &ws)?;
+    let strides = n.ints("strides").unwrap_or(vec![1; k]);
+    let dil = n.ints("dilations").unwrap_or(vec![1; k]);
     let pads = explicit_pads(n, &xs, &kernel, &strides, &dil)?;
-    let u2 = |v: &[i64], what: &str| -> NResult<[u64; 2]> {
-        match v {
-            [a, b] if *a >= 1 && *b >= 1 => Ok([*a as u64, *b as u64]),
-            _ => bad!("{what} {v:?}"),
-        }
+    let group = n.i("group", 1).max(1) as u64;
+    let mut args = vec![x, w];
+    if let Some(b) = cx.opt_input(n, 2)? {
+        args.push(b);
+    }
+    let op = if k == 2 {
+        // The 2-D fast path.
+        let u2 = |v: &[i64], what: &str| -> NResult<[u64; 2]> {
+            match v {
+                [a, b] if *a >= 1 && *b >= 1 => Ok([*a as u64, *b as u64]),
+                _ => bad!("{what} {v:?}"),
+            }
+        };
+        Op::Conv2d(irops::conv2d::Conv2d {
+            stride: u2(&strides, "strides")?,
+            padding: [
+                pads[0] as u64,
+                pads[1] as u64,
+                pads[2] as u64,
+                pads[3] as u64,
+            ],
+            dilation: u2(&dil, "dilations")?,
+            groups: group,
+        })
+    } else {
+        Op::Conv(irops::conv::Conv {
+            strides: u64s(&strides, "strides")?,
+            pads: u64s(&pads, "pads")?,
+            dilations: u64s(&dil, "dilations")?,
+            group,
+        })
     };
-    let op = Op::Conv2d(irops::conv2d::Conv2d {
-        stride: u2(&strides, "strides")?,
-        padding: [
-            pads[0] as u64,
-            pads[1] as u64,
-            pads[2] as u64,
-            pads[3] as u64,
-        ],
-        dilation: u2(&dil, "dilations")?,
-        groups: n.i("group", 1).max(1) as u64,
+    one(cx.emit(op, &args)?)
+}
+
+/// ConvTranspose; `output_shape` (or SAME auto_pad) is turned into pads and output_padding.
+fn conv_transpose(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let x = cx.input(n, 0)?;
+    let w = cx.input(n, 1)?;
+    let xs = cx.shape(&x)?;
+    let ws = cx.shape(&w)?;
+    if xs.len() < 3 {
+        bad!(
+            "ConvTranspose needs an input [N, C, spatial…], found rank {}",
+            xs.len()
+        );
+    }
+    let k = xs.len() - 2;
+    let kernel = kernel_of(n, &ws)?;
+    let strides = n.ints("strides").unwrap_or(vec![1; k]);
+    let dil = n.ints("dilations").unwrap_or(vec![1; k]);
+    let mut out_pad = n.ints("output_padding").unwrap_or(vec![0; k]);
+    let auto = n.s_or("auto_pad", "NOTSET");
+    let pads: Vec<i64> = if let Some(os) = n.ints("output_shape") {
+        // total = s·(in − 1) + op + ((k − 1)·d + 1) − out
+        let os = &os[os.len().saturating_sub(k)..];
+        let mut begin = vec![];
+        let mut end = vec![];
+        for i in 0..k {
+            let inp = xs[2 + i]
+                .fixed()
+                .ok_or_else(|| err("output_shape with a symbolic spatial dim"))?
+                as i64;
+            let total = strides[i] * (inp - 1) + out_pad[i] + (kernel[i] - 1) * dil[i] + 1 - os[i];
+            if total < 0 {
+                // A larger output than the full one: the rest is output padding.
+                out_pad[i] -= total;
+                begin.push(0);
+                end.push(0);
+            } else if auto == "SAME_UPPER" {
+                begin.push(total / 2);
+                end.push(total - total / 2);
+            } else {
+                begin.push(total - total / 2);
+                end.push(total / 2);
+            }
+        }
+        begin.extend(end);
+        begin
+    } else if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
+        // Output size in·stride: total = s·(in − 1) + op + ((k − 1)·d + 1) − in·s.
+        let mut begin = vec![];
+        let mut end = vec![];
+        for i in 0..k {
+            let total = out_pad[i] + (kernel[i] - 1) * dil[i] + 1 - strides[i];
+            let total = total.max(0);
+            if auto == "SAME_UPPER" {
+                begin.push(total / 2);
+                end.push(total - total / 2);
+            } else {
+                begin.push(total - total / 2);
+                end.push(total / 2);
+            }
+        }
+        begin.extend(end);
+        begin
+    } else if auto == "VALID" {
+        vec![0; 2 * k]
+    } else {
+        n.ints("pads").unwrap_or(vec![0; 2 * k])
+    };
+    let op = Op::ConvTranspose(irops::conv_transpose::ConvTranspose {
+        strides: u64s(&strides, "strides")?,
+        pads: u64s(&pads, "pads")?,
+        dilations: u64s(&dil, "dilations")?,
+        group: n.i("group", 1).max(1) as u64,
+        output_padding: u64s(&out_pad, "output_padding")?,
     });
     let mut args = vec![x, w];
     if let Some(b) = cx.opt_input(n, 2)? {
@@ -125,79 +236,137 @@ fn conv(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     one(cx.emit(op, &args)?)
 }
 
-fn average_pool(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+/// MaxPool, AveragePool, LpPool (N-D, strides, pads, dilations, ceil mode, MaxPool indices).
+fn pool(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    use irops::pool::{Pool, PoolKind};
     let x = cx.input(n, 0)?;
     let xs = cx.shape(&x)?;
-    if xs.len() != 4 {
-        unsup!("only 2-D pooling (NCHW input) is supported");
+    if xs.len() < 3 {
+        bad!(
+            "pooling needs an input [N, C, spatial…], found rank {}",
+            xs.len()
+        );
     }
-    if n.flag("ceil_mode", false) {
-        unsup!("ceil_mode = 1");
-    }
-    let Some(k) = n.ints("kernel_shape") else {
+    let k = xs.len() - 2;
+    let Some(kernel) = n.ints("kernel_shape") else {
         bad!("missing kernel_shape")
     };
-    let strides = n.ints("strides").unwrap_or(vec![1, 1]);
-    let dil = n.ints("dilations").unwrap_or(vec![1, 1]);
-    if dil.iter().any(|&v| v != 1) {
-        unsup!("dilated pooling");
+    if kernel.len() != k {
+        bad!("kernel_shape {kernel:?} for {k} spatial dims");
     }
-    let pads = explicit_pads(n, &xs, &k, &strides, &dil)?;
-    if k.len() != 2 || strides.len() != 2 {
-        bad!("kernel_shape and strides must have 2 entries");
-    }
-    let op = Op::AvgPool2d(irops::avg_pool2d::AvgPool2d {
-        kernel: [k[0].max(1) as u64, k[1].max(1) as u64],
-        stride: [strides[0].max(1) as u64, strides[1].max(1) as u64],
-        padding: [
-            pads[0] as u64,
-            pads[1] as u64,
-            pads[2] as u64,
-            pads[3] as u64,
-        ],
-        count_include_pad: n.flag("count_include_pad", false),
-    });
-    one(cx.un(op, x)?)
+    let strides = n.ints("strides").unwrap_or(vec![1; k]);
+    let dil = n.ints("dilations").unwrap_or(vec![1; k]);
+    let pads = explicit_pads(n, &xs, &kernel, &strides, &dil)?;
+    let kind = match n.op_type() {
+        "MaxPool" => PoolKind::Max,
+        "AveragePool" => PoolKind::Avg,
+        _ => PoolKind::Lp,
+    };
+    let indices = kind == PoolKind::Max && n.wants_output(1);
+    let mut p = Pool::new(kind, u64s(&kernel, "kernel_shape")?);
+    p.strides = u64s(&strides, "strides")?;
+    p.pads = u64s(&pads, "pads")?;
+    p.dilations = u64s(&dil, "dilations")?;
+    p.ceil_mode = n.flag("ceil_mode", false);
+    p.count_include_pad = n.flag("count_include_pad", false);
+    p.p = n.i("p", 2);
+    p.indices = indices;
+    p.storage_order = n.i("storage_order", 0).clamp(0, 1) as u8;
+    cx.emit_multi(Op::Pool(p), &[x])
 }
 
-/// MaxPool with non-overlapping windows (kernel = stride, no padding, dims divisible): a
-/// reshape to `[N, C, H/kh, kh, W/kw, kw]` and a max over the window axes.
-fn max_pool(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    if n.wants_output(1) {
-        unsup!("the Indices output is not computed");
-    }
-    let x = cx.input(n, 0)?;
-    let xs = cx.shape(&x)?;
-    let Some(k) = n.ints("kernel_shape") else {
-        bad!("missing kernel_shape")
-    };
-    let strides = n.ints("strides").unwrap_or(vec![1; k.len()]);
-    let pads = n.ints("pads").unwrap_or_default();
-    let dil = n.ints("dilations").unwrap_or_default();
-    let auto = n.s_or("auto_pad", "NOTSET");
-    if xs.len() != 4
-        || k.len() != 2
-        || strides != k
-        || pads.iter().any(|&p| p != 0)
-        || dil.iter().any(|&v| v != 1)
-        || !(auto == "NOTSET" || auto == "VALID")
-        || n.flag("ceil_mode", false)
+/// GlobalLpPool: `(Σ |x|ᵖ)^(1/p)` over the spatial dims.
+fn global_lp_pool(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let (x, dt) = cx.widen(cx.input(n, 0)?)?;
+    let r = cx.rank(&x)?;
+    let p = n.i("p", 2) as f64;
+    let a = cx.un(Op::Abs(irops::abs::Abs {}), x)?;
+    let pv = cx.scalar_like(&a, p, "p")?;
+    let ap = cx.bin(Op::Pow(irops::pow::Pow {}), a, pv)?;
+    let s = cx.reduce(ReduceKind::Sum, ap, (2..r as i64).collect(), true)?;
+    let inv = cx.scalar_like(&s, 1.0 / p, "inv_p")?;
+    let y = cx.bin(Op::Pow(irops::pow::Pow {}), s, inv)?;
+    one(cx.narrow(y, dt)?)
+}
+
+fn grid_sample(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    use irops::grid_sample::{GridPaddingMode, GridSample, GridSampleMode};
+    let (x, g) = (cx.input(n, 0)?, cx.input(n, 1)?);
+    let mode = match n
+        .s_or("mode", if n.opset < 20 { "bilinear" } else { "linear" })
+        .as_str()
     {
-        unsup!("only 2-D pooling with kernel = stride and no padding is supported");
+        "bilinear" | "linear" => GridSampleMode::Linear,
+        "nearest" => GridSampleMode::Nearest,
+        "bicubic" | "cubic" => GridSampleMode::Cubic,
+        other => bad!("unknown mode `{other}`"),
+    };
+    let padding_mode = match n.s_or("padding_mode", "zeros").as_str() {
+        "zeros" => GridPaddingMode::Zeros,
+        "border" => GridPaddingMode::Border,
+        "reflection" => GridPaddingMode::Reflection,
+        other => bad!("unknown padding_mode `{other}`"),
+    };
+    let op = Op::GridSample(GridSample {
+        mode,
+        padding_mode,
+        align_corners: n.flag("align_corners", false),
+    });
+    one(cx.bin(op, x, g)?)
+}
+
+/// AffineGrid: `grid[n, …, :] = θ[n] · [x, y, (z,) 1]` over a normalized base grid of `size`.
+fn affine_grid(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let theta = cx.input(n, 0)?;
+    let sv = cx.input(n, 1)?;
+    let size = cx.ints(&sv, "size")?;
+    let align = n.flag("align_corners", false);
+    let sp: Vec<i64> = size.iter().skip(2).copied().collect();
+    let k = sp.len();
+    if !(k == 2 || k == 3) {
+        bad!("size must be [N, C, H, W] or [N, C, D, H, W], found {size:?}");
     }
-    let mut dims = vec![xs[0].clone(), xs[1].clone()];
-    for i in 0..2 {
-        let q = xs[2 + i].div_exact(k[i].max(1) as u64).map_err(|e| {
-            err(format!(
-                "spatial dim {} is not a multiple of the kernel: {e}",
-                xs[2 + i]
-            ))
-        })?;
-        dims.push(q);
-        dims.push(d(k[i]));
+    let dt = cx.dtype(&theta)?;
+    // Base coordinates along each spatial axis, in x, y, z order (the last axis first).
+    let coords = |len: i64| -> Vec<f64> {
+        (0..len)
+            .map(|i| {
+                if len == 1 {
+                    0.0
+                } else if align {
+                    -1.0 + 2.0 * i as f64 / (len - 1) as f64
+                } else {
+                    (2.0 * i as f64 + 1.0) / len as f64 - 1.0
+                }
+            })
+            .collect()
+    };
+    let total: i64 = sp.iter().product();
+    let mut base = Vec::with_capacity(total as usize * (k + 1));
+    let per: Vec<Vec<f64>> = sp.iter().map(|&l| coords(l)).collect();
+    for flat in 0..total {
+        // Row-major position over sp.
+        let mut idx = vec![0i64; k];
+        let mut rest = flat;
+        for a in (0..k).rev() {
+            idx[a] = rest % sp[a];
+            rest /= sp[a];
+        }
+        for a in (0..k).rev() {
+            base.push(per[a][idx[a] as usize]);
+        }
+        base.push(1.0);
     }
-    let r = cx.reshape(x, dims)?;
-    one(cx.reduce(ReduceKind::Max, r, vec![3, 5], false)?)
+    let base_t = Tensor::new(dt, vec![total as usize, k + 1], base).map_err(err)?;
+    let b = cx.tensor(&base_t, "base_grid");
+    // [N, k, k+1] · [k+1, total] → [N, k, total] → [N, total, k] → [N, spatial…, k]
+    let bt = cx.transpose(b, vec![1, 0])?;
+    let g = cx.bin(Op::MatMul(irops::matmul::MatMul {}), theta, bt)?;
+    let g = cx.transpose(g, vec![0, 2, 1])?;
+    let mut shape = vec![Dim::from_i64(size[0])];
+    shape.extend(sp.iter().map(|&v| Dim::from_i64(v)));
+    shape.push(Dim::from(k as u64));
+    one(cx.reshape(g, shape)?)
 }
 
 /// A per-channel parameter `[C]` reshaped to broadcast against `[N, C, spatial…]`.
@@ -467,90 +636,207 @@ fn lrn(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     one(cx.narrow(y, dt)?)
 }
 
-/// Resize / Upsample with mode `nearest` by equal integer scales of H and W (2-D NCHW).
+/// Resize (opsets 10–19) and Upsample (7–9): every mode, coordinate transformation and
+/// nearest mode, on any axes; an integer nearest upsampling of H and W keeps its fast op.
 fn resize(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    use irops::resize::{CoordinateTransformationMode as Ctm, NearestMode, Resize, ResizeMode};
     let x = cx.input(n, 0)?;
-    let mode = n.s_or("mode", "nearest");
-    if mode != "nearest" {
-        unsup!("mode `{mode}` (only nearest is supported)");
-    }
     let xs = cx.shape(&x)?;
-    if xs.len() != 4 {
-        unsup!("only 4-D (NCHW) inputs are supported");
-    }
-    let scales: Vec<f64> = if n.op_type() == "Upsample" {
-        if n.opset < 9 {
-            n.floats("scales")
-                .map(|v| v.into_iter().map(f64::from).collect())
-                .ok_or_else(|| err("missing scales"))?
-        } else {
-            let s = cx.input(n, 1)?;
-            cx.floats(&s, "scales")?
-        }
-    } else {
-        // Opset 10: (X, scales); 11+: (X, roi, scales, sizes).
-        let scale_idx = if n.opset < 11 { 1 } else { 2 };
-        let given = match cx.opt_input(n, scale_idx)? {
-            Some(v) => {
-                let f = cx.floats(&v, "scales")?;
-                (!f.is_empty()).then_some(f)
-            }
-            None => None,
-        };
-        match given {
-            Some(f) => f,
-            None => {
-                let Some(sz) = cx.opt_input(n, 3)? else {
-                    bad!("neither scales nor sizes given")
-                };
-                let sz = cx.dims_of(&sz, "sizes")?;
-                let mut sc = vec![];
-                for (i, s) in sz.iter().enumerate() {
-                    let q = match xs.get(i) {
-                        Some(x) if x == s => 1.0,
-                        Some(x) => match (s.fixed(), x.fixed()) {
-                            (Some(a), Some(b)) if b > 0 => a as f64 / b as f64,
-                            _ => match s.div_dim(x).and_then(|q| q.fixed()) {
-                                Some(q) => q as f64,
-                                None => unsup!("sizes {s} for input dim {x}"),
-                            },
-                        },
-                        None => bad!("sizes has more entries than the input's rank"),
-                    };
-                    sc.push(q);
-                }
-                sc
-            }
-        }
+    let r = xs.len();
+    let upsample = n.op_type() == "Upsample";
+    let legacy = upsample || n.opset < 11;
+    let mode = match n.s_or("mode", "nearest").as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" | "bilinear" => ResizeMode::Linear,
+        "cubic" | "bicubic" => ResizeMode::Cubic,
+        other => bad!("unknown mode `{other}`"),
     };
-    if scales.len() != 4 || scales[0] != 1.0 || scales[1] != 1.0 || scales[2] != scales[3] {
-        unsup!("scales {scales:?} (only equal integer scales of H and W are supported)");
-    }
-    let s = scales[2];
-    if s.fract() != 0.0 || s < 1.0 {
-        unsup!("scale {s} (only integer upsampling is supported)");
-    }
-    let ctm = n.s_or("coordinate_transformation_mode", "half_pixel");
-    let nm = n.s_or("nearest_mode", "round_prefer_floor");
-    // With an integer scale, the half-pixel modes map output i to (i + 0.5)/s - 0.5, strictly
-    // inside (k - 0.5, k + 0.5) for k = floor(i / s): rounding to the nearest gives k (floor
-    // and ceil do not). Asymmetric maps to i / s, which is k only when rounding down
-    // (Upsample and opset 10 are asymmetric with floor).
-    let legacy = n.op_type() == "Upsample" || n.opset < 11;
-    let nearest = nm == "round_prefer_floor" || nm == "round_prefer_ceil";
-    let ok = legacy
-        || s == 1.0
-        || match ctm.as_str() {
-            "half_pixel" | "pytorch_half_pixel" | "tf_half_pixel_for_nn" => nearest,
-            "asymmetric" => nm == "floor",
+    // Scales, sizes, roi and axes by opset.
+    let (scales_in, sizes_in, roi_in): (Option<Val>, Option<Val>, Option<Val>) = if upsample {
+        if n.opset < 9 {
+            let f = n.floats("scales").ok_or_else(|| err("missing scales"))?;
+            let t = Tensor::new(
+                DType::F32,
+                vec![f.len()],
+                f.iter().map(|&v| v as f64).collect(),
+            )
+            .map_err(err)?;
+            (Some(cx.tensor(&t, "scales")), None, None)
+        } else {
+            (Some(cx.input(n, 1)?), None, None)
+        }
+    } else if n.opset < 11 {
+        (Some(cx.input(n, 1)?), None, None)
+    } else {
+        (
+            cx.opt_input(n, 2)?,
+            cx.opt_input(n, 3)?,
+            cx.opt_input(n, 1)?,
+        )
+    };
+    let axes: Vec<usize> = match n.ints("axes") {
+        Some(a) => a.iter().map(|&i| axis(i, r)).collect::<NResult<_>>()?,
+        None => (0..r).collect(),
+    };
+    let scales = match scales_in {
+        Some(v) => {
+            let f = cx.floats(&v, "scales")?;
+            (!f.is_empty()).then_some(f)
+        }
+        None => None,
+    };
+    let sizes = match (scales.is_some(), sizes_in) {
+        (false, Some(v)) => Some(cx.dims_of(&v, "sizes")?),
+        _ => None,
+    };
+    let roi = match roi_in {
+        Some(v) => cx.floats(&v, "roi")?,
+        None => vec![],
+    };
+    let ctm_name = if legacy {
+        "asymmetric".to_string()
+    } else {
+        n.s_or("coordinate_transformation_mode", "half_pixel")
+    };
+    let ctm = match ctm_name.as_str() {
+        "half_pixel" => Ctm::HalfPixel,
+        "half_pixel_symmetric" => Ctm::HalfPixelSymmetric,
+        "pytorch_half_pixel" => Ctm::PytorchHalfPixel,
+        "align_corners" => Ctm::AlignCorners,
+        "asymmetric" => Ctm::Asymmetric,
+        "tf_crop_and_resize" => Ctm::TfCropAndResize,
+        other => unsup!("coordinate_transformation_mode `{other}`"),
+    };
+    let nearest_name = if legacy {
+        "floor".to_string()
+    } else {
+        n.s_or("nearest_mode", "round_prefer_floor")
+    };
+    let nearest = match nearest_name.as_str() {
+        "round_prefer_floor" => NearestMode::RoundPreferFloor,
+        "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+        "floor" => NearestMode::Floor,
+        "ceil" => NearestMode::Ceil,
+        other => bad!("unknown nearest_mode `{other}`"),
+    };
+    // Per resized axis: the output size and the scale of the coordinate transformation.
+    let (out_sizes, axis_scales): (Vec<Dim>, Option<Vec<f64>>) = match (&scales, &sizes) {
+        (Some(sc), _) => {
+            let sc: Vec<f64> = if sc.len() == axes.len() {
+                sc.clone()
+            } else if sc.len() == r {
+                axes.iter().map(|&a| sc[a]).collect()
+            } else {
+                bad!("scales has {} entries for {} axes", sc.len(), axes.len())
+            };
+            let mut out = vec![];
+            for (&a, &s) in axes.iter().zip(&sc) {
+                if !(s > 0.0 && s.is_finite()) {
+                    bad!("scale {s} must be positive");
+                }
+                out.push(match xs[a].fixed() {
+                    Some(len) => Dim::from((s * len as f64).floor() as u64),
+                    None if s.fract() == 0.0 => xs[a].mul_int(s as i64).map_err(err)?,
+                    None if (1.0 / s).fract() == 0.0 => {
+                        xs[a].div_floor((1.0 / s) as u64).map_err(err)?
+                    }
+                    None => unsup!("scale {s} of symbolic dim {}", xs[a]),
+                });
+            }
+            (out, Some(sc))
+        }
+        (None, Some(sz)) => {
+            let sz: Vec<Dim> = if sz.len() == axes.len() {
+                sz.clone()
+            } else if sz.len() == r {
+                axes.iter().map(|&a| sz[a].clone()).collect()
+            } else {
+                bad!("sizes has {} entries for {} axes", sz.len(), axes.len())
+            };
+            let policy = n.s_or("keep_aspect_ratio_policy", "stretch");
+            if policy == "stretch" {
+                (sz, None)
+            } else {
+                // One scale for every axis: the smallest (not_larger) or largest ratio.
+                let mut ratios = vec![];
+                for (&a, s) in axes.iter().zip(&sz) {
+                    match (s.fixed(), xs[a].fixed()) {
+                        (Some(o), Some(i)) if i > 0 => ratios.push(o as f64 / i as f64),
+                        _ => unsup!("keep_aspect_ratio_policy with symbolic sizes"),
+                    }
+                }
+                let s = match policy.as_str() {
+                    "not_larger" => ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                    "not_smaller" => ratios.iter().copied().fold(0.0, f64::max),
+                    other => bad!("unknown keep_aspect_ratio_policy `{other}`"),
+                };
+                let out = axes
+                    .iter()
+                    .map(|&a| {
+                        let len = xs[a].fixed().unwrap_or(0) as f64;
+                        Dim::from((s * len + 0.5) as u64)
+                    })
+                    .collect();
+                (out, Some(vec![s; axes.len()]))
+            }
+        }
+        (None, None) => bad!("neither scales nor sizes given"),
+    };
+    // The fast path: integer nearest upsampling of H and W of a 4-D input, other axes kept.
+    if mode == ResizeMode::Nearest && r == 4 && roi.is_empty() {
+        let factor = |a: usize| -> Option<u64> {
+            let pos = axes.iter().position(|&x| x == a);
+            let s = match (pos, &axis_scales) {
+                (None, _) => return Some(1),
+                (Some(p), Some(sc)) => sc[p],
+                (Some(p), None) => out_sizes[p].div_dim(&xs[a])?.fixed()? as f64,
+            };
+            (s >= 1.0 && s.fract() == 0.0).then_some(s as u64)
+        };
+        let fs: Vec<Option<u64>> = (0..4).map(factor).collect();
+        let nearest_ok = match ctm {
+            Ctm::HalfPixel | Ctm::PytorchHalfPixel | Ctm::HalfPixelSymmetric => {
+                matches!(
+                    nearest,
+                    NearestMode::RoundPreferFloor | NearestMode::RoundPreferCeil
+                )
+            }
+            Ctm::Asymmetric => nearest == NearestMode::Floor,
             _ => false,
         };
-    if !ok {
-        unsup!("coordinate_transformation_mode `{ctm}` with nearest_mode `{nm}`");
+        if let [Some(1), Some(1), Some(a), Some(b)] = fs[..] {
+            if a == b && (nearest_ok || a == 1) {
+                if a == 1 {
+                    return one(x);
+                }
+                let op = Op::UpsampleNearest2d(irops::upsample_nearest2d::UpsampleNearest2d {
+                    scale: a,
+                });
+                return one(cx.un(op, x)?);
+            }
+        }
     }
-
-    one(cx.un(
-        Op::UpsampleNearest2d(irops::upsample_nearest2d::UpsampleNearest2d { scale: s as u64 }),
-        x,
-    )?)
+    let mut op = Resize::new(axes.iter().map(|&a| a as i64).collect(), out_sizes);
+    op.scales = axis_scales;
+    op.mode = mode;
+    op.coordinate_transformation_mode = ctm;
+    op.nearest_mode = nearest;
+    op.cubic_coeff_a = n.f("cubic_coeff_a", -0.75);
+    op.exclude_outside = n.flag("exclude_outside", false);
+    op.extrapolation_value = n.f("extrapolation_value", 0.0);
+    op.antialias = n.flag("antialias", false);
+    if ctm == Ctm::TfCropAndResize {
+        op.roi = if roi.len() == 2 * axes.len() {
+            roi
+        } else if roi.len() == 2 * r {
+            let (st, en) = roi.split_at(r);
+            axes.iter()
+                .map(|&a| st[a])
+                .chain(axes.iter().map(|&a| en[a]))
+                .collect()
+        } else {
+            bad!("roi has {} entries for {} axes", roi.len(), axes.len())
+        };
+    }
+    one(cx.un(Op::Resize(op), x)?)
 }

@@ -242,7 +242,13 @@ fn softmax(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
             cx.cast_to(hit, dt)?
         }
         other => {
-            let s = cx.un(Op::Softmax(irops::softmax::Softmax { axis: work_axis }), y)?;
+            let dt = cx.dtype(&y)?;
+            let s = if dt.is_float() && dt.bits() < 32 {
+                // A 16-bit Softmax computes in its type, step by step (ONNX reference).
+                cx.stepwise_softmax(y, work_axis)?
+            } else {
+                cx.un(Op::Softmax(irops::softmax::Softmax { axis: work_axis }), y)?
+            };
             if other == "LogSoftmax" {
                 cx.un(Op::Log(irops::log::Log {}), s)?
             } else {
