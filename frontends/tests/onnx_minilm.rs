@@ -247,16 +247,17 @@ fn position_slice_and_padding_mask_gather_nd_match_onnx_semantics() {
         output_types(&m),
         vec!["i64[1,sequence]", "bool[batch,1,1,sequence]"]
     );
-    // The slice is a gather of iota [sequence] and keeps the node's name; the GatherND over an
-    // index grid is the mask itself, reshaped: no gather reads it.
+    // The slice keeps the node's name; slicing the 8 stored positions to `sequence` assumes
+    // `sequence <= 8`, which makes its type `[1, sequence]`. The GatherND is the general op.
     let g = m.entry().unwrap();
     let named = |name: &str| {
         g.nodes()
             .find(|(_, n)| n.name.as_deref() == Some(name))
             .map(|(_, n)| n.op.name().to_string())
     };
-    assert_eq!(named("node_slice_1").as_deref(), Some("gather"));
-    assert_eq!(named("node_GatherND_52").as_deref(), Some("reshape"));
+    assert_eq!(named("node_slice_1").as_deref(), Some("slice"));
+    assert_eq!(named("node_GatherND_52").as_deref(), Some("gather_nd"));
+    assert_eq!(m.facts.get("sequence").max, Some(8));
 
     for (b, s) in [(2usize, 3usize), (1, 8), (3, 1)] {
         let ids = i64s(&[b, s], &vec![7; b * s]);
@@ -284,12 +285,12 @@ fn position_slice_and_padding_mask_gather_nd_match_onnx_semantics() {
         assert_eq!(out[1].data(), &want[..], "mask for batch {b} x seq {s}");
     }
 
-    // Past the 8 stored positions ONNX would clamp to a length-8 result the IR type [1, S]
-    // cannot name: the run fails with a clear gather error instead of computing wrong shapes.
+    // Past the 8 stored positions the model cannot run (ONNX would clamp the slice to 8 rows
+    // and fail later): binding sequence = 9 is a clear error naming the assumed fact.
     let (b, s) = (1, 9);
     let z = i64s(&[b, s], &vec![1; b * s]);
     let e = run(&m, &[z.clone(), z.clone(), z]).unwrap_err();
-    assert!(e.contains("out of range"), "{e}");
+    assert!(e.contains("sequence = 9 violates sequence <= 8"), "{e}");
 }
 
 /// `out[p0, p1, :] = data[p1, p0, :]`: a grid whose components run over the output axes in the
@@ -363,8 +364,8 @@ fn gather_nd_over_a_transposed_index_grid() {
     }
 }
 
-/// Constant index tuples (negative ones included) into fixed dims: a gather of row-major
-/// offsets; an out-of-range tuple is an import error naming the node.
+/// Constant index tuples (negative ones included) into fixed dims; an out-of-range tuple is an
+/// import error naming the node.
 #[test]
 fn gather_nd_with_constant_indices() {
     let build = |idx: &[i64]| {
@@ -407,13 +408,15 @@ fn gather_nd_with_constant_indices() {
     );
 }
 
+/// Forms an earlier importer refused: GatherND with run-time indices and with `batch_dims`, and a
+/// slice from 1 to a symbolic end (type `[s-1, 4]`).
 #[test]
-fn unsupported_gather_nd_and_slice_forms_say_why() {
+fn gather_nd_with_runtime_indices_and_symbolic_slices_run() {
     let bytes = model(
         vec![
             node("GatherND", "runtime_idx", &["data", "idx"], &["y1"]),
             with(
-                node("GatherND", "batched", &["data", "idx"], &["y2"]),
+                node("GatherND", "batched", &["data", "idx1"], &["y2"]),
                 vec![attr_i("batch_dims", 1)],
             ),
             with(
@@ -429,27 +432,25 @@ fn unsupported_gather_nd_and_slice_forms_say_why() {
         vec![
             value_info("data", DataType::Float, &[D::P("s"), D::V(4)]),
             value_info("idx", DataType::Int64, &[D::P("k"), D::V(2)]),
+            value_info("idx1", DataType::Int64, &[D::P("s"), D::V(1)]),
         ],
         vec![
             value_info("y1", DataType::Float, &[D::P("k")]),
-            value_info("y2", DataType::Float, &[D::P("k")]),
+            value_info("y2", DataType::Float, &[D::P("s")]),
             value_info("y3", DataType::Float, &[D::P("s"), D::V(4)]),
         ],
     );
-    let e = load_onnx_bytes(&bytes, "u.onnx").unwrap_err();
-    let msg = e.to_string();
-    let FrontendError::OnnxUnsupported { ops, .. } = &e else {
-        panic!("wrong error: {msg}")
-    };
-    let nodes: Vec<&str> = ops.iter().map(|o| o.node.as_str()).collect();
-    assert_eq!(nodes, vec!["runtime_idx", "batched", "from_one"], "{msg}");
-    for s in [
-        "GatherND (opset 17) at node `runtime_idx`: only indices that are index grids",
-        "GatherND (opset 17) at node `batched`: batch_dims = 1",
-        "Slice (opset 17) at node `from_one`: a symbolic end `s` with start 1",
-    ] {
-        assert!(msg.contains(s), "{msg}");
-    }
+    let m = load_onnx_bytes(&bytes, "u.onnx").unwrap();
+    assert_eq!(output_types(&m), vec!["f32[k]", "f32[s]", "f32[s-1,4]"]);
+    let s = 3;
+    let data: Vec<f64> = (0..s * 4).map(|i| i as f64).collect();
+    let x = Tensor::new(DType::F32, vec![s, 4], data.clone()).unwrap();
+    let idx = i64s(&[2, 2], &[2, 3, 0, -1]);
+    let idx1 = i64s(&[s, 1], &[1, 0, 3]);
+    let out = run(&m, &[x, idx, idx1]).unwrap();
+    assert_eq!(out[0].data(), &[data[2 * 4 + 3], data[3]]);
+    assert_eq!(out[1].data(), &[data[1], data[4], data[2 * 4 + 3]]);
+    assert_eq!(out[2].data(), &data[4..]);
 }
 
 // ----- the real export (opt-in) -----

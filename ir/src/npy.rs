@@ -139,11 +139,7 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
         .ok_or_else(|| fmt(format!("cannot read descr in header {header}")))?;
     let dtype = dtype_of(d).map_err(fmt)?;
     let fo = field("fortran_order").ok_or_else(|| fmt("header has no 'fortran_order'".into()))?;
-    if fo.starts_with("True") {
-        return Err(fmt(
-            "Fortran-ordered arrays are not supported (save with C order)".into(),
-        ));
-    }
+    let fortran = fo.starts_with("True");
     let sh = field("shape").ok_or_else(|| fmt("header has no 'shape'".into()))?;
     let sh = sh
         .strip_prefix('(')
@@ -170,6 +166,18 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
             "{d}{shape:?} needs {need} data bytes, file has {}",
             data.len()
         )));
+    }
+    if fortran && shape.len() > 1 {
+        // Column-major data is the row-major data of the reversed shape, transposed back.
+        let rev: Vec<usize> = shape.iter().rev().copied().collect();
+        let t = Tensor::from_bytes(dtype, rev.clone(), data).map_err(|e| fmt(e.to_string()))?;
+        let rs = crate::tensor::strides_of(&rev);
+        let r = shape.len();
+        let out = Tensor::from_fn(dtype, shape, |idx| {
+            let off: usize = (0..r).map(|k| idx[k] * rs[r - 1 - k]).sum();
+            t.data()[off]
+        });
+        return Ok(out);
     }
     Tensor::from_bytes(dtype, shape, data).map_err(|e| fmt(e.to_string()))
 }
@@ -246,6 +254,23 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// numpy saves a transposed view column-major (`fortran_order: True`); it reads back in C
+    /// order.
+    #[test]
+    fn fortran_order_reads_in_c_order() {
+        let header = "{'descr': '<i4', 'fortran_order': True, 'shape': (2, 3), }";
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        // [[0, 1, 2], [3, 4, 5]] stored column by column.
+        for v in [0i32, 3, 1, 4, 2, 5] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let t = parse_npy(&b, "f.npy").unwrap();
+        assert_eq!(t.shape(), &[2, 3]);
+        assert_eq!(t.data(), &[0., 1., 2., 3., 4., 5.]);
+    }
 
     #[test]
     fn round_trip_every_numpy_dtype() {

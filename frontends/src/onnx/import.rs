@@ -395,10 +395,12 @@ impl<'o> Importer<'o> {
             },
             opset: self.opsets.get(domain).copied().unwrap_or(0),
             node: node_name(n),
-            reason: reason.or_else(|| {
-                (!domain.is_empty() && !self.opsets.contains_key(domain))
-                    .then(|| format!("the model imports no opset of domain `{domain}`"))
-            }),
+            reason: reason
+                .or_else(|| ops::not_mapped_reason(domain, &n.op_type).map(str::to_string))
+                .or_else(|| {
+                    (!domain.is_empty() && !self.opsets.contains_key(domain))
+                        .then(|| format!("the model imports no opset of domain `{domain}`"))
+                }),
         }
     }
 

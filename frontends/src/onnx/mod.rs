@@ -127,7 +127,13 @@ fn import(
     })
 }
 
-/// The ONNX op types the importer maps (default domain unless prefixed), sorted.
+/// The ONNX op types the importer maps (default domain), sorted.
 pub fn supported_ops() -> Vec<&'static str> {
     ops::supported()
+}
+
+/// The ONNX op types the importer maps, per op family (the file under `onnx/ops/` that
+/// converts them), in the order of each family's table.
+pub fn supported_ops_by_family() -> Vec<(&'static str, Vec<&'static str>)> {
+    ops::by_family()
 }

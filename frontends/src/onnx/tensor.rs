@@ -389,26 +389,26 @@ mod tests {
     fn int16_and_uint16_come_from_int32_data_with_range_checks() {
         let mut t = proto(DataType::Int16, &[3]);
         t.int32_data = vec![-32768, -1, 32767];
-        let k = decode_tensor(&t, None).unwrap();
+        let k = decode_tensor(&t, None, u64::MAX).unwrap();
         assert_eq!(k.dtype, DType::I16);
         assert_eq!(&k.bytes[..], [0x00, 0x80, 0xFF, 0xFF, 0xFF, 0x7F]);
         assert_eq!(k.tensor().unwrap().data(), &[-32768.0, -1.0, 32767.0]);
         assert_eq!(k.ints().unwrap(), [-32768, -1, 32767]);
         t.int32_data = vec![0, 32768, 0];
-        let e = decode_tensor(&t, None).unwrap_err();
+        let e = decode_tensor(&t, None, u64::MAX).unwrap_err();
         assert!(e.contains("int16 value 32768 out of range"), "{e}");
 
         let mut t = proto(DataType::Uint16, &[2]);
         t.int32_data = vec![65535, 258];
-        let k = decode_tensor(&t, None).unwrap();
+        let k = decode_tensor(&t, None, u64::MAX).unwrap();
         assert_eq!(k.dtype, DType::U16);
         assert_eq!(&k.bytes[..], [0xFF, 0xFF, 0x02, 0x01]);
         assert_eq!(k.ints().unwrap(), [65535, 258]);
         t.int32_data = vec![-1, 0];
-        let e = decode_tensor(&t, None).unwrap_err();
+        let e = decode_tensor(&t, None, u64::MAX).unwrap_err();
         assert!(e.contains("uint16 value -1 out of range"), "{e}");
         t.int32_data = vec![1];
-        let e = decode_tensor(&t, None).unwrap_err();
+        let e = decode_tensor(&t, None, u64::MAX).unwrap_err();
         assert!(e.contains("int32_data holds 1 values"), "{e}");
     }
 
@@ -416,17 +416,17 @@ mod tests {
     fn uint32_and_uint64_come_from_uint64_data() {
         let mut t = proto(DataType::Uint32, &[2]);
         t.uint64_data = vec![4294967295, 7];
-        let k = decode_tensor(&t, None).unwrap();
+        let k = decode_tensor(&t, None, u64::MAX).unwrap();
         assert_eq!(k.dtype, DType::U32);
         assert_eq!(&k.bytes[..], [0xFF, 0xFF, 0xFF, 0xFF, 7, 0, 0, 0]);
         assert_eq!(k.ints().unwrap(), [4294967295, 7]);
         t.uint64_data = vec![4294967296, 0];
-        let e = decode_tensor(&t, None).unwrap_err();
+        let e = decode_tensor(&t, None, u64::MAX).unwrap_err();
         assert!(e.contains("uint32 value 4294967296 out of range"), "{e}");
 
         let mut t = proto(DataType::Uint64, &[2]);
         t.uint64_data = vec![1 << 53, u64::MAX];
-        let k = decode_tensor(&t, None).unwrap();
+        let k = decode_tensor(&t, None, u64::MAX).unwrap();
         assert_eq!(k.dtype, DType::U64);
         assert_eq!(&k.bytes[..8], (1u64 << 53).to_le_bytes());
         assert_eq!(&k.bytes[8..], u64::MAX.to_le_bytes());
@@ -439,10 +439,10 @@ mod tests {
         let e = k.ints().unwrap_err();
         assert!(e.contains("does not fit an i64"), "{e}");
         t.uint64_data = vec![1 << 53, 3];
-        let k = decode_tensor(&t, None).unwrap();
+        let k = decode_tensor(&t, None, u64::MAX).unwrap();
         assert_eq!(k.tensor().unwrap().data(), &[(1u64 << 53) as f64, 3.0]);
         t.uint64_data = vec![];
-        let e = decode_tensor(&t, None).unwrap_err();
+        let e = decode_tensor(&t, None, u64::MAX).unwrap_err();
         assert!(e.contains("uint64_data holds 0 values"), "{e}");
     }
 
@@ -458,11 +458,11 @@ mod tests {
             let vals: Vec<f64> = vec![5.0, 300.0];
             t.raw_data = encode_values(d, &vals);
             assert_eq!(t.raw_data.len(), 2 * width);
-            let k = decode_tensor(&t, None).unwrap();
+            let k = decode_tensor(&t, None, u64::MAX).unwrap();
             assert_eq!(k.dtype, d);
             assert_eq!(k.tensor().unwrap().data(), &vals[..], "{d}");
             t.raw_data.pop();
-            let e = decode_tensor(&t, None).unwrap_err();
+            let e = decode_tensor(&t, None, u64::MAX).unwrap_err();
             assert!(e.contains(&format!("need {}", 2 * width)), "{d}: {e}");
         }
     }

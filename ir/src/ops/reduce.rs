@@ -174,7 +174,7 @@ mod tests {
                 .map(|&a| if negate { a as i64 - rank as i64 } else { a as i64 })
                 .collect();
             let x = rand_tensor(dt, shape.clone(), seed);
-            let out = eval_op(Op::Reduce(Reduce { kind, axes, keepdims }), std::slice::from_ref(&x)).unwrap();
+            let out = eval_op(Op::Reduce(Reduce { kind, axes, keepdims, sequential: false }), std::slice::from_ref(&x)).unwrap();
             // Naive: for every output position, collect the input elements that map onto it.
             let keep_shape: Vec<usize> = (0..rank)
                 .map(|i| if red.contains(&i) { 1 } else { shape[i] })
@@ -217,6 +217,7 @@ mod tests {
             kind: ReduceKind::Mean,
             axes,
             keepdims,
+            sequential: false,
         };
         let out = r(vec![1], false)
             .infer(&cx, std::slice::from_ref(&t))
@@ -236,6 +237,7 @@ mod tests {
                 kind,
                 axes,
                 keepdims: false,
+                sequential: false,
             })
         };
         let e = eval_op(op(ReduceKind::Sum, vec![]), std::slice::from_ref(&x))
@@ -266,6 +268,7 @@ mod tests {
                 kind,
                 axes: vec![1],
                 keepdims,
+                sequential: false,
             })
         };
         let run = |kind, dt| {
@@ -298,6 +301,7 @@ mod tests {
                 kind: ReduceKind::Max,
                 axes: vec![0],
                 keepdims: true,
+                sequential: false,
             }),
             std::slice::from_ref(&x),
         )
@@ -316,5 +320,24 @@ mod tests {
         let out = eval_op(op(ReduceKind::Prod, false), &[p]).unwrap();
         assert_eq!(out[0].data()[0], -6.0);
         assert!(out[0].data()[1].is_nan());
+    }
+
+    /// Sequential accumulation rounds after every addition: in bf16 (ulp 2^-7 at 1), adding
+    /// 2^-9 three times to 1 leaves 1 each time, where the exact sum 1 + 3·2^-9 rounds up.
+    #[test]
+    fn sequential_sums_round_after_every_addition() {
+        let q = 1.0 / 512.0;
+        let x = Tensor::new(DType::BF16, vec![4], vec![1.0, q, q, q]).unwrap();
+        let sum = |sequential| {
+            let op = Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![0],
+                keepdims: false,
+                sequential,
+            };
+            eval_op(Op::Reduce(op), std::slice::from_ref(&x)).unwrap()[0].data()[0]
+        };
+        assert_eq!(sum(true), 1.0);
+        assert_eq!(sum(false), 1.0 + 1.0 / 128.0);
     }
 }

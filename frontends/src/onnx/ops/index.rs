@@ -43,6 +43,28 @@ fn gather_nd(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     if bd < 0 {
         bad!("batch_dims {bd} is negative");
     }
+    // Constant index tuples into fixed dims are checked here, naming the node at import.
+    if let Some(k) = cx.known_of(&idx) {
+        let xs = cx.shape(&x)?;
+        let t = k.shape.last().copied().unwrap_or(0);
+        let dims = xs.get(bd as usize..bd as usize + t).unwrap_or(&[]);
+        if let (Ok(ints), true) = (k.ints(), t > 0) {
+            for (ti, tuple) in ints.chunks_exact(t).enumerate() {
+                for (j, (&i, d)) in tuple.iter().zip(dims).enumerate() {
+                    if let Some(d) = d.fixed() {
+                        let d = d as i64;
+                        if i < -d || i >= d {
+                            bad!(
+                                "index tuple {ti}: entry {j} is {i}, out of range for data dim \
+                                 {} of size {d}",
+                                bd as usize + j
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
     let op = Op::GatherNd(irops::gather_nd::GatherNd {
         batch_dims: bd as u64,
     });

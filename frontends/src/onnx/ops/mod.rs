@@ -30,18 +30,54 @@ pub(crate) type Convert = fn(&mut Importer, &Node) -> NResult<Vec<Val>>;
 /// The newest default-domain opset whose semantics the converters follow.
 pub(crate) const NEWEST_OPSET: i64 = 28;
 
-/// Every family's table.
-const FAMILIES: &[&[(&str, Convert)]] = &[
-    elementwise::OPS,
-    shape::OPS,
-    index::OPS,
-    reduce::OPS,
-    linalg::OPS,
-    nn::OPS,
-    attention::OPS,
-    loss::OPS,
-    quant::OPS,
+/// Every family's table, with the family's file name.
+const FAMILIES: &[(&str, &[(&str, Convert)])] = &[
+    ("elementwise", elementwise::OPS),
+    ("shape", shape::OPS),
+    ("index", index::OPS),
+    ("reduce", reduce::OPS),
+    ("linalg", linalg::OPS),
+    ("nn", nn::OPS),
+    ("attention", attention::OPS),
+    ("loss", loss::OPS),
+    ("quant", quant::OPS),
 ];
+
+/// Op types the importer knows and does not map, with the reason a user is told.
+const NOT_MAPPED: &[(&str, &str)] = &[
+    ("NonZero", "the size of its output depends on the values of its input (a data-dependent shape, which a typed IR graph cannot name)"),
+    ("Unique", "the size of its output depends on the values of its input (a data-dependent shape, which a typed IR graph cannot name)"),
+    ("Compress", "the size of its output depends on the values of its condition (a data-dependent shape, which a typed IR graph cannot name)"),
+    ("NonMaxSuppression", "the number of boxes it selects depends on the data (a data-dependent shape, which a typed IR graph cannot name)"),
+    ("Bernoulli", "random sampling: its outputs are not a function of its inputs"),
+    ("RandomUniform", "random sampling: its outputs are not a function of its inputs"),
+    ("RandomNormal", "random sampling: its outputs are not a function of its inputs"),
+    ("RandomUniformLike", "random sampling: its outputs are not a function of its inputs"),
+    ("RandomNormalLike", "random sampling: its outputs are not a function of its inputs"),
+    ("Multinomial", "random sampling: its outputs are not a function of its inputs"),
+    ("If", "control flow (subgraphs) is not imported yet"),
+    ("Loop", "control flow (subgraphs) is not imported yet"),
+    ("Scan", "control flow (subgraphs) is not imported yet"),
+    ("ImageDecoder", "decoding image files is outside the tensor IR"),
+    ("StringNormalizer", "string tensors are outside the tensor IR"),
+    ("RegexFullMatch", "string tensors are outside the tensor IR"),
+    ("StringConcat", "string tensors are outside the tensor IR"),
+    ("StringSplit", "string tensors are outside the tensor IR"),
+    ("OptionalHasElement", "optional and sequence values are outside the tensor IR"),
+    ("OptionalGetElement", "optional and sequence values are outside the tensor IR"),
+    ("Optional", "optional and sequence values are outside the tensor IR"),
+];
+
+/// Why a known op type is not mapped, if it is one of [`NOT_MAPPED`].
+pub(crate) fn not_mapped_reason(domain: &str, op_type: &str) -> Option<&'static str> {
+    if !domain.is_empty() {
+        return None;
+    }
+    NOT_MAPPED
+        .iter()
+        .find(|(n, _)| *n == op_type)
+        .map(|(_, r)| *r)
+}
 
 /// The converter of an op type in a domain (`""` is the default ONNX domain).
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<Convert> {
@@ -50,16 +86,24 @@ pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<Convert> {
     }
     FAMILIES
         .iter()
-        .flat_map(|f| f.iter())
+        .flat_map(|(_, f)| f.iter())
         .find(|(name, _)| *name == op_type)
         .map(|(_, c)| *c)
+}
+
+/// The supported op types of each family (file), in table order.
+pub(crate) fn by_family() -> Vec<(&'static str, Vec<&'static str>)> {
+    FAMILIES
+        .iter()
+        .map(|(fam, ops)| (*fam, ops.iter().map(|(n, _)| *n).collect()))
+        .collect()
 }
 
 /// Every supported op type, sorted.
 pub(crate) fn supported() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = FAMILIES
         .iter()
-        .flat_map(|f| f.iter().map(|(n, _)| *n))
+        .flat_map(|(_, f)| f.iter().map(|(n, _)| *n))
         .collect();
     v.sort_unstable();
     v.dedup();

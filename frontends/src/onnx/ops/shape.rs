@@ -35,10 +35,6 @@ pub(crate) const OPS: &[(&str, Convert)] = &[
     ("CenterCropPad", center_crop_pad),
     ("DepthToSpace", depth_to_space),
     ("SpaceToDepth", space_to_depth),
-    ("NonZero", data_dependent),
-    ("Unique", data_dependent),
-    ("Compress", data_dependent),
-    ("NonMaxSuppression", data_dependent),
 ];
 
 fn d(n: i64) -> Dim {
@@ -659,12 +655,4 @@ fn space_to_depth(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let y = cx.transpose(y, perm)?;
     let out = vec![nn, c.mul_int(b * b).map_err(dim_err)?, h2, w2];
     one(cx.reshape(y, out)?)
-}
-
-fn data_dependent(_cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    unsup!(
-        "{}: the size of its output depends on the values of its input (data-dependent shape), \
-         which a typed IR graph cannot name",
-        n.op_type()
-    )
 }
