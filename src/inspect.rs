@@ -25,6 +25,8 @@ pub struct Inspection {
     pub inputs: Vec<Signature>,
     /// Entry function outputs.
     pub outputs: Vec<Signature>,
+    /// Facts assumed about the symbols (`seq <= 512`), checked when sizes are bound.
+    pub facts: Vec<String>,
     /// Live nodes over all functions.
     pub nodes: usize,
     /// Node counts by op name.
@@ -156,6 +158,7 @@ pub fn inspect(m: &Module, sizes: &SymbolSizes) -> Inspection {
         functions: m.functions.keys().cloned().collect(),
         inputs,
         outputs,
+        facts: m.facts.statements(),
         nodes: m.node_count(),
         ops: m
             .op_histogram()
@@ -180,6 +183,9 @@ impl std::fmt::Display for Inspection {
         }
         for o in &self.outputs {
             writeln!(f, "output  {:<24} {}", o.name, o.ty)?;
+        }
+        for fact in &self.facts {
+            writeln!(f, "assume  {fact}")?;
         }
         writeln!(
             f,

@@ -948,6 +948,25 @@ impl Facts {
         self.0.is_empty()
     }
 
+    /// The facts in the text form, one statement each (`S >= 1`, `S <= 512`, `S % 4 == 0`),
+    /// in symbol order; the `.fir` printer writes each after `assume`.
+    pub fn statements(&self) -> Vec<String> {
+        let mut out = vec![];
+        for (sym, f) in &self.0 {
+            let d = Dim::sym(sym);
+            if let Some(v) = f.min {
+                out.push(format!("{d} >= {v}"));
+            }
+            if let Some(v) = f.max {
+                out.push(format!("{d} <= {v}"));
+            }
+            if let Some(v) = f.multiple_of {
+                out.push(format!("{d} % {v} == 0"));
+            }
+        }
+        out
+    }
+
     /// Bounds `(lo, hi)` of a dim (None = unbounded on that side).
     pub fn bounds(&self, d: &Dim) -> (Option<i128>, Option<i128>) {
         self.bounds_with(d, DEFAULT_SYMBOL_MIN)

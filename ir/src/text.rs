@@ -61,17 +61,8 @@ pub const MAX_NODE_ID: u32 = 1 << 20;
 /// then reports what is wrong with it.
 pub fn print_module(module: &Module) -> String {
     let mut s = String::from("module {\n");
-    for (sym, f) in &module.facts.0 {
-        let d = Dim::sym(sym);
-        if let Some(v) = f.min {
-            let _ = writeln!(s, "  assume {d} >= {v}");
-        }
-        if let Some(v) = f.max {
-            let _ = writeln!(s, "  assume {d} <= {v}");
-        }
-        if let Some(v) = f.multiple_of {
-            let _ = writeln!(s, "  assume {d} % {v} == 0");
-        }
+    for fact in module.facts.statements() {
+        let _ = writeln!(s, "  assume {fact}");
     }
     for (name, c) in &module.constants {
         let storage = serde_json::to_string(&c.storage)

@@ -35,42 +35,53 @@ impl GatherElements {
         indices_shape: &[usize],
         indices: &[f64],
     ) -> Result<Vec<usize>, OpError> {
-        let op = Self::NAME;
-        let rank = data_shape.len();
-        if indices_shape.len() != rank {
-            crate::bail!(
-                "{op}: indices {indices_shape:?} must have the rank of data {data_shape:?}"
-            );
-        }
-        let ax = normalize_axis(op, self.axis, rank)?;
-        for (k, (&i, &d)) in indices_shape.iter().zip(data_shape).enumerate() {
-            if k != ax && i > d {
-                crate::bail!(
-                    "{op}: indices {indices_shape:?} are larger than data {data_shape:?} on \
-                     axis {k} (only axis {ax} is indexed)"
-                );
-            }
-        }
-        let n: usize = indices_shape.iter().product();
-        if indices.len() != n {
-            crate::bail!(
-                "{op}: {} index values for shape {indices_shape:?}",
-                indices.len()
-            );
-        }
-        let strides = strides_of(data_shape);
-        let mut pos = vec![0usize; rank];
-        let mut out = Vec::with_capacity(n);
-        for &raw in indices {
-            let j = normalize_index(op, raw, data_shape[ax], ax)?;
-            let off: usize = (0..rank)
-                .map(|k| (if k == ax { j } else { pos[k] }) * strides[k])
-                .sum();
-            out.push(off);
-            next_index(&mut pos, indices_shape);
-        }
-        Ok(out)
+        element_offsets(Self::NAME, self.axis, data_shape, indices_shape, indices)
     }
+}
+
+/// The flat row-major offset into `data` (of shape `data_shape`) of every element of `indices`
+/// (in row-major order), `indices` replacing the position on `axis`: the addressing shared by
+/// `gather_elements` and `scatter_elements`. Checks the ranks, the sizes off `axis` and every
+/// index; `op` names the op in errors.
+pub(crate) fn element_offsets(
+    op: &str,
+    axis: i64,
+    data_shape: &[usize],
+    indices_shape: &[usize],
+    indices: &[f64],
+) -> Result<Vec<usize>, OpError> {
+    let rank = data_shape.len();
+    if indices_shape.len() != rank {
+        crate::bail!("{op}: indices {indices_shape:?} must have the rank of data {data_shape:?}");
+    }
+    let ax = normalize_axis(op, axis, rank)?;
+    for (k, (&i, &d)) in indices_shape.iter().zip(data_shape).enumerate() {
+        if k != ax && i > d {
+            crate::bail!(
+                "{op}: indices {indices_shape:?} are larger than data {data_shape:?} on \
+                 axis {k} (only axis {ax} is indexed)"
+            );
+        }
+    }
+    let n: usize = indices_shape.iter().product();
+    if indices.len() != n {
+        crate::bail!(
+            "{op}: {} index values for shape {indices_shape:?}",
+            indices.len()
+        );
+    }
+    let strides = strides_of(data_shape);
+    let mut pos = vec![0usize; rank];
+    let mut out = Vec::with_capacity(n);
+    for &raw in indices {
+        let j = normalize_index(op, raw, data_shape[ax], ax)?;
+        let off: usize = (0..rank)
+            .map(|k| (if k == ax { j } else { pos[k] }) * strides[k])
+            .sum();
+        out.push(off);
+        next_index(&mut pos, indices_shape);
+    }
+    Ok(out)
 }
 
 impl OpSpec for GatherElements {

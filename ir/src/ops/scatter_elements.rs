@@ -1,12 +1,9 @@
 //! `scatter_elements`: ONNX ScatterElements (PyTorch `scatter` / `scatter_reduce`).
 
-use super::util::{
-    expect_arity, expect_dims_may_equal, expect_int, next_index, normalize_axis, normalize_index,
-    op_err,
-};
+use super::util::{expect_arity, expect_dims_may_equal, expect_int, normalize_axis, op_err};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::error::OpError;
-use crate::tensor::{strides_of, Tensor};
+use crate::tensor::Tensor;
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
 
@@ -79,45 +76,12 @@ impl ScatterElements {
         updates_shape: &[usize],
     ) -> Result<Vec<usize>, OpError> {
         let op = Self::NAME;
-        let rank = data_shape.len();
         if indices_shape != updates_shape {
             crate::bail!(
                 "{op}: updates {updates_shape:?} must be shaped like indices {indices_shape:?}"
             );
         }
-        if indices_shape.len() != rank {
-            crate::bail!(
-                "{op}: indices {indices_shape:?} must have the rank of data {data_shape:?}"
-            );
-        }
-        let ax = normalize_axis(op, self.axis, rank)?;
-        for (k, (&i, &d)) in indices_shape.iter().zip(data_shape).enumerate() {
-            if k != ax && i > d {
-                crate::bail!(
-                    "{op}: indices {indices_shape:?} are larger than data {data_shape:?} on \
-                     axis {k} (only axis {ax} is indexed)"
-                );
-            }
-        }
-        let n: usize = indices_shape.iter().product();
-        if indices.len() != n {
-            crate::bail!(
-                "{op}: {} index values for shape {indices_shape:?}",
-                indices.len()
-            );
-        }
-        let strides = strides_of(data_shape);
-        let mut pos = vec![0usize; rank];
-        let mut out = Vec::with_capacity(n);
-        for &raw in indices {
-            let j = normalize_index(op, raw, data_shape[ax], ax)?;
-            let off: usize = (0..rank)
-                .map(|k| (if k == ax { j } else { pos[k] }) * strides[k])
-                .sum();
-            out.push(off);
-            next_index(&mut pos, indices_shape);
-        }
-        Ok(out)
+        super::gather_elements::element_offsets(op, self.axis, data_shape, indices_shape, indices)
     }
 }
 

@@ -105,14 +105,27 @@ fn u64s(v: &[i64], what: &str) -> NResult<Vec<u64>> {
         .collect()
 }
 
-fn conv(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+/// What Conv and ConvTranspose read alike: the operands, the input shape, the number of spatial
+/// axes, the kernel size, strides and dilations.
+struct ConvOperands {
+    x: Val,
+    w: Val,
+    xs: Vec<Dim>,
+    k: usize,
+    kernel: Vec<i64>,
+    strides: Vec<i64>,
+    dil: Vec<i64>,
+}
+
+fn conv_operands(cx: &mut Importer, n: &Node) -> NResult<ConvOperands> {
     let x = cx.input(n, 0)?;
     let w = cx.input(n, 1)?;
     let xs = cx.shape(&x)?;
     let ws = cx.shape(&w)?;
     if xs.len() < 3 {
         bad!(
-            "Conv needs an input [N, C, spatial…], found rank {}",
+            "{} needs an input [N, C, spatial…], found rank {}",
+            n.op_type(),
             xs.len()
         );
     }
@@ -120,6 +133,27 @@ fn conv(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let kernel = kernel_of(n, &ws)?;
     let strides = n.ints("strides").unwrap_or(vec![1; k]);
     let dil = n.ints("dilations").unwrap_or(vec![1; k]);
+    Ok(ConvOperands {
+        x,
+        w,
+        xs,
+        k,
+        kernel,
+        strides,
+        dil,
+    })
+}
+
+fn conv(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
+    let ConvOperands {
+        x,
+        w,
+        xs,
+        k,
+        kernel,
+        strides,
+        dil,
+    } = conv_operands(cx, n)?;
     let pads = explicit_pads(n, &xs, &kernel, &strides, &dil)?;
     let group = n.i("group", 1).max(1) as u64;
     let mut args = vec![x, w];
@@ -158,20 +192,15 @@ fn conv(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
 
 /// ConvTranspose; `output_shape` (or SAME auto_pad) is turned into pads and output_padding.
 fn conv_transpose(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
-    let x = cx.input(n, 0)?;
-    let w = cx.input(n, 1)?;
-    let xs = cx.shape(&x)?;
-    let ws = cx.shape(&w)?;
-    if xs.len() < 3 {
-        bad!(
-            "ConvTranspose needs an input [N, C, spatial…], found rank {}",
-            xs.len()
-        );
-    }
-    let k = xs.len() - 2;
-    let kernel = kernel_of(n, &ws)?;
-    let strides = n.ints("strides").unwrap_or(vec![1; k]);
-    let dil = n.ints("dilations").unwrap_or(vec![1; k]);
+    let ConvOperands {
+        x,
+        w,
+        xs,
+        k,
+        kernel,
+        strides,
+        dil,
+    } = conv_operands(cx, n)?;
     let mut out_pad = n.ints("output_padding").unwrap_or(vec![0; k]);
     let auto = n.s_or("auto_pad", "NOTSET");
     let pads: Vec<i64> = if let Some(os) = n.ints("output_shape") {
