@@ -121,7 +121,7 @@ pub fn inspect(m: &Module, sizes: &SymbolSizes) -> Inspection {
     if let Some(g) = m.functions.get(&entry) {
         for (name, ty) in g.input_names().iter().zip(g.input_types()) {
             for s in ty.symbols() {
-                if !syms.iter().any(|x| *x == s) {
+                if !syms.contains(&s) {
                     syms.push(s);
                 }
             }

@@ -11,7 +11,6 @@
 
 use fuselage_frontends::onnx::proto::*;
 use fuselage_frontends::onnx::{load_onnx, load_onnx_bytes};
-use fuselage_frontends::FrontendError;
 use fuselage_ir::{DType, Executor, Module, Reference, Tensor};
 use prost::Message;
 use std::path::{Path, PathBuf};

@@ -924,7 +924,7 @@ impl SymbolFacts {
             }
         }
         if let Some(k) = self.multiple_of {
-            if k > 0 && v % k != 0 {
+            if k > 0 && !v.is_multiple_of(k) {
                 return Err(format!("{name} = {v} violates {name} % {k} == 0"));
             }
         }
@@ -1022,7 +1022,7 @@ impl Facts {
                     m = m.saturating_mul(self.get(s).multiple_of.unwrap_or(1).max(1) as u128);
                 }
             }
-            m % k as u128 == 0
+            m.is_multiple_of(k as u128)
         })
     }
 }

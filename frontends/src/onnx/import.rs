@@ -804,7 +804,7 @@ impl<'o> Importer<'o> {
                 let mut f = facts.clone();
                 let e = f.0.entry(s.clone()).or_default();
                 let m = e.multiple_of.unwrap_or(1);
-                if m % k == 0 {
+                if m.is_multiple_of(k) {
                     continue;
                 }
                 let fact = m / gcd(m, k) * k;

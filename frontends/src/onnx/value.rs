@@ -92,6 +92,8 @@ impl SymT {
 }
 
 type SR = Result<Option<SymT>, String>;
+/// A binary operation on dims, used by the symbolic evaluator.
+type DimBinFn<'a> = dyn Fn(&Dim, &Dim) -> Result<Option<Dim>, String> + 'a;
 
 fn strides(shape: &[usize]) -> Vec<usize> {
     fuselage_ir::tensor::strides_of(shape)
@@ -184,7 +186,7 @@ pub(crate) fn sym_eval(op: &Op, args: &[&SymT], results: &[TensorType], facts: &
         return Ok(None);
     }
     let e = |x: fuselage_ir::DimError| x.to_string();
-    let bin = |f: &dyn Fn(&Dim, &Dim) -> Result<Option<Dim>, String>| -> SR {
+    let bin = |f: &DimBinFn<'_>| -> SR {
         if args.len() != 2 {
             return Ok(None);
         }
@@ -431,7 +433,7 @@ pub(crate) fn sym_eval(op: &Op, args: &[&SymT], results: &[TensorType], facts: &
             let mut data = Vec::with_capacity(nout);
             for g in groups {
                 let v = match r.kind {
-                    ReduceKind::Sum => Dim::sum(g.into_iter()).map_err(e)?,
+                    ReduceKind::Sum => Dim::sum(g).map_err(e)?,
                     ReduceKind::Max if !g.is_empty() => {
                         Dim::max_of(g.into_iter().cloned().collect())
                             .and_then(|d| d.simplify(facts))
@@ -442,7 +444,7 @@ pub(crate) fn sym_eval(op: &Op, args: &[&SymT], results: &[TensorType], facts: &
                             .and_then(|d| d.simplify(facts))
                             .map_err(e)?
                     }
-                    ReduceKind::Prod => Dim::product(g.into_iter()).map_err(e)?,
+                    ReduceKind::Prod => Dim::product(g).map_err(e)?,
                     _ => return Ok(None),
                 };
                 data.push(v);

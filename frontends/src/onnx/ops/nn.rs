@@ -57,10 +57,10 @@ pub(crate) fn explicit_pads(
         "SAME_UPPER" | "SAME_LOWER" => {
             let mut begin = vec![];
             let mut end = vec![];
-            for i in 0..k {
+            for (i, &kern) in kernel.iter().enumerate() {
                 let s = strides.get(i).copied().unwrap_or(1).max(1);
                 let dl = dil.get(i).copied().unwrap_or(1);
-                let span = (kernel[i] - 1) * dl + 1;
+                let span = (kern - 1) * dl + 1;
                 let total = match xs.get(2 + i).and_then(|x| x.fixed()) {
                     Some(inp) => {
                         let inp = inp as i64;

@@ -271,35 +271,37 @@ fn split(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     cx.emit_multi(o, &[x])
 }
 
+/// Starts, ends, axes and steps of a Slice node.
+type SliceArgs = (Vec<Dim>, Vec<Dim>, Option<Vec<i64>>, Option<Vec<i64>>);
+
 fn slice(cx: &mut Importer, n: &Node) -> NResult<Vec<Val>> {
     let x = cx.input(n, 0)?;
     let r = cx.rank(&x)?;
-    let (starts, ends, axes, steps): (Vec<Dim>, Vec<Dim>, Option<Vec<i64>>, Option<Vec<i64>>) =
-        if n.opset < 10 {
-            let (Some(s), Some(e)) = (n.ints("starts"), n.ints("ends")) else {
-                bad!("missing starts/ends attributes")
-            };
-            (
-                s.into_iter().map(d).collect(),
-                e.into_iter().map(d).collect(),
-                n.ints("axes"),
-                None,
-            )
-        } else {
-            let s = cx.input(n, 1)?;
-            let e = cx.input(n, 2)?;
-            let starts = cx.dims_of(&s, "starts")?;
-            let ends = cx.dims_of(&e, "ends")?;
-            let axes = match cx.opt_input(n, 3)? {
-                Some(v) => Some(cx.ints(&v, "axes")?),
-                None => None,
-            };
-            let steps = match cx.opt_input(n, 4)? {
-                Some(v) => Some(cx.ints(&v, "steps")?),
-                None => None,
-            };
-            (starts, ends, axes, steps)
+    let (starts, ends, axes, steps): SliceArgs = if n.opset < 10 {
+        let (Some(s), Some(e)) = (n.ints("starts"), n.ints("ends")) else {
+            bad!("missing starts/ends attributes")
         };
+        (
+            s.into_iter().map(d).collect(),
+            e.into_iter().map(d).collect(),
+            n.ints("axes"),
+            None,
+        )
+    } else {
+        let s = cx.input(n, 1)?;
+        let e = cx.input(n, 2)?;
+        let starts = cx.dims_of(&s, "starts")?;
+        let ends = cx.dims_of(&e, "ends")?;
+        let axes = match cx.opt_input(n, 3)? {
+            Some(v) => Some(cx.ints(&v, "axes")?),
+            None => None,
+        };
+        let steps = match cx.opt_input(n, 4)? {
+            Some(v) => Some(cx.ints(&v, "steps")?),
+            None => None,
+        };
+        (starts, ends, axes, steps)
+    };
     let k = starts.len();
     let axes = axes.unwrap_or_else(|| (0..k as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; k]);
