@@ -5,8 +5,8 @@ use super::file::GgufFile;
 use crate::builder::{LlamaLayerWeights, ModelBuilder};
 use crate::builtin::LlamaConfig;
 use crate::error::FrontendError;
+use fuselage_ir::ops::rope::RopeStyle;
 use fuselage_ir::{Constant, DType, Module, Storage, TensorType, ValueId};
-use serde_json::json;
 
 /// Dense `f32` constant from row-major values (little-endian `f32` bytes, no `f64` detour).
 fn dense_f32(shape: &[usize], values: &[f32]) -> Constant {
@@ -173,13 +173,13 @@ pub fn llama_module_with(g: &GgufFile, unpermute: bool) -> Result<Module, Fronte
     let emb_v = load("token_embd.weight", &[cfg.vocab, h])?;
     let embed = b.add_constant_scoped("token_embd.weight", dense_f32(&[cfg.vocab, h], &emb_v))?;
     drop(emb_v);
-    let mut x = b.op_json("gather", json!({"axis": 0}), &[embed, ids])?;
-    let pos = b.op_json(
-        "iota",
-        json!({"shape": ["S"], "axis": 0, "dtype": "i64"}),
-        &[],
-    )?;
-    let style = if unpermute { "half" } else { "interleaved" };
+    let mut x = b.gather(embed, ids, 0)?;
+    let pos = b.iota(&["S".into()], 0, DType::I64)?;
+    let style = if unpermute {
+        RopeStyle::Half
+    } else {
+        RopeStyle::Interleaved
+    };
     for l in 0..cfg.layers {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
         let w = LlamaLayerWeights {
