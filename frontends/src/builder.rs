@@ -13,13 +13,22 @@
 //! let module = b.finish().unwrap();
 //! assert_eq!(module.functions["main"].outputs.len(), 1);
 //! ```
+//!
+//! Every helper builds its op from the op's typed struct in [`fuselage_ir::ops`], so an
+//! attribute renamed in the IR is a compile error here, not a runtime one. Ops without a helper
+//! go through [`ModelBuilder::op`] with their struct (`Op::Gather(Gather { axis: 0 })`); an op
+//! known only by name and JSON attributes (from a config file) is built with
+//! [`Op::from_attrs`] first.
 
 use crate::error::FrontendError;
+use fuselage_ir::ops::attention::{Attention, AttnMask};
+use fuselage_ir::ops::gelu::{Gelu, GeluApproximate};
+use fuselage_ir::ops::reduce::{Reduce, ReduceKind};
+use fuselage_ir::ops::rope::{Rope, RopeStyle};
 use fuselage_ir::ops::{self, Op};
 use fuselage_ir::{
     Constant, DType, Dim, Graph, Init, IrError, Module, NodeId, Tensor, TensorType, ValueId,
 };
-use serde_json::json;
 
 /// Result alias of the builder.
 pub type BuildResult<T> = Result<T, FrontendError>;
@@ -31,6 +40,15 @@ pub enum Mask {
     None,
     /// Causal (each query sees keys up to its own position).
     Causal,
+}
+
+impl From<Mask> for AttnMask {
+    fn from(m: Mask) -> AttnMask {
+        match m {
+            Mask::None => AttnMask::None,
+            Mask::Causal => AttnMask::Causal,
+        }
+    }
 }
 
 /// The weights of one Llama decoder block for [`ModelBuilder::llama_block_with`]: values of
@@ -55,8 +73,9 @@ pub struct LlamaLayerWeights {
     pub up: ValueId,
     /// SwiGLU down projection `[ffn, hidden]`.
     pub down: ValueId,
-    /// Rope style of q and k: `"half"` (HF rotate-half rows) or `"interleaved"` (adjacent pairs).
-    pub rope_style: &'static str,
+    /// Rope style of q and k: [`RopeStyle::Half`] (HF rotate-half rows) or
+    /// [`RopeStyle::Interleaved`] (adjacent pairs).
+    pub rope_style: RopeStyle,
 }
 
 /// Appends nodes to one function of a module being built. Parameters are seeded constants whose
@@ -79,6 +98,16 @@ fn name_hash(s: &str) -> u64 {
         h = h.wrapping_mul(0x100000001b3);
     }
     h
+}
+
+/// LayerNorm over the last dim.
+fn layer_norm_last(eps: f64) -> Op {
+    Op::LayerNorm(ops::layer_norm::LayerNorm { axis: -1, eps })
+}
+
+/// RMSNorm over the last dim.
+fn rms_norm_last(eps: f64) -> Op {
+    Op::RmsNorm(ops::rms_norm::RmsNorm { axis: -1, eps })
 }
 
 impl ModelBuilder {
@@ -137,7 +166,7 @@ impl ModelBuilder {
             .ok_or_else(|| FrontendError::Config(format!("value {v} does not exist")))
     }
 
-    /// Append an op; returns its results.
+    /// Append an op (built from its typed struct); returns its results.
     pub fn op_multi(
         &mut self,
         op: Op,
@@ -154,7 +183,9 @@ impl ModelBuilder {
         Ok((0..n as u32).map(|s| ValueId::new(id, s)).collect())
     }
 
-    /// Append a single-result op.
+    /// Append a single-result op built from its typed struct, e.g.
+    /// `b.op(Op::Gather(Gather { axis: 0 }), &[table, ids])`. (An op known only by name and
+    /// JSON attributes, e.g. from a config file, is built with [`Op::from_attrs`] first.)
     pub fn op(&mut self, op: Op, operands: &[ValueId]) -> BuildResult<ValueId> {
         Ok(self.op_multi(op, operands, None)?[0])
     }
@@ -162,18 +193,6 @@ impl ModelBuilder {
     /// Append a single-result op with a node name.
     pub fn named(&mut self, name: &str, op: Op, operands: &[ValueId]) -> BuildResult<ValueId> {
         Ok(self.op_multi(op, operands, Some(name))?[0])
-    }
-
-    /// Build an op from its name and JSON attributes (see the op contract in `ir::ops`).
-    pub fn op_json(
-        &mut self,
-        name: &str,
-        attrs: serde_json::Value,
-        operands: &[ValueId],
-    ) -> BuildResult<ValueId> {
-        let op = Op::from_attrs(name, attrs)
-            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
-        self.op(op, operands)
     }
 
     fn constant_node(&mut self, name: String) -> BuildResult<ValueId> {
@@ -230,9 +249,7 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let mut operands = vec![x, w];
         operands.extend(bias);
-        let op = Op::from_attrs("linear", json!({}))
-            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
-        self.named(name, op, &operands)
+        self.named(name, Op::Linear(ops::linear::Linear {}), &operands)
     }
 
     /// LayerNorm over the last dim as one op with given scale and optional bias.
@@ -246,9 +263,7 @@ impl ModelBuilder {
     ) -> BuildResult<ValueId> {
         let mut operands = vec![x, scale];
         operands.extend(bias);
-        let op = Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps}))
-            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
-        self.named(name, op, &operands)
+        self.named(name, layer_norm_last(eps), &operands)
     }
 
     /// RMSNorm over the last dim as one op with a given scale.
@@ -259,9 +274,7 @@ impl ModelBuilder {
         scale: ValueId,
         eps: f64,
     ) -> BuildResult<ValueId> {
-        let op = Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
-            .map_err(|source| FrontendError::build(self.scoped(name), source))?;
-        self.named(name, op, &[x, scale])
+        self.named(name, rms_norm_last(eps), &[x, scale])
     }
 
     /// Add a prebuilt constant (e.g. imported dense weights) under a scoped, fresh name and
@@ -294,29 +307,36 @@ impl ModelBuilder {
         Ok(t.dtype)
     }
 
-    /// Element-wise binary op by name (`add`, `sub`, `mul`, `div`, …).
-    pub fn binary(&mut self, op: &str, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
-        self.op_json(op, json!({}), &[a, b])
+    /// A binary op on `a` and `b`, e.g. `b.binary(Op::Pow(Pow {}), x, y)` (the element-wise
+    /// ones have helpers: [`add`](Self::add), [`maximum`](Self::maximum), …). An op that does
+    /// not take two operands is a build error from its type inference.
+    pub fn binary(&mut self, op: Op, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.op(op, &[a, b])
     }
 
     /// `a + b`.
     pub fn add(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
-        self.binary("add", a, b)
+        self.binary(Op::Add(ops::add::Add {}), a, b)
     }
 
     /// `a - b`.
     pub fn sub(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
-        self.binary("sub", a, b)
+        self.binary(Op::Sub(ops::sub::Sub {}), a, b)
     }
 
     /// `a * b`.
     pub fn mul(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
-        self.binary("mul", a, b)
+        self.binary(Op::Mul(ops::mul::Mul {}), a, b)
     }
 
     /// `a / b`.
     pub fn div(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
-        self.binary("div", a, b)
+        self.binary(Op::Div(ops::div::Div {}), a, b)
+    }
+
+    /// Element-wise `max(a, b)` (NaN propagates).
+    pub fn maximum(&mut self, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        self.binary(Op::Maximum(ops::maximum::Maximum {}), a, b)
     }
 
     /// `a · b` (batched).
@@ -324,14 +344,47 @@ impl ModelBuilder {
         self.op(Op::MatMul(ops::matmul::MatMul {}), &[a, b])
     }
 
-    /// Unary op by name (`exp`, `erf`, `rsqrt`, …).
-    pub fn unary(&mut self, op: &str, x: ValueId) -> BuildResult<ValueId> {
-        self.op_json(op, json!({}), &[x])
+    /// A unary op on `x`, e.g. `b.unary(Op::Exp(Exp {}), x)` (some have helpers:
+    /// [`sqrt`](Self::sqrt), [`rsqrt`](Self::rsqrt), [`erf`](Self::erf), [`silu`](Self::silu),
+    /// [`gelu`](Self::gelu), [`cast`](Self::cast)). An op that does not take one operand is a
+    /// build error from its type inference.
+    pub fn unary(&mut self, op: Op, x: ValueId) -> BuildResult<ValueId> {
+        self.op(op, &[x])
+    }
+
+    /// `√x`.
+    pub fn sqrt(&mut self, x: ValueId) -> BuildResult<ValueId> {
+        self.unary(Op::Sqrt(ops::sqrt::Sqrt {}), x)
+    }
+
+    /// `1 / √x`.
+    pub fn rsqrt(&mut self, x: ValueId) -> BuildResult<ValueId> {
+        self.unary(Op::Rsqrt(ops::rsqrt::Rsqrt {}), x)
+    }
+
+    /// `erf x`.
+    pub fn erf(&mut self, x: ValueId) -> BuildResult<ValueId> {
+        self.unary(Op::Erf(ops::erf::Erf {}), x)
+    }
+
+    /// `x · sigmoid(x)`.
+    pub fn silu(&mut self, x: ValueId) -> BuildResult<ValueId> {
+        self.unary(Op::Silu(ops::silu::Silu {}), x)
+    }
+
+    /// `x` converted to `dtype`.
+    pub fn cast(&mut self, x: ValueId, dtype: DType) -> BuildResult<ValueId> {
+        self.unary(Op::Cast(ops::cast::Cast { dtype }), x)
     }
 
     /// GELU (erf form) as one op.
     pub fn gelu(&mut self, x: ValueId) -> BuildResult<ValueId> {
-        self.op_json("gelu", json!({"approximate": "none"}), &[x])
+        self.gelu_with(x, GeluApproximate::None)
+    }
+
+    /// GELU as one op, with the given formula (erf or tanh).
+    pub fn gelu_with(&mut self, x: ValueId, approximate: GeluApproximate) -> BuildResult<ValueId> {
+        self.unary(Op::Gelu(Gelu { approximate }), x)
     }
 
     /// GELU written in primitives as framework exports do: `x · 0.5 · (1 + erf(x / √2))`.
@@ -341,7 +394,7 @@ impl ModelBuilder {
         let one = self.scalar("one", d, 1.0)?;
         let half = self.scalar("half", d, 0.5)?;
         let t = self.div(x, sqrt2)?;
-        let t = self.unary("erf", t)?;
+        let t = self.erf(t)?;
         let t = self.add(t, one)?;
         let t = self.mul(x, t)?;
         self.mul(t, half)
@@ -349,11 +402,25 @@ impl ModelBuilder {
 
     /// Mean over the last axis, keeping it.
     pub fn mean_last(&mut self, x: ValueId) -> BuildResult<ValueId> {
-        self.op_json(
-            "reduce",
-            json!({"kind": "mean", "axes": [-1], "keepdims": true}),
-            &[x],
-        )
+        self.reduce(x, ReduceKind::Mean, &[-1], true)
+    }
+
+    /// Reduce `x` over `axes` (negative ones count from the end), keeping them as size 1 when
+    /// `keepdims`.
+    pub fn reduce(
+        &mut self,
+        x: ValueId,
+        kind: ReduceKind,
+        axes: &[i64],
+        keepdims: bool,
+    ) -> BuildResult<ValueId> {
+        let op = Reduce {
+            kind,
+            axes: axes.to_vec(),
+            keepdims,
+            sequential: false,
+        };
+        self.unary(Op::Reduce(op), x)
     }
 
     /// `x · w + b` with a seeded weight `[in, out]` (matmul layout) and optional bias, as one
@@ -456,12 +523,7 @@ impl ModelBuilder {
         let b = self.norm_bias(d, dim);
         self.pop_scope();
         let (g, b) = (g?, b?);
-        self.named(
-            name,
-            Op::from_attrs("layer_norm", json!({"axis": -1, "eps": eps}))
-                .map_err(|source| FrontendError::build(name, source))?,
-            &[x, g, b],
-        )
+        self.named(name, layer_norm_last(eps), &[x, g, b])
     }
 
     /// LayerNorm written in primitives as exporters emit it:
@@ -485,7 +547,7 @@ impl ModelBuilder {
         let sq = self.mul(d, d)?;
         let v = self.mean_last(sq)?;
         let v = self.add(v, e)?;
-        let r = self.unary("rsqrt", v)?;
+        let r = self.rsqrt(v)?;
         let n = self.mul(d, r)?;
         let n = self.mul(n, g)?;
         self.add(n, b)
@@ -504,12 +566,7 @@ impl ModelBuilder {
         let g = self.norm_scale(d, dim);
         self.pop_scope();
         let g = g?;
-        self.named(
-            name,
-            Op::from_attrs("rms_norm", json!({"axis": -1, "eps": eps}))
-                .map_err(|source| FrontendError::build(name, source))?,
-            &[x, g],
-        )
+        self.named(name, rms_norm_last(eps), &[x, g])
     }
 
     /// RMSNorm written in primitives: `x · rsqrt(mean(x·x) + eps) · g`.
@@ -533,7 +590,7 @@ impl ModelBuilder {
         let sq = self.mul(x, x)?;
         let v = self.mean_last(sq)?;
         let v = self.add(v, e)?;
-        let r = self.unary("rsqrt", v)?;
+        let r = self.rsqrt(v)?;
         let n = self.mul(x, r)?;
         self.mul(n, g)
     }
@@ -565,7 +622,64 @@ impl ModelBuilder {
 
     /// Permute dims.
     pub fn transpose(&mut self, x: ValueId, perm: &[usize]) -> BuildResult<ValueId> {
-        self.op_json("transpose", json!({ "perm": perm }), &[x])
+        let perm = perm.to_vec();
+        self.unary(Op::Transpose(ops::transpose::Transpose { perm }), x)
+    }
+
+    /// `x[start:end]` along `axis` (python semantics, step 1; negative axes count from the end).
+    pub fn slice(&mut self, x: ValueId, axis: i64, start: i64, end: i64) -> BuildResult<ValueId> {
+        let op = ops::slice::Slice::new(axis, start, end, 1);
+        self.unary(Op::Slice(op), x)
+    }
+
+    /// Rows of `data` along `axis` picked by the integer `indices`.
+    pub fn gather(&mut self, data: ValueId, indices: ValueId, axis: i64) -> BuildResult<ValueId> {
+        self.op(Op::Gather(ops::gather::Gather { axis }), &[data, indices])
+    }
+
+    /// A `dtype[shape]` tensor whose value is the index along `axis`, e.g. the positions
+    /// `0..S` as `iota(&["S".into()], 0, DType::I64)`.
+    pub fn iota(&mut self, shape: &[Dim], axis: i64, dtype: DType) -> BuildResult<ValueId> {
+        let op = ops::iota::Iota {
+            shape: shape.to_vec(),
+            axis,
+            dtype,
+        };
+        self.op(Op::Iota(op), &[])
+    }
+
+    /// Rotary embedding of `x[..., S, D]` at integer `positions` (all of D rotates).
+    pub fn rope(
+        &mut self,
+        x: ValueId,
+        positions: ValueId,
+        style: RopeStyle,
+        theta: f64,
+    ) -> BuildResult<ValueId> {
+        let op = Rope {
+            style,
+            theta,
+            rotary_dim: None,
+        };
+        self.op(Op::Rope(op), &[x, positions])
+    }
+
+    /// Scaled-dot-product attention as one op on heads `q[B,H,Sq,D]`, `k[B,Hk,Sk,D]`,
+    /// `v[B,Hk,Sk,Dv]` plus additive `biases` (each broadcasting to `[B,H,Sq,Sk]`), scale
+    /// `1/√D`; result `[B,H,Sq,Dv]`.
+    pub fn attention_op(
+        &mut self,
+        [q, k, v]: [ValueId; 3],
+        mask: Mask,
+        biases: &[ValueId],
+    ) -> BuildResult<ValueId> {
+        let mut operands = vec![q, k, v];
+        operands.extend_from_slice(biases);
+        let op = Attention {
+            mask: mask.into(),
+            scale: None,
+        };
+        self.op(Op::Attention(op), &operands)
     }
 
     /// Multi-head attention block on `x[B,S,hidden]`: q/k/v projections, optional rope on q and
@@ -614,7 +728,7 @@ impl ModelBuilder {
             let q = proj(self, "q", x, heads * dh, qkv_bias)?;
             let k = proj(self, "k", x, kv_heads * dh, qkv_bias)?;
             let v = proj(self, "v", x, kv_heads * dh, qkv_bias)?;
-            let rope = rope.map(|(pos, theta)| (pos, theta, "half"));
+            let rope = rope.map(|(pos, theta)| (pos, theta, RopeStyle::Half));
             let a = self.attention_core(
                 [q, k, v],
                 [&bd, &sd],
@@ -638,7 +752,7 @@ impl ModelBuilder {
         [hidden, heads, kv_heads]: [usize; 3],
         mask: Mask,
         bias: Option<ValueId>,
-        rope: Option<(ValueId, f64, &str)>,
+        rope: Option<(ValueId, f64, RopeStyle)>,
     ) -> BuildResult<ValueId> {
         let dh = hidden / heads;
         let split = |b: &mut Self, t: ValueId, h: usize| -> BuildResult<ValueId> {
@@ -649,19 +763,11 @@ impl ModelBuilder {
         let mut k = split(self, k, kv_heads)?;
         let v = split(self, v, kv_heads)?;
         if let Some((pos, theta, style)) = rope {
-            let r = json!({"style": style, "theta": theta});
-            q = self.op_json("rope", r.clone(), &[q, pos])?;
-            k = self.op_json("rope", r, &[k, pos])?;
+            q = self.rope(q, pos, style, theta)?;
+            k = self.rope(k, pos, style, theta)?;
         }
-        let mask_s = match mask {
-            Mask::None => "none",
-            Mask::Causal => "causal",
-        };
-        let mut operands = vec![q, k, v];
-        if let Some(b) = bias {
-            operands.push(b);
-        }
-        let a = self.op_json("attention", json!({ "mask": mask_s }), &operands)?;
+        let biases: Vec<ValueId> = bias.into_iter().collect();
+        let a = self.attention_op([q, k, v], mask, &biases)?;
         let a = self.transpose(a, &[0, 2, 1, 3])?;
         self.reshape(a, &[bd.clone(), sd.clone(), Dim::from(hidden)])
     }
@@ -703,7 +809,7 @@ impl ModelBuilder {
         let res = (|| {
             let g = self.linear_primitives("gate", x, hidden, ffn, false)?;
             let u = self.linear_primitives("up", x, hidden, ffn, false)?;
-            let g = self.unary("silu", g)?;
+            let g = self.silu(g)?;
             let h = self.mul(g, u)?;
             self.linear_primitives("down", h, ffn, hidden, false)
         })();
@@ -841,7 +947,7 @@ impl ModelBuilder {
             let m = (|| {
                 let g = self.matmul(n, w.gate)?;
                 let u = self.matmul(n, w.up)?;
-                let g = self.unary("silu", g)?;
+                let g = self.silu(g)?;
                 let hm = self.mul(g, u)?;
                 self.matmul(hm, w.down)
             })();

@@ -4,8 +4,8 @@
 
 use crate::builder::{BuildResult, ModelBuilder};
 use crate::error::FrontendError;
+use fuselage_ir::ops::reduce::ReduceKind;
 use fuselage_ir::{DType, Dim, Init, Module};
-use serde_json::json;
 
 /// Shape of a BERT-family encoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,14 +138,10 @@ pub fn bert(cfg: &BertConfig, seed: u64, primitives: bool) -> BuildResult<Module
     )?;
     let types = b.param("token_type_embeddings", DType::F32, &[2, h], std)?;
     b.pop_scope();
-    let x = b.op_json("gather", json!({"axis": 0}), &[word, ids])?;
-    let pos = b.op_json(
-        "iota",
-        json!({"shape": ["S"], "axis": 0, "dtype": "i64"}),
-        &[],
-    )?;
-    let p = b.op_json("gather", json!({"axis": 0}), &[pos_table, pos])?;
-    let t = b.op_json("slice", json!({"axis": 0, "start": 0, "end": 1}), &[types])?;
+    let x = b.gather(word, ids, 0)?;
+    let pos = b.iota(&["S".into()], 0, DType::I64)?;
+    let p = b.gather(pos_table, pos, 0)?;
+    let t = b.slice(types, 0, 0, 1)?;
     let x = b.add(x, p)?;
     let x = b.add(x, t)?;
     let mut x = if primitives {
@@ -154,7 +150,7 @@ pub fn bert(cfg: &BertConfig, seed: u64, primitives: bool) -> BuildResult<Module
         b.layer_norm("embeddings.norm", x, h, cfg.eps)?
     };
     // Additive attention bias from the padding mask: (1 - mask) · -10000, shaped [B,1,1,S].
-    let m = b.op_json("cast", json!({"dtype": "f32"}), &[mask])?;
+    let m = b.cast(mask, DType::F32)?;
     let one = b.scalar("one", DType::F32, 1.0)?;
     let big = b.scalar("mask_value", DType::F32, -10000.0)?;
     let inv = b.sub(one, m)?;
@@ -176,18 +172,10 @@ pub fn bert(cfg: &BertConfig, seed: u64, primitives: bool) -> BuildResult<Module
     // Mean pooling over unmasked tokens.
     let m3 = b.reshape(m, &[bd, sd, Dim::from(1u64)])?;
     let xm = b.mul(x, m3)?;
-    let s = b.op_json(
-        "reduce",
-        json!({"kind": "sum", "axes": [1], "keepdims": false}),
-        &[xm],
-    )?;
-    let c = b.op_json(
-        "reduce",
-        json!({"kind": "sum", "axes": [1], "keepdims": false}),
-        &[m3],
-    )?;
+    let s = b.reduce(xm, ReduceKind::Sum, &[1], false)?;
+    let c = b.reduce(m3, ReduceKind::Sum, &[1], false)?;
     let tiny = b.scalar("count_floor", DType::F32, 1e-9)?;
-    let c = b.op_json("maximum", json!({}), &[c, tiny])?;
+    let c = b.maximum(c, tiny)?;
     let e = b.div(s, c)?;
     b.output("sentence_embedding", e);
     b.finish()
@@ -206,12 +194,8 @@ pub fn llama(cfg: &LlamaConfig, seed: u64) -> BuildResult<Module> {
             std: 0.02,
         },
     )?;
-    let mut x = b.op_json("gather", json!({"axis": 0}), &[embed, ids])?;
-    let pos = b.op_json(
-        "iota",
-        json!({"shape": ["S"], "axis": 0, "dtype": "i64"}),
-        &[],
-    )?;
+    let mut x = b.gather(embed, ids, 0)?;
+    let pos = b.iota(&["S".into()], 0, DType::I64)?;
     for l in 0..cfg.layers {
         x = b.llama_block(&format!("layers.{l}"), x, cfg, pos)?;
     }

@@ -34,11 +34,14 @@
 //! and the shape found. Unsupported settings (`hidden_act`, `rope_scaling`, pooling modes) are
 //! errors, never ignored.
 
-use crate::builder::ModelBuilder;
+use crate::builder::{Mask, ModelBuilder};
 use crate::error::FrontendError;
 use crate::safetensors_io::SafetensorsFile;
+use fuselage_ir::ops::gelu::GeluApproximate;
+use fuselage_ir::ops::reduce::ReduceKind;
+use fuselage_ir::ops::rope::RopeStyle;
 use fuselage_ir::{DType, Dim, Module, ValueId};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The architectures [`load_dir`] understands.
@@ -199,7 +202,7 @@ impl Weights<'_> {
         let v = b.add_constant(&full, c)?;
         // Weights are computed in f32 (the IR needs equal dtypes in binary ops).
         if e.dtype != DType::F32 {
-            b.op_json("cast", json!({"dtype": "f32"}), &[v])
+            b.cast(v, DType::F32)
         } else {
             Ok(v)
         }
@@ -228,10 +231,10 @@ impl Weights<'_> {
     }
 }
 
-fn gelu_kind(c: &Cfg, act: &str) -> Result<&'static str, FrontendError> {
+fn gelu_kind(c: &Cfg, act: &str) -> Result<GeluApproximate, FrontendError> {
     match act {
-        "gelu" => Ok("none"),
-        "gelu_new" | "gelu_pytorch_tanh" => Ok("tanh"),
+        "gelu" => Ok(GeluApproximate::None),
+        "gelu_new" | "gelu_pytorch_tanh" => Ok(GeluApproximate::Tanh),
         other => Err(c.err(format!(
             "hidden_act `{other}` is not supported for BERT (expected gelu)"
         ))),
@@ -301,15 +304,11 @@ fn bert(dir: &Path, c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendErr
         &[types, h],
         "type_vocab_size, hidden_size",
     )?;
-    let x = b.op_json("gather", json!({"axis": 0}), &[word, ids])?;
-    let pos = b.op_json(
-        "iota",
-        json!({"shape": ["S"], "axis": 0, "dtype": "i64"}),
-        &[],
-    )?;
-    let p = b.op_json("gather", json!({"axis": 0}), &[pos_t, pos])?;
+    let x = b.gather(word, ids, 0)?;
+    let pos = b.iota(&["S".into()], 0, DType::I64)?;
+    let p = b.gather(pos_t, pos, 0)?;
     // token_type_ids are all 0: row 0 of the table.
-    let t = b.op_json("slice", json!({"axis": 0, "start": 0, "end": 1}), &[type_t])?;
+    let t = b.slice(type_t, 0, 0, 1)?;
     let x = b.add(x, p)?;
     let x = b.add(x, t)?;
     let g = w.load(&mut b, "embeddings.LayerNorm.weight", &[h], "hidden_size")?;
@@ -317,7 +316,7 @@ fn bert(dir: &Path, c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendErr
     let mut x = b.layer_norm_with("embeddings.LayerNorm", x, g, Some(be), eps)?;
 
     // Additive attention bias (1 - mask) · f32::MIN, shaped [B,1,1,S].
-    let m = b.op_json("cast", json!({"dtype": "f32"}), &[mask])?;
+    let m = b.cast(mask, DType::F32)?;
     let one = b.scalar("one", DType::F32, 1.0)?;
     let min = b.scalar("mask_min", DType::F32, f32::MIN as f64)?;
     let inv = b.sub(one, m)?;
@@ -359,7 +358,7 @@ fn bert(dir: &Path, c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendErr
             heads(&mut b, k, nh, dh)?,
             heads(&mut b, v, nh, dh)?,
         );
-        let a = b.op_json("attention", json!({"mask": "none"}), &[q, k, v, bias])?;
+        let a = b.attention_op([q, k, v], Mask::None, &[bias])?;
         let a = merge(&mut b, a, h)?;
         let o = w.linear(
             &mut b,
@@ -385,7 +384,7 @@ fn bert(dir: &Path, c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendErr
             true,
             fw,
         )?;
-        let i = b.op_json("gelu", json!({"approximate": act}), &[i])?;
+        let i = b.gelu_with(i, act)?;
         let o = w.linear(&mut b, &format!("{p}.output.dense"), i, ffn, h, true, fw)?;
         let x2 = b.add(x1, o)?;
         let n = format!("{p}.output.LayerNorm");
@@ -400,29 +399,24 @@ fn bert(dir: &Path, c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendErr
             // Sum over unmasked tokens / max(count, 1e-9), as sentence-transformers.
             let m3 = b.reshape(m, &[bd, sd, 1u64.into()])?;
             let xm = b.mul(x, m3)?;
-            let sum = json!({"kind": "sum", "axes": [1], "keepdims": false});
-            let s = b.op_json("reduce", sum.clone(), &[xm])?;
-            let cnt = b.op_json("reduce", sum, &[m3])?;
+            let s = b.reduce(xm, ReduceKind::Sum, &[1], false)?;
+            let cnt = b.reduce(m3, ReduceKind::Sum, &[1], false)?;
             let floor = b.scalar("count_floor", DType::F32, 1e-9)?;
-            let cnt = b.op_json("maximum", json!({}), &[cnt, floor])?;
+            let cnt = b.maximum(cnt, floor)?;
             b.div(s, cnt)?
         }
         Pool::Cls => {
-            let c = b.op_json("slice", json!({"axis": 1, "start": 0, "end": 1}), &[x])?;
+            let c = b.slice(x, 1, 0, 1)?;
             b.reshape(c, &[bd, Dim::from(h)])?
         }
     };
     let e = if pooling.normalize {
         // e / max(‖e‖₂, 1e-12), as torch.nn.functional.normalize.
         let sq = b.mul(e, e)?;
-        let ss = b.op_json(
-            "reduce",
-            json!({"kind": "sum", "axes": [-1], "keepdims": true}),
-            &[sq],
-        )?;
-        let n = b.unary("sqrt", ss)?;
+        let ss = b.reduce(sq, ReduceKind::Sum, &[-1], true)?;
+        let n = b.sqrt(ss)?;
         let floor = b.scalar("norm_floor", DType::F32, 1e-12)?;
-        let n = b.op_json("maximum", json!({}), &[n, floor])?;
+        let n = b.maximum(n, floor)?;
         b.div(e, n)?
     } else {
         e
@@ -541,17 +535,12 @@ fn llama(c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendError> {
         &[vocab, h],
         "vocab_size, hidden_size",
     )?;
-    let mut x = b.op_json("gather", json!({"axis": 0}), &[embed, ids])?;
-    let pos = b.op_json(
-        "iota",
-        json!({"shape": ["S"], "axis": 0, "dtype": "i64"}),
-        &[],
-    )?;
+    let mut x = b.gather(embed, ids, 0)?;
+    let pos = b.iota(&["S".into()], 0, DType::I64)?;
     let hw = "hidden_size";
     let qw = "hidden_size, num_attention_heads, head_dim";
     let kw = "hidden_size, num_key_value_heads, head_dim";
     let fw = "hidden_size, intermediate_size";
-    let rope = json!({"style": "half", "theta": theta});
     for l in 0..layers {
         let p = format!("model.layers.{l}");
         let g = w.load(&mut b, &format!("{p}.input_layernorm.weight"), &[h], hw)?;
@@ -579,9 +568,9 @@ fn llama(c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendError> {
         let q = heads(&mut b, q, nh, dh)?;
         let k = heads(&mut b, k, nkv, dh)?;
         let v = heads(&mut b, v, nkv, dh)?;
-        let q = b.op_json("rope", rope.clone(), &[q, pos])?;
-        let k = b.op_json("rope", rope.clone(), &[k, pos])?;
-        let o = b.op_json("attention", json!({"mask": "causal"}), &[q, k, v])?;
+        let q = b.rope(q, pos, RopeStyle::Half, theta)?;
+        let k = b.rope(k, pos, RopeStyle::Half, theta)?;
+        let o = b.attention_op([q, k, v], Mask::Causal, &[])?;
         let o = merge(&mut b, o, nh * dh)?;
         let o = w.linear(&mut b, &format!("{a}.o_proj"), o, nh * dh, h, attn_bias, qw)?;
         let x1 = b.add(x, o)?;
@@ -595,7 +584,7 @@ fn llama(c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendError> {
         let m = format!("{p}.mlp");
         let gt = w.linear(&mut b, &format!("{m}.gate_proj"), n, h, ffn, mlp_bias, fw)?;
         let up = w.linear(&mut b, &format!("{m}.up_proj"), n, h, ffn, mlp_bias, fw)?;
-        let gt = b.unary("silu", gt)?;
+        let gt = b.silu(gt)?;
         let hmid = b.mul(gt, up)?;
         let d = w.linear(
             &mut b,
