@@ -187,12 +187,16 @@ impl ModelBuilder {
     /// `b.op(Op::Gather(Gather { axis: 0 }), &[table, ids])`. (An op known only by name and
     /// JSON attributes, e.g. from a config file, is built with [`Op::from_attrs`] first.)
     pub fn op(&mut self, op: Op, operands: &[ValueId]) -> BuildResult<ValueId> {
-        Ok(self.op_multi(op, operands, None)?[0])
+        let what = op.name();
+        let results = self.op_multi(op, operands, None)?;
+        single(what, results)
     }
 
     /// Append a single-result op with a node name.
     pub fn named(&mut self, name: &str, op: Op, operands: &[ValueId]) -> BuildResult<ValueId> {
-        Ok(self.op_multi(op, operands, Some(name))?[0])
+        let what = op.name();
+        let results = self.op_multi(op, operands, Some(name))?;
+        single(what, results)
     }
 
     fn constant_node(&mut self, name: String) -> BuildResult<ValueId> {
@@ -975,4 +979,11 @@ impl ModelBuilder {
     pub fn node_of(v: ValueId) -> NodeId {
         v.node
     }
+}
+
+/// The one result of an op appended as a single-result op.
+fn single(op: &str, results: Vec<ValueId>) -> BuildResult<ValueId> {
+    results.first().copied().ok_or_else(|| {
+        FrontendError::Config(format!("{op} has no results; append it with op_multi"))
+    })
 }

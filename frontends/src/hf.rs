@@ -406,8 +406,10 @@ fn bert(dir: &Path, c: &Cfg, st: &SafetensorsFile) -> Result<Module, FrontendErr
             b.div(s, cnt)?
         }
         Pool::Cls => {
-            let c = b.slice(x, 1, 0, 1)?;
-            b.reshape(c, &[bd, Dim::from(h)])?
+            // The first token's hidden state: a gather of index 0 on the sequence axis (a
+            // slice `[0:1]` would be typed `min(1,S)`, which needs the fact `S >= 1`).
+            let first = b.scalar("cls_index", DType::I64, 0.0)?;
+            b.gather(x, first, 1)?
         }
     };
     let e = if pooling.normalize {

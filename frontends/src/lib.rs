@@ -1,7 +1,7 @@
 //! # fuselage-frontends
 //!
 //! Ways into the IR: the [`builder`] API with typed helpers (linear, layer_norm, attention, mlp,
-//! transformer blocks), the [`builtin`] models with seeded weights, and importers of real
+//! transformer blocks), the [`builtin`](mod@builtin) models with seeded weights, and importers of real
 //! formats that build the same IR through the same builder:
 //!
 //! - [`hf::load_dir`]: a Hugging Face folder (`config.json` + `model.safetensors`), BERT and

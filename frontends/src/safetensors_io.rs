@@ -1,6 +1,6 @@
 //! Reading `.safetensors` files zero-copy: the file is memory-mapped once (shared through
 //! [`fuselage_ir::map_file`]) and every tensor becomes a constant with
-//! [`Storage::File`](fuselage_ir::Storage::File) storage over its byte range, so importing copies
+//! [`Storage::File`] storage over its byte range, so importing copies
 //! no weight bytes and a printed module refers to the file.
 //!
 //! The header is parsed and validated by the `safetensors` crate; when it rejects a file, the

@@ -173,6 +173,40 @@ fn bert_import_computes_what_the_builder_model_computes() {
     }
 }
 
+#[test]
+fn bert_cls_pooling_takes_the_first_tokens_hidden_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_bert(tmp.path());
+    std::fs::create_dir_all(tmp.path().join("1_Pooling")).unwrap();
+    std::fs::write(
+        tmp.path().join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 32, "pooling_mode_cls_token": true,
+            "pooling_mode_mean_tokens": false}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("modules.json"),
+        r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+            {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"}]"#,
+    )
+    .unwrap();
+    let m = load_dir(tmp.path()).unwrap();
+    assert_eq!(
+        m.functions["main"].output_types()[1]
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        "f32[B,32]"
+    );
+    let x = ids(2, &[1, 7, 3, 49, 0, 0, 5, 9, 11, 2, 8, 4]);
+    let mask = ids(2, &[1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]);
+    let got = Reference.run(&m, "main", &[x, mask]).unwrap();
+    for r in 0..2 {
+        let cls = &got[0].data()[r * 6 * 32..r * 6 * 32 + 32];
+        assert_eq!(&got[1].data()[r * 32..(r + 1) * 32], cls);
+    }
+}
+
 fn llama_cfg() -> LlamaConfig {
     LlamaConfig {
         vocab: 64,

@@ -1,6 +1,6 @@
 //! # fuselage-passes
 //!
-//! The pass manager of fuselage: the [`Pass`] trait, a [registry](registry) of passes with
+//! The pass manager of fuselage: the [`Pass`] trait, a [registry] of passes with
 //! documented serde options, [pipelines](pipeline) as one-line specs or TOML files, and the
 //! [`PassManager`], which verifies the module and checks its numbers against the reference
 //! interpreter after every pass, times passes, prints and dumps IR, runs `fixpoint` groups and

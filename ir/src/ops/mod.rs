@@ -1,4 +1,4 @@
-//! Ops: one file per op, one line per op in the [`ops!`] list below.
+//! Ops: one file per op, one line per op in the `ops!` list below.
 //!
 //! Each op is a struct (its attributes, serde-serializable with unknown fields rejected) that
 //! implements [`OpSpec`]: a name, type inference with clear errors, and reference semantics in
