@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Refresh the checked-in subset of the ONNX node conformance suite that CI runs
-(frontends/tests/fixtures/onnx-node-suite, read by tests/onnx_node_suite.rs).
+(frontends/tests/fixtures/onnx-node-suite, read by tests/onnx/node_suite.rs).
 
     python scripts/onnx-suite-subset.py SUITE_DIR FUSELAGE_BIN [OUT_DIR]
 
