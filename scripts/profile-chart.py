@@ -28,7 +28,9 @@ def main(argv):
             label, path = a.split("=", 1)
             d = json.load(open(path))
             total = sum(p["seconds"] for p in d["profile"]) or 1.0
-            parts = [(p["op"], d["median_ms"] * p["seconds"] / total) for p in d["profile"]]
+            # Kernel instructions are keyed "op [kernel]": one colour per op kind.
+            parts = [(p["op"].split(" [", 1)[0], d["median_ms"] * p["seconds"] / total)
+                     for p in d["profile"]]
             bars.append((label, d["median_ms"], parts))
     # Legend: the ops that are among the `top` largest anywhere; the rest is "other".
     weight = {}

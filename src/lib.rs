@@ -258,15 +258,89 @@ pub fn executor_with(
     backend: Backend,
     options: &fuselage_backends::LowerOptions,
 ) -> Result<Box<dyn Executor>, Error> {
+    Ok(match lower_program(module, backend, options)? {
+        Some(program) => program_executor(program),
+        None => Box::new(Reference),
+    })
+}
+
+/// The lowered program of `module`'s entry function on `backend` (`None` for the reference
+/// interpreter, which runs the module as it is). Its
+/// [`explain_lowering`](fuselage_backends::DynProgram::explain_lowering) says how each node
+/// runs; [`program_executor`] runs it.
+pub fn lower_program(
+    module: &Module,
+    backend: Backend,
+    options: &fuselage_backends::LowerOptions,
+) -> Result<Option<Box<dyn fuselage_backends::DynProgram>>, Error> {
     let kind = match backend {
-        Backend::Reference => return Ok(Box::new(Reference)),
+        Backend::Reference => return Ok(None),
         Backend::Cpu => fuselage_backends::BackendKind::Cpu,
         Backend::Cuda => fuselage_backends::BackendKind::Cuda,
     };
     let entry = entry_name(module)?;
     let program = fuselage_backends::lower_for(kind, module, &entry, options)
         .map_err(|e| Error::Backend(e.to_string()))?;
-    Ok(Box::new(DynExecutor(program)))
+    Ok(Some(program))
+}
+
+/// An executor that runs a lowered program (see [`lower_program`]).
+pub fn program_executor(program: Box<dyn fuselage_backends::DynProgram>) -> Box<dyn Executor> {
+    Box::new(DynExecutor(program))
+}
+
+/// The lowering report of [`fuselage_backends::Program::explain_lowering`] as JSON: one object
+/// per node with `function`, `depth`, `node`, `op`, `lowering` (`native`, `kernel`, `host`,
+/// `trivial`, `folded`), `kernel` (or null), `why` and `rejected` (`[{kernel, reason}]`).
+pub fn lowering_json(nodes: &[fuselage_backends::NodeLowering]) -> serde_json::Value {
+    serde_json::Value::Array(
+        nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "function": n.function,
+                    "depth": n.depth,
+                    "node": n.node,
+                    "op": n.op,
+                    "lowering": format!("{:?}", n.lowering).to_lowercase(),
+                    "kernel": n.kernel,
+                    "why": n.why,
+                    "rejected": n.rejected.iter().map(|r| serde_json::json!({
+                        "kernel": r.kernel,
+                        "reason": r.reason,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The kernel registry and this CPU's features as JSON: `cpu_features` (`{name: bool}`) and
+/// `kernels` (`[{name, op, signature, cost, requires, doc, available}]`, `available`: this CPU
+/// passes the kernel's guard).
+pub fn kernels_json() -> serde_json::Value {
+    use fuselage_backends::kernels::{cpu::CpuFeatures, registry::KERNELS};
+    let f = CpuFeatures::get();
+    let features: serde_json::Map<String, serde_json::Value> = f
+        .list()
+        .iter()
+        .map(|(n, v)| (n.to_string(), serde_json::Value::Bool(*v)))
+        .collect();
+    let kernels: Vec<serde_json::Value> = KERNELS
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.name,
+                "op": e.op,
+                "signature": e.signature,
+                "cost": e.cost,
+                "requires": e.requires,
+                "doc": e.doc,
+                "available": (e.guard)(f),
+            })
+        })
+        .collect();
+    serde_json::json!({ "cpu_features": features, "kernels": kernels })
 }
 
 struct DynExecutor(Box<dyn fuselage_backends::DynProgram>);

@@ -154,9 +154,22 @@ enum Command {
         /// compare the two paths).
         #[arg(long)]
         no_kernels: bool,
+        /// Also report how each node was lowered and why (the kernel chosen, the kernels
+        /// rejected and why, why an op has no burn lowering); `lowering` in the JSON.
+        #[arg(long)]
+        explain_lowering: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// List the native CPU kernels of the lowering's registry and the CPU features detected.
+    Kernels {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Print the registry as the Markdown table of docs/kernels.md.
+        #[arg(long, conflicts_with = "json")]
+        markdown: bool,
     },
     /// Write a Graphviz DOT picture of a model's entry function.
     Dot {
@@ -514,6 +527,7 @@ fn real_main() -> Result<()> {
             threads,
             profile,
             no_kernels,
+            explain_lowering,
             json,
         } => {
             if let Some(t) = threads {
@@ -543,7 +557,17 @@ fn real_main() -> Result<()> {
                 native_kernels: !no_kernels,
                 ..Default::default()
             };
-            let exec = fuselage::executor_with(&m, backend, &options)?;
+            let (exec, lowering) = match fuselage::lower_program(&m, backend, &options)? {
+                Some(p) => {
+                    let lowering = explain_lowering.then(|| p.explain_lowering());
+                    (fuselage::program_executor(p), lowering)
+                }
+                None if explain_lowering => bail!(
+                    "--explain-lowering needs a lowered backend (--backend cpu or cuda); \
+                     the reference interpreter runs the module as it is"
+                ),
+                None => (fuselage::executor_with(&m, backend, &options)?, None),
+            };
             let f = fuselage::bench::bench(
                 &m,
                 &inputs,
@@ -562,8 +586,14 @@ fn real_main() -> Result<()> {
                 v["pipeline"] = serde_json::json!(pipeline);
                 v["threads"] = serde_json::json!(threads);
                 v["kernels"] = serde_json::json!(!no_kernels);
+                if let Some(l) = &lowering {
+                    v["lowering"] = fuselage::lowering_json(l);
+                }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                if let Some(l) = &lowering {
+                    print!("{}", fuselage::backends::render_explain(l));
+                }
                 println!(
                     "{model} on {} at B={batch} S={seq}: median {:.3} ms, p90 {:.3} ms, min {:.3} ms over {runs} runs (after {warmup} warm-up); peak RSS {}",
                     f.backend,
@@ -579,19 +609,48 @@ fn real_main() -> Result<()> {
                     let total: f64 = f.profile.iter().map(|p| p.seconds).sum();
                     if !f.profile.is_empty() {
                         println!(
-                            "{:<20} {:>10} {:>12} {:>7}",
-                            "op", "calls/run", "ms/run", "share"
+                            "{:<36} {:>10} {:>12} {:>7}",
+                            "op [kernel]", "calls/run", "ms/run", "share"
                         );
                     }
                     for p in &f.profile {
                         println!(
-                            "{:<20} {:>10.1} {:>12.3} {:>6.1}%",
+                            "{:<36} {:>10.1} {:>12.3} {:>6.1}%",
                             p.op,
                             p.calls as f64 / runs.max(1) as f64,
                             p.seconds * 1e3 / runs.max(1) as f64,
                             100.0 * p.seconds / total.max(f64::MIN_POSITIVE)
                         );
                     }
+                }
+            }
+        }
+        Command::Kernels { json, markdown } => {
+            use fuselage::backends::kernels::{cpu::CpuFeatures, registry};
+            if markdown {
+                print!("{}", registry::markdown_table());
+            } else if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&fuselage::kernels_json())?
+                );
+            } else {
+                let f = CpuFeatures::get();
+                println!("CPU features: {}", f.summary());
+                println!(
+                    "{:<22} {:<12} {:<36} {:>4} {:<5} what it does",
+                    "kernel", "op", "signature", "cost", "here"
+                );
+                for e in registry::KERNELS {
+                    println!(
+                        "{:<22} {:<12} {:<36} {:>4} {:<5} {}",
+                        e.name,
+                        e.op,
+                        e.signature,
+                        e.cost,
+                        if (e.guard)(f) { "yes" } else { "no" },
+                        e.doc
+                    );
                 }
             }
         }

@@ -430,9 +430,19 @@ fn bench_reports_figures_and_a_per_op_profile() {
     assert_eq!(v["backend"], "cpu");
     assert_eq!(v["runs"], 3);
     let profile = v["profile"].as_array().expect("profile");
-    let ops: Vec<&str> = profile.iter().filter_map(|p| p["op"].as_str()).collect();
+    let keys: Vec<&str> = profile.iter().filter_map(|p| p["op"].as_str()).collect();
+    // Kernel instructions are keyed `op [kernel]`.
     assert!(
-        ops.contains(&"attention") || ops.contains(&"matmul"),
+        keys.contains(&"attention [attention-f32-fused]")
+            && keys.contains(&"matmul [matmul-f32-gemm]"),
+        "{keys:?}"
+    );
+    let ops: Vec<&str> = keys
+        .iter()
+        .map(|k| fuselage::backends::profile_op_name(k))
+        .collect();
+    assert!(
+        ops.contains(&"attention") && ops.contains(&"add"),
         "{ops:?}"
     );
     for p in profile {

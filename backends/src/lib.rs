@@ -3,7 +3,8 @@
 //! Where compiled modules run: [`lower()`] turns a function of a [`Module`](fuselage_ir::Module)
 //! into a [`Program<B>`] over a burn backend `B` (burn-ndarray on the CPU by default, burn-cuda
 //! with the `cuda` feature), with liveness-based [`memory`] planning and native CPU
-//! [`kernels`] for matmul, linear and attention. A [`Program`] implements
+//! [`kernels`] chosen per node from the [kernel registry](kernels::registry)
+//! ([`Program::explain_lowering`] says which and why). A [`Program`] implements
 //! [`fuselage_ir::Executor`], so the pass manager and the CLI run it like the reference
 //! interpreter.
 //!
@@ -30,8 +31,8 @@ pub mod lower;
 pub mod memory;
 
 pub use lower::{
-    cpu_executor, lower, BackendKind, CpuBackend, LowerError, LowerOptions, Lowering,
-    LoweringExecutor, Program, RunStats,
+    cpu_executor, lower, profile_op_name, render_explain, BackendKind, CpuBackend, KernelRejection,
+    LowerError, LowerOptions, Lowering, LoweringExecutor, NodeLowering, Program, RunStats,
 };
 
 #[cfg(feature = "cuda")]
@@ -54,6 +55,8 @@ pub trait DynProgram: fuselage_ir::Executor + Send + Sync {
     ) -> Result<memory::MemoryPlan, LowerError>;
     /// How each op runs: `(op, lowering, count)`.
     fn lowering_report(&self) -> Vec<(String, Lowering, usize)>;
+    /// How every node runs and why ([`Program::explain_lowering`]).
+    fn explain_lowering(&self) -> Vec<NodeLowering>;
 }
 
 impl<B: burn::tensor::backend::Backend> DynProgram for Program<B>
@@ -77,6 +80,9 @@ where
     }
     fn lowering_report(&self) -> Vec<(String, Lowering, usize)> {
         Program::lowering_report(self)
+    }
+    fn explain_lowering(&self) -> Vec<NodeLowering> {
+        Program::explain_lowering(self)
     }
 }
 

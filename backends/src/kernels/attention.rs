@@ -1,8 +1,11 @@
 //! Fused attention on strided `q`, `k`, `v` views (GQA, additive biases, causal mask).
 
 use super::gemm::gemm_raw_out;
+use super::registry::{all_f32, any_cpu, wrong_op, KernelEntry, KernelOut};
 use super::softmax::softmax_row;
 use super::{broadcast_strides, gemm, multiversion, Mat, View, R};
+use fuselage_ir::ops::attention::AttnMask;
+use fuselage_ir::Op;
 use rayon::prelude::*;
 
 multiversion! {
@@ -166,6 +169,40 @@ struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 // SAFETY: as above.
 unsafe impl Send for SendPtr {}
+
+/// The registry entry of [`attention()`].
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "attention-f32-fused",
+    op: "attention",
+    signature: "f32 q, k, v[, f32 biases…] -> f32",
+    doc: "Fused `softmax(q·kᵀ·scale + biases [+ causal mask])·v` per batch·head (GQA), heads over threads; writes `[B,S,H,D]` memory behind a `[B,H,S,D]` view.",
+    applies: |_, operands, results| all_f32(operands, results),
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "attention-f32-fused";
+        let Op::Attention(a) = op else {
+            return Err(wrong_op(NAME, op));
+        };
+        if v.len() < 3 {
+            return Err("attention needs q, k, v".into());
+        }
+        let (data, shape, strides) = attention(
+            &v[0],
+            &v[1],
+            &v[2],
+            &v[3..],
+            a.mask == AttnMask::Causal,
+            a.scale,
+        )?;
+        Ok(KernelOut {
+            data,
+            shape,
+            strides: Some(strides),
+        })
+    },
+};
 
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)] // the scalar reference indexes like the math

@@ -1,6 +1,9 @@
 //! GELU over contiguous f32 data, chunk-parallel and vectorized.
 
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
 use super::{map_elementwise as map, math, multiversion};
+use fuselage_ir::ops::gelu::GeluApproximate;
+use fuselage_ir::Op;
 
 multiversion! {
     fn gelu_erf_chunk(x: &[f32], y: &mut [f32]) {
@@ -28,6 +31,66 @@ pub fn gelu_erf(x: &[f32]) -> Vec<f32> {
 pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     map(x, gelu_tanh_chunk)
 }
+
+/// The registry entry of [`gelu_erf`] (`approximate = "none"`).
+pub(crate) const ERF_ENTRY: KernelEntry = KernelEntry {
+    name: "gelu-erf-f32",
+    op: "gelu",
+    signature: "f32 -> f32",
+    doc: "Exact GELU `0.5·x·(1 + erf(x/√2))` with a vectorized erf, chunks over threads.",
+    applies: |op, operands, results| {
+        all_f32(operands, results)?;
+        match op {
+            Op::Gelu(g) if g.approximate == GeluApproximate::None => Ok(()),
+            Op::Gelu(_) => Err("approximate is \"tanh\", this is the erf form".into()),
+            other => Err(wrong_op("gelu-erf-f32", other)),
+        }
+    },
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "gelu-erf-f32";
+        if !matches!(op, Op::Gelu(_)) {
+            return Err(wrong_op(NAME, op));
+        }
+        let x = operand(NAME, v, 0)?;
+        Ok(KernelOut::row_major((
+            gelu_erf(&x.to_contiguous()),
+            x.shape.clone(),
+        )))
+    },
+};
+
+/// The registry entry of [`gelu_tanh`] (`approximate = "tanh"`).
+pub(crate) const TANH_ENTRY: KernelEntry = KernelEntry {
+    name: "gelu-tanh-f32",
+    op: "gelu",
+    signature: "f32 -> f32",
+    doc: "Tanh-approximated GELU with a vectorized tanh, chunks over threads.",
+    applies: |op, operands, results| {
+        all_f32(operands, results)?;
+        match op {
+            Op::Gelu(g) if g.approximate == GeluApproximate::Tanh => Ok(()),
+            Op::Gelu(_) => Err("approximate is \"none\", this is the tanh form".into()),
+            other => Err(wrong_op("gelu-tanh-f32", other)),
+        }
+    },
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "gelu-tanh-f32";
+        if !matches!(op, Op::Gelu(_)) {
+            return Err(wrong_op(NAME, op));
+        }
+        let x = operand(NAME, v, 0)?;
+        Ok(KernelOut::row_major((
+            gelu_tanh(&x.to_contiguous()),
+            x.shape.clone(),
+        )))
+    },
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 //! LayerNorm over the trailing `n` elements of each row, with optional scale and bias.
 
+use super::registry::{all_f32, any_cpu, operand, trailing, wrong_op, KernelEntry, KernelOut};
 use super::{math, multiversion};
+use fuselage_ir::Op;
 
 multiversion! {
     fn layer_norm_row(x: &[f32], y: &mut [f32], scale: Option<&[f32]>, bias: Option<&[f32]>, eps: f32) {
@@ -48,6 +50,36 @@ pub fn layer_norm(
         layer_norm_row(i, o, scale, bias, eps as f32)
     })
 }
+
+/// The registry entry of [`layer_norm()`].
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "layer_norm-f32",
+    op: "layer_norm",
+    signature: "f32[, f32 scale[, f32 bias]] -> f32",
+    doc: "LayerNorm over the trailing axes from `axis`, one pass per row, rows over threads.",
+    applies: |_, operands, results| all_f32(operands, results),
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "layer_norm-f32";
+        let Op::LayerNorm(ln) = op else {
+            return Err(wrong_op(NAME, op));
+        };
+        let x = operand(NAME, v, 0)?;
+        let (n, shape) = trailing(op, ln.axis, x)?;
+        let scale = v.get(1).map(|t| t.to_contiguous());
+        let bias = v.get(2).map(|t| t.to_contiguous());
+        let y = layer_norm(
+            &x.to_contiguous(),
+            n,
+            scale.as_deref(),
+            bias.as_deref(),
+            ln.eps,
+        )?;
+        Ok(KernelOut::row_major((y, shape)))
+    },
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 //! `linear`: `x[..., K] · w[K, N] + bias[N]` with the bias fused into the GEMM's output.
 
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
 use super::{gemm, Mat, View, R};
+use fuselage_ir::Op;
 
 /// `x[..., K] · w[K, N] + bias[N]`; `w` is read in place through its strides (a transposed
 /// weight is not copied), `x` is gathered to row-major first when it is not. Returns the data
@@ -50,6 +52,29 @@ pub fn linear(x: &View<'_>, w: &View<'_>, bias: Option<&View<'_>>) -> R<(Vec<f32
     shape.push(n);
     Ok((out, shape))
 }
+
+/// The registry entry of [`linear()`].
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "linear-f32-gemm",
+    op: "linear",
+    signature: "f32, f32[, f32] -> f32",
+    doc: "`x·w + bias` on the GEMM with the bias fused into the output; a transposed weight is read in place.",
+    applies: |_, operands, results| all_f32(operands, results),
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "linear-f32-gemm";
+        match op {
+            Op::Linear(_) => Ok(KernelOut::row_major(linear(
+                operand(NAME, v, 0)?,
+                operand(NAME, v, 1)?,
+                v.get(2),
+            )?)),
+            other => Err(wrong_op(NAME, other)),
+        }
+    },
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 //! Batched matmul with numpy batch broadcasting, on strided operands.
 
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
 use super::{broadcast, broadcast_strides, gemm, offset_of, Mat, View, R};
+use fuselage_ir::Op;
 use rayon::prelude::*;
 
 /// `a[..., M, K] · b[..., K, N]` with batch broadcasting; operands are read in place through
@@ -77,6 +79,28 @@ pub fn batched_matmul(a: &View<'_>, b: &View<'_>) -> R<(Vec<f32>, Vec<usize>)> {
     }
     Ok((out, shape))
 }
+
+/// The registry entry of [`batched_matmul`].
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "matmul-f32-gemm",
+    op: "matmul",
+    signature: "f32, f32 -> f32",
+    doc: "Batched matmul with numpy batch broadcasting on the GEMM, operands read through their strides.",
+    applies: |_, operands, results| all_f32(operands, results),
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "matmul-f32-gemm";
+        match op {
+            Op::MatMul(_) => Ok(KernelOut::row_major(batched_matmul(
+                operand(NAME, v, 0)?,
+                operand(NAME, v, 1)?,
+            )?)),
+            other => Err(wrong_op(NAME, other)),
+        }
+    },
+};
 
 #[cfg(test)]
 mod tests {

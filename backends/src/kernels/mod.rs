@@ -3,30 +3,31 @@
 //! burn-ndarray runs each op as a chain of generic array operations (one allocation and one
 //! pass over memory per step) and its matmul reaches matrixmultiply without the weight layout a
 //! GEMM wants; measured on MiniLM-L6 (docs/performance.md) `linear`, `attention` and `gelu` took
-//! 98 % of a run. These kernels replace the hot ops behind the same lowering:
+//! 98 % of a run. These kernels replace the hot ops
+//! behind the same lowering. Which kernels exist, for which op and dtypes, and when each applies
+//! is kept in one place, the [`registry`] (rendered in `docs/kernels.md`, listed by
+//! `fuselage kernels`); [`cpu`] detects the CPU features the registry's guards read. Their
+//! building blocks:
 //!
 //! - [`gemm()`]: one GEMM entry point over strided operands on the `gemm` crate (AVX-512/AVX2/FMA
-//!   micro-kernels picked at run time, rayon-parallel);
-//! - [`batched_matmul`] with numpy batch broadcasting and [`linear()`] with a fused bias, both reading
-//!   operands in place through their strides (a transposed weight is not copied);
-//! - [`attention()`]: per batch·head `S = Q·Kᵀ`, scale, biases, causal mask and softmax in one
-//!   pass over each row, then `O = P·V`, heads spread over threads (GQA aware);
-//! - [`rope()`]: rotary embedding on strided `x` with a cos/sin table per distinct position;
-//! - [`layer_norm()`], [`rms_norm()`], [`softmax_rows`], [`gelu_erf`], [`sigmoid()`] and [`silu()`]: row- or
-//!   chunk-parallel, written as
-//!   plain loops compiled several times for different instruction sets (`multiversion!`) so
-//!   that they vectorize on AVX-512 and AVX2 machines without a `target-cpu` flag.
+//!   micro-kernels picked at run time, rayon-parallel), used by the matmul, linear and attention
+//!   kernels, which read their operands in place through their strides;
+//! - the row and elementwise kernels are plain loops compiled several times for different
+//!   instruction sets (`multiversion!`) so that they vectorize on AVX-512 and AVX2 machines
+//!   without a `target-cpu` flag.
 //!
 //! Every kernel has a scalar reference in its tests and is checked against it; the lowering's
 //! conformance suite checks them again against the IR's reference semantics.
 
 pub mod attention;
+pub mod cpu;
 pub mod gelu;
 pub mod gemm;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
 pub mod matmul;
+pub mod registry;
 pub mod rms_norm;
 pub mod rope;
 pub mod sigmoid;

@@ -1,6 +1,8 @@
 //! RMSNorm over the trailing `n` elements of each row, with an optional scale.
 
+use super::registry::{all_f32, any_cpu, operand, trailing, wrong_op, KernelEntry, KernelOut};
 use super::{math, multiversion};
+use fuselage_ir::Op;
 
 multiversion! {
     fn rms_norm_row(x: &[f32], y: &mut [f32], scale: Option<&[f32]>, eps: f32) {
@@ -31,6 +33,29 @@ pub fn rms_norm(x: &[f32], n: usize, scale: Option<&[f32]>, eps: f64) -> Result<
         rms_norm_row(i, o, scale, eps as f32)
     })
 }
+
+/// The registry entry of [`rms_norm()`].
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "rms_norm-f32",
+    op: "rms_norm",
+    signature: "f32[, f32 scale] -> f32",
+    doc: "RMSNorm over the trailing axes from `axis`, one pass per row, rows over threads.",
+    applies: |_, operands, results| all_f32(operands, results),
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "rms_norm-f32";
+        let Op::RmsNorm(rn) = op else {
+            return Err(wrong_op(NAME, op));
+        };
+        let x = operand(NAME, v, 0)?;
+        let (n, shape) = trailing(op, rn.axis, x)?;
+        let scale = v.get(1).map(|t| t.to_contiguous());
+        let y = rms_norm(&x.to_contiguous(), n, scale.as_deref(), rn.eps)?;
+        Ok(KernelOut::row_major((y, shape)))
+    },
+};
 
 #[cfg(test)]
 mod tests {

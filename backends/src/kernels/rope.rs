@@ -1,6 +1,9 @@
 //! Rotary position embedding on strided `x`.
 
+use super::registry::{any_cpu, first_f32, operand, wrong_op, KernelEntry, KernelOut};
 use super::{broadcast_strides, offset_of, View, R};
+use fuselage_ir::ops::rope::RopeStyle;
+use fuselage_ir::Op;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -87,6 +90,38 @@ pub fn rope(
     }
     Ok((out, x.shape.clone()))
 }
+
+/// The registry entry of [`rope()`].
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "rope-f32",
+    op: "rope",
+    signature: "f32, positions (any dtype) -> f32",
+    doc: "Rotary embedding (half or interleaved pairs) on strided `x`, a cos/sin table per distinct position.",
+    // Positions are integers: only `x` and the result need be f32.
+    applies: |_, operands, results| {
+        first_f32(operands.get(..1).unwrap_or_default(), "operand")?;
+        first_f32(results, "result")
+    },
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "rope-f32";
+        let Op::Rope(r) = op else {
+            return Err(wrong_op(NAME, op));
+        };
+        let x = operand(NAME, v, 0)?;
+        let d = x.shape.last().copied().unwrap_or(0);
+        let rotary = r.rotary_dim.map(|v| v as usize).unwrap_or(d);
+        Ok(KernelOut::row_major(rope(
+            x,
+            operand(NAME, v, 1)?,
+            r.style == RopeStyle::Half,
+            r.theta,
+            rotary,
+        )?))
+    },
+};
 
 #[cfg(test)]
 mod tests {

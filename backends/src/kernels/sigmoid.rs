@@ -1,6 +1,8 @@
 //! Sigmoid and SiLU over contiguous f32 data, chunk-parallel and vectorized.
 
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
 use super::{map_elementwise, math, multiversion};
+use fuselage_ir::Op;
 
 multiversion! {
     fn sigmoid_chunk(x: &[f32], y: &mut [f32]) {
@@ -27,6 +29,52 @@ pub fn sigmoid(x: &[f32]) -> Vec<f32> {
 pub fn silu(x: &[f32]) -> Vec<f32> {
     map_elementwise(x, silu_chunk)
 }
+
+/// The registry entry of [`sigmoid()`].
+pub(crate) const SIGMOID_ENTRY: KernelEntry = KernelEntry {
+    name: "sigmoid-f32",
+    op: "sigmoid",
+    signature: "f32 -> f32",
+    doc: "`1/(1 + e^-x)` with a vectorized exp, chunks over threads.",
+    applies: |_, operands, results| all_f32(operands, results),
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "sigmoid-f32";
+        if !matches!(op, Op::Sigmoid(_)) {
+            return Err(wrong_op(NAME, op));
+        }
+        let x = operand(NAME, v, 0)?;
+        Ok(KernelOut::row_major((
+            sigmoid(&x.to_contiguous()),
+            x.shape.clone(),
+        )))
+    },
+};
+
+/// The registry entry of [`silu()`].
+pub(crate) const SILU_ENTRY: KernelEntry = KernelEntry {
+    name: "silu-f32",
+    op: "silu",
+    signature: "f32 -> f32",
+    doc: "`x·sigmoid(x)` with a vectorized exp, chunks over threads.",
+    applies: |_, operands, results| all_f32(operands, results),
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "silu-f32";
+        if !matches!(op, Op::Silu(_)) {
+            return Err(wrong_op(NAME, op));
+        }
+        let x = operand(NAME, v, 0)?;
+        Ok(KernelOut::row_major((
+            silu(&x.to_contiguous()),
+            x.shape.clone(),
+        )))
+    },
+};
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,8 @@
 
 use super::math;
 use super::multiversion;
+use super::registry::{all_f32, any_cpu, last_axis, operand, wrong_op, KernelEntry, KernelOut};
+use fuselage_ir::Op;
 use rayon::prelude::*;
 
 multiversion! {
@@ -37,6 +39,36 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
         .for_each(|c| c.chunks_mut(n).for_each(softmax_row));
     y
 }
+
+/// The registry entry of [`softmax_rows`].
+pub(crate) const ENTRY: KernelEntry = KernelEntry {
+    name: "softmax-f32-rows",
+    op: "softmax",
+    signature: "f32 -> f32",
+    doc: "Softmax over the last axis (max subtracted, fully masked rows give zeros), rows over threads.",
+    applies: |op, operands, results| {
+        all_f32(operands, results)?;
+        match op {
+            Op::Softmax(sm) => last_axis(op, sm.axis, operands),
+            other => Err(wrong_op("softmax-f32-rows", other)),
+        }
+    },
+    cost: 10,
+    requires: "any",
+    guard: any_cpu,
+    run: |op, v| {
+        const NAME: &str = "softmax-f32-rows";
+        if !matches!(op, Op::Softmax(_)) {
+            return Err(wrong_op(NAME, op));
+        }
+        let x = operand(NAME, v, 0)?;
+        let n = x.shape.last().copied().unwrap_or(1);
+        Ok(KernelOut::row_major((
+            softmax_rows(&x.to_contiguous(), n),
+            x.shape.clone(),
+        )))
+    },
+};
 
 #[cfg(test)]
 mod tests {

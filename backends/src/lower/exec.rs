@@ -5,7 +5,6 @@ mod indexing;
 
 use super::host_view::{from_host, hold};
 use super::{download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program};
-use crate::kernels;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{BoolDType, Element, IntDType, Scalar, Shape, Slice, TensorMetadata};
@@ -26,185 +25,6 @@ use std::collections::HashMap;
 
 type F<B> = FloatTensor<B>;
 type R<T> = Result<T, String>;
-
-/// How `op` is executed (errors for ops that cannot run at all, e.g. collectives at world > 1).
-pub(crate) fn classify(
-    op: &Op,
-    operands: &[TensorType],
-    results: &[TensorType],
-    kernels: bool,
-) -> R<Lowering> {
-    let all_f32 = operands
-        .iter()
-        .chain(results)
-        .all(|t| t.dtype == DType::F32);
-    let kernel = kernels && all_f32;
-    let last_axis = |axis: i64| {
-        let rank = operands.first().map(|t| t.rank()).unwrap_or(0);
-        normalize_axis(op.name(), axis, rank)
-            .map(|a| a + 1 == rank)
-            .unwrap_or(false)
-    };
-    // burn-ndarray holds arrays of rank 1 to 6 and panics on others (reshaping to a scalar
-    // included): such values take the reference path on the host.
-    let odd_rank = operands.iter().any(|t| t.rank() > 6)
-        || results.iter().any(|t| t.rank() == 0 || t.rank() > 6);
-    if odd_rank && !matches!(op, Op::Input(_) | Op::Constant(_)) {
-        return Ok(Lowering::Host);
-    }
-    let world = |w: u64| -> R<Lowering> {
-        if w == 1 {
-            Ok(Lowering::Trivial)
-        } else {
-            Err(format!(
-                "a collective over world = {w} needs a communicator; the lowered program runs \
-                 one rank (world = 1)"
-            ))
-        }
-    };
-    Ok(match op {
-        Op::AllGather(c) => world(c.world)?,
-        Op::ReduceScatter(c) => world(c.world)?,
-        Op::AllReduce(c) => world(c.world)?,
-        Op::AllToAll(c) => world(c.world)?,
-        // Exact low-precision codecs, selection with exact tie rules, and the multi-modal mask:
-        // the reference semantics on the host.
-        Op::Quantize(_) | Op::Dequantize(_) | Op::TopK(_) | Op::MmcaAttention(_) => Lowering::Host,
-        // A handful of integers computed from the bindings.
-        Op::Dims(_) => Lowering::Host,
-        // Scatter reductions burn has no exact primitive for (mul, max, min with NaN rules;
-        // `add` of bools, whose sum must saturate at 1).
-        Op::ScatterElements(s) if !native_scatter(s.reduction, operands) => Lowering::Host,
-        Op::ScatterNd(s) if !native_scatter(s.reduction, operands) => Lowering::Host,
-        // Exact integer bit patterns and exact remainders (burn's `float_remainder` computes
-        // `a - b·floor(a/b)`, which is not exact, and has no C fmod); products: burn's generic
-        // `float_prod_dim` is `exp(Σ log x)`, wrong for negatives and zeros.
-        Op::Mod(_) | Op::Bitwise(_) => Lowering::Host,
-        Op::Reduce(r) if r.kind == ReduceKind::Prod || r.sequential => Lowering::Host,
-        Op::MatMul(_)
-        | Op::Linear(_)
-        | Op::Attention(_)
-        | Op::LayerNorm(_)
-        | Op::RmsNorm(_)
-        | Op::Gelu(_)
-            if kernel =>
-        {
-            Lowering::Kernel
-        }
-        Op::Softmax(sm) if kernel && last_axis(sm.axis) => Lowering::Kernel,
-        Op::Sigmoid(_) | Op::Silu(_) if kernel => Lowering::Kernel,
-        // Positions are integers: only `x` and the result need be f32.
-        Op::Rope(_)
-            if kernels
-                && operands.first().is_some_and(|t| t.dtype == DType::F32)
-                && results.iter().all(|t| t.dtype == DType::F32) =>
-        {
-            Lowering::Kernel
-        }
-        Op::Input(_) | Op::Constant(_) => Lowering::Trivial,
-        // burn has 1-D to 3-D (transposed) convolutions; other ranks run on the host.
-        Op::Conv(_) | Op::ConvTranspose(_) => {
-            let r = operands.first().map_or(0, |t| t.rank()).saturating_sub(2);
-            if (1..=3).contains(&r) {
-                Lowering::Native
-            } else {
-                Lowering::Host
-            }
-        }
-        // burn's 1-D/2-D max and average pools take symmetric pads (average: no dilation,
-        // max: row-major indices); the rest, Lp pooling and 3-D run the reference on the host.
-        // Ceil-mode sizes burn counts differently fall back to the host at run time.
-        Op::Pool(p) => {
-            let r = operands.first().map_or(0, |t| t.rank()).saturating_sub(2);
-            let symmetric =
-                p.pads.is_empty() || p.pads[..p.pads.len() / 2] == p.pads[p.pads.len() / 2..];
-            let native = (1..=2).contains(&r)
-                && symmetric
-                && match p.kind {
-                    PoolKind::Max => p.storage_order == 0,
-                    PoolKind::Avg => p.dilations.iter().all(|&d| d == 1),
-                    PoolKind::Lp => false,
-                };
-            if native {
-                Lowering::Native
-            } else {
-                Lowering::Host
-            }
-        }
-        // Exact per-axis taps from the reference, gathered and weighted on the backend.
-        Op::Resize(_) => Lowering::Native,
-        Op::GridSample(_) => Lowering::Host,
-        Op::Add(_)
-        | Op::MatMul(_)
-        | Op::Sub(_)
-        | Op::Mul(_)
-        | Op::Div(_)
-        | Op::Maximum(_)
-        | Op::Minimum(_)
-        | Op::Pow(_)
-        | Op::Neg(_)
-        | Op::Abs(_)
-        | Op::Exp(_)
-        | Op::Log(_)
-        | Op::Sqrt(_)
-        | Op::Rsqrt(_)
-        | Op::Tanh(_)
-        | Op::Erf(_)
-        | Op::Sin(_)
-        | Op::Cos(_)
-        | Op::Math(_)
-        | Op::Relu(_)
-        | Op::Sigmoid(_)
-        | Op::Silu(_)
-        | Op::Gelu(_)
-        | Op::Clamp(_)
-        | Op::Compare(_)
-        | Op::Logical(_)
-        | Op::Not(_)
-        | Op::Where(_)
-        | Op::Cast(_)
-        | Op::Iota(_)
-        | Op::Softmax(_)
-        | Op::Reduce(_)
-        | Op::ArgMax(_)
-        | Op::ArgMin(_)
-        | Op::Cumulative(_)
-        | Op::Transpose(_)
-        | Op::Reshape(_)
-        | Op::BroadcastTo(_)
-        | Op::Concat(_)
-        | Op::Slice(_)
-        | Op::Split(_)
-        | Op::Gather(_)
-        | Op::GatherElements(_)
-        | Op::ScatterElements(_)
-        | Op::GatherNd(_)
-        | Op::ScatterNd(_)
-        | Op::Pad(_)
-        | Op::Trilu(_)
-        | Op::Call(_)
-        | Op::For(_)
-        | Op::Rope(_)
-        | Op::Attention(_)
-        | Op::Conv2d(_)
-        | Op::GroupNorm(_)
-        | Op::UpsampleNearest2d(_)
-        | Op::AvgPool2d(_)
-        | Op::LayerNorm(_)
-        | Op::RmsNorm(_)
-        | Op::Linear(_) => Lowering::Native,
-    })
-}
-
-/// Scatter reductions lowered natively (`none`: a masked select; `add`: `float_select_add`,
-/// whose sums the result rounding brings onto every dtype but bool).
-fn native_scatter(r: ScatterReduction, operands: &[TensorType]) -> bool {
-    match r {
-        ScatterReduction::None => true,
-        ScatterReduction::Add => operands.first().is_some_and(|t| t.dtype != DType::Bool),
-        _ => false,
-    }
-}
 
 fn shape_of<B: Backend>(t: &F<B>) -> Vec<usize> {
     t.shape().to_vec()
@@ -475,91 +295,21 @@ impl<B: Backend> Program<B> {
         Ok(out.iter().map(|t| upload::<B>(t, &self.device)).collect())
     }
 
-    /// Native CPU kernels (f32 on the CPU backend): operands are read in place.
+    /// A native CPU kernel (f32 on the CPU backend), the registry entry the lowering chose:
+    /// operands are read in place.
     fn kernel(&self, ins: &Instr<B>, args: Vec<F<B>>) -> R<Vec<F<B>>> {
+        let entry = ins
+            .kernel
+            .ok_or("internal: a kernel instruction without a kernel")?;
         let held = args.iter().map(hold::<B>).collect::<R<Vec<_>>>()?;
         let v = held.iter().map(|h| h.view()).collect::<R<Vec<_>>>()?;
-        let x = v.first().ok_or("missing operand")?;
-        let trailing = |axis: i64| -> R<(usize, Vec<usize>)> {
-            let d = normalize_axis(ins.op.name(), axis, x.shape.len()).map_err(|e| e.0)?;
-            Ok((x.shape[d..].iter().product(), x.shape.clone()))
-        };
-        let mut strides = None;
-        let (data, shape) = match &ins.op {
-            Op::MatMul(_) => kernels::batched_matmul(x, v.get(1).ok_or("missing operand")?)?,
-            Op::Linear(_) => kernels::linear(x, v.get(1).ok_or("missing operand")?, v.get(2))?,
-            Op::Attention(a) => {
-                if v.len() < 3 {
-                    return Err("attention needs q, k, v".into());
-                }
-                let (data, shape, st) = kernels::attention(
-                    &v[0],
-                    &v[1],
-                    &v[2],
-                    &v[3..],
-                    a.mask == AttnMask::Causal,
-                    a.scale,
-                )?;
-                strides = Some(st);
-                (data, shape)
-            }
-            Op::LayerNorm(ln) => {
-                let (n, shape) = trailing(ln.axis)?;
-                let scale = v.get(1).map(|t| t.to_contiguous());
-                let bias = v.get(2).map(|t| t.to_contiguous());
-                let y = kernels::layer_norm(
-                    &x.to_contiguous(),
-                    n,
-                    scale.as_deref(),
-                    bias.as_deref(),
-                    ln.eps,
-                )?;
-                (y, shape)
-            }
-            Op::RmsNorm(rn) => {
-                let (n, shape) = trailing(rn.axis)?;
-                let scale = v.get(1).map(|t| t.to_contiguous());
-                (
-                    kernels::rms_norm(&x.to_contiguous(), n, scale.as_deref(), rn.eps)?,
-                    shape,
-                )
-            }
-            Op::Softmax(_) => {
-                let n = x.shape.last().copied().unwrap_or(1);
-                (
-                    kernels::softmax_rows(&x.to_contiguous(), n),
-                    x.shape.clone(),
-                )
-            }
-            Op::Sigmoid(_) => (kernels::sigmoid(&x.to_contiguous()), x.shape.clone()),
-            Op::Silu(_) => (kernels::silu(&x.to_contiguous()), x.shape.clone()),
-            Op::Rope(r) => {
-                let d = x.shape.last().copied().unwrap_or(0);
-                let rotary = r.rotary_dim.map(|v| v as usize).unwrap_or(d);
-                kernels::rope(
-                    x,
-                    v.get(1).ok_or("missing operand")?,
-                    r.style == RopeStyle::Half,
-                    r.theta,
-                    rotary,
-                )?
-            }
-            Op::Gelu(g) => {
-                let xc = x.to_contiguous();
-                let y = match g.approximate {
-                    GeluApproximate::None => kernels::gelu_erf(&xc),
-                    GeluApproximate::Tanh => kernels::gelu_tanh(&xc),
-                };
-                (y, x.shape.clone())
-            }
-            other => return Err(format!("no native kernel for {}", other.name())),
-        };
+        let out = (entry.run)(&ins.op, &v)?;
         drop(v);
         drop(held);
         Ok(vec![from_host::<B>(
-            data,
-            &shape,
-            strides.as_deref(),
+            out.data,
+            &out.shape,
+            out.strides.as_deref(),
             &self.device,
         )?])
     }

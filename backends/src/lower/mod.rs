@@ -39,8 +39,12 @@
 //! their strides; instructions computable from constants alone run once, at lowering
 //! ([`Lowering::Folded`]). [`Program::lowering_report`] lists which is which for a program.
 
+mod classify;
 mod exec;
+mod explain;
 mod host_view;
+
+pub use explain::{render_explain, KernelRejection, NodeLowering};
 
 use crate::memory::{self, MemoryPlan};
 use burn::tensor::backend::Backend;
@@ -55,8 +59,9 @@ use std::sync::{Arc, Mutex};
 /// Which burn backend a lowered program runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum BackendKind {
-    /// burn-ndarray on the CPU (always available); fuselage's native CPU kernels for matmul,
-    /// linear and attention are available through [`LowerOptions::native_kernels`].
+    /// burn-ndarray on the CPU (always available); fuselage's native CPU kernels (the
+    /// [registry](crate::kernels::registry)) are available through
+    /// [`LowerOptions::native_kernels`].
     #[default]
     Cpu,
     /// burn-cuda (the `cuda` cargo feature, an NVIDIA GPU and its driver at run time).
@@ -91,11 +96,11 @@ pub type CpuBackend = burn::backend::NdArray<f32, i64>;
 /// Options of [`lower`].
 #[derive(Clone, Debug)]
 pub struct LowerOptions {
-    /// Use fuselage's native CPU kernels ([`crate::kernels`]: GEMM-backed `matmul` and
-    /// `linear`, fused `attention`, `layer_norm`, `rms_norm`, last-axis `softmax`, `gelu`,
-    /// `sigmoid`, `silu`, `rope`) for f32 ops when the backend is the CPU backend. Default: true — measured on MiniLM-L6 they are
-    /// several times faster than burn-ndarray's generic path (docs/performance.md); false
-    /// lowers every op onto burn's tensor operations.
+    /// Use fuselage's native CPU kernels when the backend is the CPU backend: for each node the
+    /// [kernel registry](crate::kernels::registry) picks the cheapest kernel that applies (the
+    /// list is in `docs/kernels.md`, or `fuselage kernels`). Default: true — measured on
+    /// MiniLM-L6 they are several times faster than burn-ndarray's generic path
+    /// (docs/performance.md); false lowers every op onto burn's tensor operations.
     pub native_kernels: bool,
     /// Allow ops without a burn lowering to run through the reference semantics on the host.
     /// When false, lowering such an op is an error. Default: true.
@@ -230,8 +235,27 @@ pub(crate) struct Instr<B: Backend> {
     /// Registers to free after this instruction (their last reader).
     pub frees: Vec<usize>,
     pub how: Lowering,
+    /// The registry kernel that runs it when `how` is [`Lowering::Kernel`] (also kept when the
+    /// instruction is folded: it computed the folded value).
+    pub kernel: Option<&'static crate::kernels::registry::KernelEntry>,
     /// Lowered callee / loop body.
     pub sub: Option<Arc<Program<B>>>,
+}
+
+impl<B: Backend> Instr<B> {
+    /// The key of this instruction's time in [`Program::op_profile`]: the op name, followed by
+    /// ` [kernel]` when a registry kernel runs it.
+    fn profile_key(&self) -> String {
+        match (self.how, self.kernel) {
+            (Lowering::Kernel, Some(k)) => format!("{} [{}]", self.op.name(), k.name),
+            _ => self.op.name().to_string(),
+        }
+    }
+}
+
+/// The op name of a key of [`Program::op_profile`] (`linear [linear-f32-gemm]` → `linear`).
+pub fn profile_op_name(key: &str) -> &str {
+    key.split_once(" [").map_or(key, |(op, _)| op)
 }
 
 /// Statistics of the last run of a program.
@@ -406,6 +430,7 @@ fn lower_rec<B: Backend>(
             message,
         };
         let mut sub = None;
+        let mut kernel = None;
         let how = match &n.op {
             Op::Constant(c) => {
                 let k = module
@@ -439,17 +464,18 @@ fn lower_rec<B: Backend>(
                 sub = Some(Arc::new(p.map_err(|e| unsupported(format!("body: {e}")))?));
                 Lowering::Native
             }
-            op => exec::classify(op, &operand_types, &n.results, use_kernels)
-                .map_err(unsupported)
-                .and_then(|how| {
-                    if how == Lowering::Host && !options.host_fallback {
-                        Err(unsupported(
-                            "no burn lowering and host fallback is disabled".into(),
-                        ))
-                    } else {
-                        Ok(how)
-                    }
-                })?,
+            op => {
+                let d = classify::classify(op, &operand_types, &n.results, use_kernels)
+                    .map_err(unsupported)?;
+                if d.how == Lowering::Host && !options.host_fallback {
+                    return Err(unsupported(format!(
+                        "no burn lowering ({}) and host fallback is disabled",
+                        d.why
+                    )));
+                }
+                kernel = d.kernel;
+                d.how
+            }
         };
         instrs.push(Instr {
             node: id,
@@ -460,6 +486,7 @@ fn lower_rec<B: Backend>(
             operand_types,
             frees: frees_at.remove(&step).unwrap_or_default(),
             how,
+            kernel,
             sub,
         });
     }
@@ -551,10 +578,15 @@ impl<B: Backend> Program<B> {
     }
 
     /// How each op of the program is executed: `(op name, lowering, count)`, sorted by op name,
-    /// callees and loop bodies included.
+    /// callees and loop bodies included (a summary of [`Program::explain_lowering`]).
     pub fn lowering_report(&self) -> Vec<(String, Lowering, usize)> {
         let mut m: HashMap<(String, String), (Lowering, usize)> = HashMap::new();
-        self.collect_report(&mut m);
+        for n in self.explain_lowering() {
+            let e = m
+                .entry((n.op, format!("{:?}", n.lowering)))
+                .or_insert((n.lowering, 0));
+            e.1 += 1;
+        }
         let mut v: Vec<_> = m
             .into_iter()
             .map(|((op, _), (how, n))| (op, how, n))
@@ -564,18 +596,6 @@ impl<B: Backend> Program<B> {
                 .then(format!("{:?}", a.1).cmp(&format!("{:?}", b.1)))
         });
         v
-    }
-
-    fn collect_report(&self, m: &mut HashMap<(String, String), (Lowering, usize)>) {
-        for i in &self.instrs {
-            let e = m
-                .entry((i.op.name().to_string(), format!("{:?}", i.how)))
-                .or_insert((i.how, 0));
-            e.1 += 1;
-            if let Some(s) = &i.sub {
-                s.collect_report(m);
-            }
-        }
     }
 
     /// The liveness-based memory plan of the function's values for symbol sizes `sizes`
@@ -672,7 +692,9 @@ impl<B: Backend> Program<B> {
         }
     }
 
-    /// The time recorded per op kind since profiling was switched on, slowest first.
+    /// The time recorded per op kind since profiling was switched on, slowest first. Ops that
+    /// ran on a registry kernel are keyed `op [kernel]` (e.g. `linear [linear-f32-gemm]`), the
+    /// others by the op name; [`profile_op_name`] gives back the op name of a key.
     pub fn op_profile(&self) -> Vec<fuselage_ir::OpTime> {
         let mut v: Vec<fuselage_ir::OpTime> = self
             .profile
@@ -838,7 +860,7 @@ impl<B: Backend> Program<B> {
                 if let Some(p) = p.as_mut() {
                     for (index, secs) in timings {
                         let e = p
-                            .entry(self.instrs[index].op.name().to_string())
+                            .entry(self.instrs[index].profile_key())
                             .or_insert((0, 0.0));
                         e.0 += 1;
                         e.1 += secs;

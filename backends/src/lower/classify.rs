@@ -1,0 +1,357 @@
+//! Which path each op takes in the lowering ([`Lowering`]), and why.
+//!
+//! In order: values of a rank burn-ndarray cannot hold run on the host; collectives are trivial
+//! at world 1; the [host rules](HOST_RULES) send ops burn cannot compute exactly to the
+//! reference semantics on the host; with native kernels on, the
+//! [kernel registry](crate::kernels::registry) picks a kernel; everything else runs on burn's
+//! tensor operations. [`classify`] returns the decision with its reason, which the lowering
+//! records and [`Program::explain_lowering`](super::Program::explain_lowering) reports.
+
+use super::Lowering;
+use crate::kernels::cpu::CpuFeatures;
+use crate::kernels::registry::{self, KernelEntry, Rejection};
+use fuselage_ir::ops::pool::PoolKind;
+use fuselage_ir::ops::reduce::ReduceKind;
+use fuselage_ir::ops::scatter_elements::ScatterReduction;
+use fuselage_ir::{DType, Op, TensorType};
+
+type R<T> = Result<T, String>;
+
+/// How one op is lowered, and why.
+#[derive(Clone, Debug)]
+pub(crate) struct Decision {
+    /// The path.
+    pub how: Lowering,
+    /// The kernel, when `how` is [`Lowering::Kernel`].
+    pub kernel: Option<&'static KernelEntry>,
+    /// Why this path, in words.
+    pub why: String,
+    /// Kernels of the registry considered for the op and not chosen, with the reason.
+    pub rejected: Vec<Rejection>,
+}
+
+impl Decision {
+    fn new(how: Lowering, why: impl Into<String>) -> Decision {
+        Decision {
+            how,
+            kernel: None,
+            why: why.into(),
+            rejected: vec![],
+        }
+    }
+}
+
+/// An op that runs through its reference semantics on the host when `when` holds.
+pub(crate) struct HostRule {
+    /// The op's name ([`Op::name`]).
+    pub op: &'static str,
+    /// Whether the rule applies to this op with these operand types.
+    pub when: fn(&Op, &[TensorType]) -> bool,
+    /// Why burn cannot run it.
+    pub reason: &'static str,
+}
+
+fn always(_: &Op, _: &[TensorType]) -> bool {
+    true
+}
+
+/// Spatial rank of an N-D vision op (operand 0's rank less batch and channel).
+fn spatial_rank(operands: &[TensorType]) -> usize {
+    operands.first().map_or(0, |t| t.rank()).saturating_sub(2)
+}
+
+/// The ops burn has no exact lowering for (checked before the kernels and burn's ops).
+pub(crate) const HOST_RULES: &[HostRule] = &[
+    HostRule {
+        op: "quantize",
+        when: always,
+        reason: "an exact low-precision codec: the reference semantics run on the host",
+    },
+    HostRule {
+        op: "dequantize",
+        when: always,
+        reason: "an exact low-precision codec: the reference semantics run on the host",
+    },
+    HostRule {
+        op: "top_k",
+        when: always,
+        reason: "selection with exact tie rules: the reference semantics run on the host",
+    },
+    HostRule {
+        op: "mmca_attention",
+        when: always,
+        reason: "the multi-modal mask has no burn lowering",
+    },
+    HostRule {
+        op: "dims",
+        when: always,
+        reason: "a handful of integers computed from the bindings",
+    },
+    HostRule {
+        op: "scatter_elements",
+        when: |op, operands| match op {
+            Op::ScatterElements(s) => !native_scatter(s.reduction, operands),
+            _ => false,
+        },
+        reason: "a mul/max/min reduction (NaN rules) or an add of bools (saturating at 1): \
+                 burn has no exact primitive",
+    },
+    HostRule {
+        op: "scatter_nd",
+        when: |op, operands| match op {
+            Op::ScatterNd(s) => !native_scatter(s.reduction, operands),
+            _ => false,
+        },
+        reason: "a mul/max/min reduction (NaN rules) or an add of bools (saturating at 1): \
+                 burn has no exact primitive",
+    },
+    HostRule {
+        op: "mod",
+        when: always,
+        reason: "exact remainders: burn's float_remainder computes a - b·floor(a/b), \
+                 which is not exact, and has no C fmod",
+    },
+    HostRule {
+        op: "bitwise",
+        when: always,
+        reason: "exact integer bit patterns",
+    },
+    HostRule {
+        op: "reduce",
+        when: |op, _| matches!(op, Op::Reduce(r) if r.kind == ReduceKind::Prod),
+        reason: "a product: burn's generic float_prod_dim is exp(Σ log x), wrong for negatives \
+                 and zeros",
+    },
+    HostRule {
+        op: "reduce",
+        when: |op, _| matches!(op, Op::Reduce(r) if r.sequential),
+        reason: "a sequential reduction rounds after every addition, which burn does not",
+    },
+    HostRule {
+        op: "conv",
+        when: |_, operands| !(1..=3).contains(&spatial_rank(operands)),
+        reason: "burn has 1-D to 3-D convolutions only",
+    },
+    HostRule {
+        op: "conv_transpose",
+        when: |_, operands| !(1..=3).contains(&spatial_rank(operands)),
+        reason: "burn has 1-D to 3-D transposed convolutions only",
+    },
+    HostRule {
+        op: "pool",
+        when: |op, operands| match op {
+            Op::Pool(p) => {
+                let r = spatial_rank(operands);
+                let symmetric =
+                    p.pads.is_empty() || p.pads[..p.pads.len() / 2] == p.pads[p.pads.len() / 2..];
+                let native = (1..=2).contains(&r)
+                    && symmetric
+                    && match p.kind {
+                        PoolKind::Max => p.storage_order == 0,
+                        PoolKind::Avg => p.dilations.iter().all(|&d| d == 1),
+                        PoolKind::Lp => false,
+                    };
+                !native
+            }
+            _ => false,
+        },
+        reason: "burn's pools are 1-D/2-D max and average pools with symmetric pads (average: \
+                 no dilation; max: row-major indices); Lp pooling and 3-D are not",
+    },
+    HostRule {
+        op: "grid_sample",
+        when: always,
+        reason: "burn has no grid sample with the reference's exact semantics",
+    },
+];
+
+/// Why values of this op's rank cannot live in burn-ndarray.
+const ODD_RANK: &str = "a value of rank 0 or above 6: burn-ndarray holds arrays of rank 1 to 6";
+
+/// Scatter reductions lowered natively (`none`: a masked select; `add`: `float_select_add`,
+/// whose sums the result rounding brings onto every dtype but bool).
+fn native_scatter(r: ScatterReduction, operands: &[TensorType]) -> bool {
+    match r {
+        ScatterReduction::None => true,
+        ScatterReduction::Add => operands.first().is_some_and(|t| t.dtype != DType::Bool),
+        _ => false,
+    }
+}
+
+/// How `op` is executed and why (errors for ops that cannot run at all, e.g. collectives at
+/// world > 1). `kernels`: native kernels may be chosen (on, and the CPU backend).
+pub(crate) fn classify(
+    op: &Op,
+    operands: &[TensorType],
+    results: &[TensorType],
+    kernels: bool,
+) -> R<Decision> {
+    // burn-ndarray holds arrays of rank 1 to 6 and panics on others (reshaping to a scalar
+    // included): such values take the reference path on the host.
+    let odd_rank = operands.iter().any(|t| t.rank() > 6)
+        || results.iter().any(|t| t.rank() == 0 || t.rank() > 6);
+    if odd_rank && !matches!(op, Op::Input(_) | Op::Constant(_)) {
+        return Ok(Decision::new(Lowering::Host, ODD_RANK));
+    }
+    let world = |w: u64| -> R<Decision> {
+        if w == 1 {
+            Ok(Decision::new(
+                Lowering::Trivial,
+                "a collective over world = 1 is the identity",
+            ))
+        } else {
+            Err(format!(
+                "a collective over world = {w} needs a communicator; the lowered program runs \
+                 one rank (world = 1)"
+            ))
+        }
+    };
+    match op {
+        Op::AllGather(c) => return world(c.world),
+        Op::ReduceScatter(c) => return world(c.world),
+        Op::AllReduce(c) => return world(c.world),
+        Op::AllToAll(c) => return world(c.world),
+        _ => {}
+    }
+    if let Some(rule) = HOST_RULES
+        .iter()
+        .find(|r| r.op == op.name() && (r.when)(op, operands))
+    {
+        return Ok(Decision::new(Lowering::Host, rule.reason));
+    }
+    let mut rejected = vec![];
+    if kernels {
+        let s = registry::select(op, operands, results, CpuFeatures::get());
+        if let Some(k) = s.chosen {
+            return Ok(Decision {
+                how: Lowering::Kernel,
+                kernel: Some(k),
+                why: format!(
+                    "the cheapest that applies of the registry's {} kernel(s) for `{}`",
+                    s.rejected.len() + 1,
+                    op.name()
+                ),
+                rejected: s.rejected,
+            });
+        }
+        rejected = s.rejected;
+    }
+    let has_kernels = registry::KERNELS.iter().any(|k| k.op == op.name());
+    let native = |what: &str| {
+        let why = if !has_kernels {
+            what.to_string()
+        } else if !kernels {
+            format!("{what} (native kernels are off or the backend is not the CPU backend)")
+        } else {
+            format!("{what} (no kernel of the registry applies)")
+        };
+        Decision {
+            how: Lowering::Native,
+            kernel: None,
+            why,
+            rejected: rejected.clone(),
+        }
+    };
+    Ok(match op {
+        Op::Input(_) => Decision::new(Lowering::Trivial, "an input of the function"),
+        Op::Constant(_) => {
+            Decision::new(Lowering::Trivial, "a constant, uploaded once at lowering")
+        }
+        Op::Conv(_) | Op::ConvTranspose(_) => {
+            native("burn's convolution (asymmetric pads applied explicitly)")
+        }
+        Op::Pool(_) => native(
+            "burn's pool (a ceil-mode size burn counts differently falls back to the host at \
+             run time)",
+        ),
+        // Exact per-axis taps from the reference, gathered and weighted on the backend.
+        Op::Resize(_) => native("the reference's exact taps, gathered and weighted on burn"),
+        Op::Call(_) | Op::For(_) => native("a lowered callee / loop body"),
+        // Ops the host rules above always take (kept here so that this match names every op).
+        Op::Quantize(_)
+        | Op::Dequantize(_)
+        | Op::TopK(_)
+        | Op::MmcaAttention(_)
+        | Op::Dims(_)
+        | Op::Mod(_)
+        | Op::Bitwise(_)
+        | Op::GridSample(_) => Decision::new(Lowering::Host, "no burn lowering"),
+        Op::AllGather(_) | Op::ReduceScatter(_) | Op::AllReduce(_) | Op::AllToAll(_) => {
+            Decision::new(Lowering::Trivial, "a collective over world = 1")
+        }
+        Op::Add(_)
+        | Op::MatMul(_)
+        | Op::Sub(_)
+        | Op::Mul(_)
+        | Op::Div(_)
+        | Op::Maximum(_)
+        | Op::Minimum(_)
+        | Op::Pow(_)
+        | Op::Neg(_)
+        | Op::Abs(_)
+        | Op::Exp(_)
+        | Op::Log(_)
+        | Op::Sqrt(_)
+        | Op::Rsqrt(_)
+        | Op::Tanh(_)
+        | Op::Erf(_)
+        | Op::Sin(_)
+        | Op::Cos(_)
+        | Op::Math(_)
+        | Op::Relu(_)
+        | Op::Sigmoid(_)
+        | Op::Silu(_)
+        | Op::Gelu(_)
+        | Op::Clamp(_)
+        | Op::Compare(_)
+        | Op::Logical(_)
+        | Op::Not(_)
+        | Op::Where(_)
+        | Op::Cast(_)
+        | Op::Iota(_)
+        | Op::Softmax(_)
+        | Op::Reduce(_)
+        | Op::ArgMax(_)
+        | Op::ArgMin(_)
+        | Op::Cumulative(_)
+        | Op::Transpose(_)
+        | Op::Reshape(_)
+        | Op::BroadcastTo(_)
+        | Op::Concat(_)
+        | Op::Slice(_)
+        | Op::Split(_)
+        | Op::Gather(_)
+        | Op::GatherElements(_)
+        | Op::ScatterElements(_)
+        | Op::GatherNd(_)
+        | Op::ScatterNd(_)
+        | Op::Pad(_)
+        | Op::Trilu(_)
+        | Op::Rope(_)
+        | Op::Attention(_)
+        | Op::Conv2d(_)
+        | Op::GroupNorm(_)
+        | Op::UpsampleNearest2d(_)
+        | Op::AvgPool2d(_)
+        | Op::LayerNorm(_)
+        | Op::RmsNorm(_)
+        | Op::Linear(_) => native("burn's tensor operations"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_rules_name_real_ops_and_give_reasons() {
+        for r in HOST_RULES {
+            assert!(
+                fuselage_ir::ops::OP_NAMES.contains(&r.op),
+                "`{}` is not an op",
+                r.op
+            );
+            assert!(!r.reason.is_empty());
+        }
+    }
+}
