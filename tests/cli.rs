@@ -492,3 +492,134 @@ fn bench_reports_figures_and_a_per_op_profile() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("calls/run"), "{}", stdout(&o));
 }
+
+#[test]
+fn kernels_lists_the_registry_and_the_cpu_features_as_json() {
+    let o = fuselage(&["kernels", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    let features = v["cpu_features"].as_object().expect("cpu_features");
+    for f in [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_bf16",
+    ] {
+        assert!(
+            features.get(f).is_some_and(|b| b.is_boolean()),
+            "{f} in {v}"
+        );
+    }
+    let kernels = v["kernels"].as_array().expect("kernels");
+    assert_eq!(
+        kernels.len(),
+        fuselage::backends::kernels::registry::KERNELS.len()
+    );
+    let names: Vec<&str> = kernels.iter().filter_map(|k| k["name"].as_str()).collect();
+    for want in [
+        "linear-f32-gemm",
+        "attention-f32-fused",
+        "gelu-erf-f32",
+        "rope-f32",
+    ] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    for k in kernels {
+        for key in ["op", "signature", "requires", "doc"] {
+            assert!(
+                k[key].as_str().is_some_and(|s| !s.is_empty()),
+                "{key} in {k}"
+            );
+        }
+        assert!(k["cost"].as_u64().is_some(), "{k}");
+        assert!(k["available"].is_boolean(), "{k}");
+    }
+    // The Markdown form is the registry's table; the text form names the features.
+    let o = fuselage(&["kernels", "--markdown"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        fuselage::backends::kernels::registry::markdown_table()
+    );
+    let o = fuselage(&["kernels"]);
+    assert!(stdout(&o).starts_with("CPU features: "), "{}", stdout(&o));
+}
+
+#[test]
+fn bench_explain_lowering_reports_each_node_as_json() {
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "bench",
+            "builtin:bert-tiny",
+            "--batch",
+            "1",
+            "--seq",
+            "4",
+            "--warmup",
+            "0",
+            "--runs",
+            "1",
+            "--explain-lowering",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let o = fuselage(&args(&[]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert!(v["median_ms"].as_f64().is_some(), "{v}");
+    let nodes = v["lowering"].as_array().expect("lowering");
+    let ops = |n: &serde_json::Value| n["op"].as_str().unwrap_or("").to_string();
+    let matmuls: Vec<&serde_json::Value> = nodes.iter().filter(|n| ops(n) == "matmul").collect();
+    assert!(!matmuls.is_empty(), "{v}");
+    for n in &matmuls {
+        assert_eq!(n["lowering"], "kernel", "{n}");
+        assert_eq!(n["kernel"], "matmul-f32-gemm", "{n}");
+    }
+    for n in nodes {
+        for key in ["function", "node", "op", "lowering", "why"] {
+            assert!(n[key].is_string(), "{key} in {n}");
+        }
+        assert!(n["rejected"].is_array(), "{n}");
+        assert_ne!(n["lowering"], "host", "{n}");
+    }
+    // Kernels off: no kernels, and the reason says so.
+    let o = fuselage(&args(&["--no-kernels"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    let nodes = v["lowering"].as_array().expect("lowering");
+    assert!(nodes
+        .iter()
+        .all(|n| n["kernel"].is_null() && n["lowering"] != "kernel"));
+    let m = nodes.iter().find(|n| ops(n) == "matmul").expect("a matmul");
+    assert!(
+        m["why"]
+            .as_str()
+            .unwrap()
+            .contains("native kernels are off"),
+        "{m}"
+    );
+    // Without --explain-lowering there is no `lowering` key; on the reference it is an error.
+    let o = fuselage(&[
+        "bench",
+        "builtin:mlp",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert!(v.get("lowering").is_none(), "{v}");
+    let o = fuselage(&[
+        "bench",
+        "builtin:mlp",
+        "--backend",
+        "reference",
+        "--explain-lowering",
+    ]);
+    assert_clear_error(&o, &["--explain-lowering", "cpu"]);
+}

@@ -192,3 +192,171 @@ fn large_broadcasts_of_constants_are_not_materialized_at_lowering() {
     assert!(got[0].data().iter().all(|&v| v == 3.5));
     assert_eq!(p.last_run_stats().constant_bytes, 4);
 }
+
+/// The op → registry kernel each hot FP32 op of the real models must get.
+fn expected_kernel(op: &str) -> Option<&'static [&'static str]> {
+    Some(match op {
+        "matmul" => &["matmul-f32-gemm"],
+        "linear" => &["linear-f32-gemm"],
+        "attention" => &["attention-f32-fused"],
+        "rms_norm" => &["rms_norm-f32"],
+        "layer_norm" => &["layer_norm-f32"],
+        "softmax" => &["softmax-f32-rows"],
+        "gelu" => &["gelu-erf-f32", "gelu-tanh-f32"],
+        "silu" => &["silu-f32"],
+        "rope" => &["rope-f32"],
+        _ => return None,
+    })
+}
+
+/// MiniLM-L6 (safetensors folder) and SmolLM2-135M (GGUF, dequantized to f32) lowered with the
+/// default options: every hot op runs on its registry kernel, nothing on the host.
+#[test]
+fn minilm_and_smollm2_hot_ops_choose_registry_kernels() {
+    use fuselage_backends::Lowering;
+    let minilm = model_dir("minilm-l6");
+    let smollm2 = model_dir("smollm2-135m").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    for (path, must_have) in [
+        (minilm, &["linear", "attention", "layer_norm", "gelu"][..]),
+        (smollm2, &["matmul", "attention", "silu", "rope"][..]),
+    ] {
+        let m = fuselage::load(path.to_str().unwrap()).unwrap();
+        let entry = m.entry_name().unwrap().to_string();
+        let p =
+            lower::<CpuBackend>(&m, &entry, &Default::default(), &LowerOptions::default()).unwrap();
+        let nodes = p.explain_lowering();
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for n in &nodes {
+            assert_ne!(
+                n.lowering,
+                Lowering::Host,
+                "{}: {} ({}) runs on the host: {}",
+                path.display(),
+                n.node,
+                n.op,
+                n.why
+            );
+            let Some(want) = expected_kernel(&n.op) else {
+                continue;
+            };
+            assert_eq!(
+                n.lowering,
+                Lowering::Kernel,
+                "{}: {} ({}): {} {:?}",
+                path.display(),
+                n.node,
+                n.op,
+                n.why,
+                n.rejected
+            );
+            let k = n.kernel.expect("a kernel node names its kernel");
+            assert!(want.contains(&k), "{}: {} got {k}", path.display(), n.op);
+            *seen.entry(n.op.clone()).or_default() += 1;
+        }
+        for op in must_have {
+            assert!(
+                seen.get(*op).is_some_and(|&c| c > 0),
+                "{}: no {op} node ({seen:?})",
+                path.display()
+            );
+        }
+        // The summary agrees with the per-node report.
+        let report = p.lowering_report();
+        let kernels: usize = report
+            .iter()
+            .filter(|(_, how, _)| *how == Lowering::Kernel)
+            .map(|(_, _, n)| n)
+            .sum();
+        assert_eq!(kernels, seen.values().sum::<usize>(), "{report:?}");
+    }
+}
+
+/// A bf16 `linear` next to an f32 one: the f32 kernel takes the f32 node and rejects the bf16
+/// one naming the dtype; with native kernels off no node gets a kernel. Profiles key kernel
+/// instructions `op [kernel]`.
+#[test]
+fn explain_lowering_reports_kernels_and_rejections() {
+    use fuselage_backends::{profile_op_name, render_explain, Lowering};
+    use fuselage_frontends::builder::ModelBuilder;
+    use fuselage_ir::{DType, Dim, Executor, Op};
+    let mut b = ModelBuilder::new(0);
+    let dims = |r: u64, c: u64| [Dim::from(r), Dim::from(c)];
+    let xb = b.input("xb", DType::BF16, &dims(2, 3));
+    let wb = b.input("wb", DType::BF16, &dims(3, 4));
+    let x = b.input("x", DType::F32, &dims(2, 3));
+    let w = b.input("w", DType::F32, &dims(3, 4));
+    let linear = || Op::from_attrs("linear", serde_json::json!({})).unwrap();
+    let yb = b.op(linear(), &[xb, wb]).unwrap();
+    let y = b.op(linear(), &[x, w]).unwrap();
+    b.output("yb", yb);
+    b.output("y", y);
+    let m = b.finish().unwrap();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let nodes = p.explain_lowering();
+    let linears: Vec<_> = nodes.iter().filter(|n| n.op == "linear").collect();
+    assert_eq!(linears.len(), 2, "{nodes:?}");
+    let (bf16, f32) = (linears[0], linears[1]);
+    assert_eq!(bf16.lowering, Lowering::Native);
+    assert_eq!(bf16.kernel, None);
+    assert_eq!(bf16.rejected.len(), 1, "{bf16:?}");
+    assert_eq!(bf16.rejected[0].kernel, "linear-f32-gemm");
+    assert_eq!(bf16.rejected[0].reason, "operand 0 is bf16");
+    assert!(bf16.why.contains("no kernel"), "{}", bf16.why);
+    assert_eq!(f32.lowering, Lowering::Kernel);
+    assert_eq!(f32.kernel, Some("linear-f32-gemm"));
+    assert!(f32.rejected.is_empty());
+    let text = render_explain(&nodes);
+    assert!(
+        text.contains("rejected linear-f32-gemm: operand 0 is bf16"),
+        "{text}"
+    );
+    assert!(text.contains("Kernel linear-f32-gemm"), "{text}");
+    // Both run, and the profile names the kernel of the f32 node.
+    let inputs: Vec<Tensor> = [("xb", 6), ("wb", 12), ("x", 6), ("w", 12)]
+        .iter()
+        .map(|&(n, len)| {
+            let shape = if n.starts_with('x') {
+                vec![2, 3]
+            } else {
+                vec![3, 4]
+            };
+            let v: Vec<f64> = (0..len).map(|i| i as f64 * 0.25 - 1.0).collect();
+            let dt = if n.ends_with('b') {
+                DType::BF16
+            } else {
+                DType::F32
+            };
+            Tensor::new(dt, shape, v).unwrap()
+        })
+        .collect();
+    p.set_profiling(true);
+    let got = p.run_tensors(&inputs).unwrap();
+    let want = Reference.run(&m, "main", &inputs).unwrap();
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close("bf16/f32 linear", k, g, w);
+    }
+    let keys: Vec<String> = p.op_profile().into_iter().map(|t| t.op).collect();
+    assert!(
+        keys.contains(&"linear [linear-f32-gemm]".to_string()),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"linear".to_string()), "{keys:?}");
+    assert!(
+        keys.iter().all(|k| profile_op_name(k) == "linear"),
+        "{keys:?}"
+    );
+    // Kernels off: no node gets one, and none is considered.
+    let off = LowerOptions {
+        native_kernels: false,
+        ..Default::default()
+    };
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &off).unwrap();
+    for n in p.explain_lowering() {
+        assert_ne!(n.lowering, Lowering::Kernel, "{n:?}");
+        assert_eq!(n.kernel, None);
+        assert!(n.rejected.is_empty(), "{n:?}");
+        if n.op == "linear" {
+            assert!(n.why.contains("native kernels are off"), "{}", n.why);
+        }
+    }
+}

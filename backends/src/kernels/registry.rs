@@ -385,6 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn docs_kernel_table_matches_the_registry() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/kernels.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (begin, end) = ("<!-- kernels:begin -->\n", "<!-- kernels:end -->");
+        let table = doc
+            .split_once(begin)
+            .and_then(|(_, rest)| rest.split_once(end))
+            .map(|(table, _)| table)
+            .unwrap_or_else(|| panic!("{path}: no `{begin}` … `{end}` markers"));
+        assert!(
+            table == markdown_table(),
+            "{path} lists other kernels than the registry: regenerate the table between the \
+             markers with `fuselage kernels --markdown` (cargo run --release -- kernels \
+             --markdown)\n--- registry ---\n{}",
+            markdown_table()
+        );
+    }
+
+    #[test]
     fn markdown_table_has_one_row_per_kernel() {
         let t = markdown_table();
         assert_eq!(t.lines().count(), KERNELS.len() + 2);

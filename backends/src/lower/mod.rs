@@ -34,10 +34,13 @@
 //! or 2 spatial axes with symmetric pads (avg without dilation, max with row-major indices; a
 //! ceil-mode size burn counts differently runs on the host), and `resize` (the reference's exact
 //! per-axis taps gathered and weighted on the backend); `pool` otherwise (Lp, 3-D, asymmetric
-//! pads, column-major indices) and `grid_sample` run on the host. On the CPU backend the hot f32 ops run on fuselage's own kernels
-//! ([`Lowering::Kernel`], [`crate::kernels`]), which read burn-ndarray's arrays in place through
-//! their strides; instructions computable from constants alone run once, at lowering
-//! ([`Lowering::Folded`]). [`Program::lowering_report`] lists which is which for a program.
+//! pads, column-major indices) and `grid_sample` run on the host (the host rules, with their
+//! reasons, are a table in `lower/classify.rs`). On the CPU backend the hot f32 ops run on
+//! fuselage's own kernels ([`Lowering::Kernel`]), picked per node from the
+//! [kernel registry](crate::kernels::registry); they read burn-ndarray's arrays in place through
+//! their strides. Instructions computable from constants alone run once, at lowering
+//! ([`Lowering::Folded`]). [`Program::explain_lowering`] says, per node, which path it takes
+//! and why (the kernels rejected and why); [`Program::lowering_report`] summarizes it.
 
 mod classify;
 mod exec;
