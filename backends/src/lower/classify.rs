@@ -342,6 +342,95 @@ pub(crate) fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fuselage_ir::Dim;
+
+    fn ty(dtype: DType, shape: &[u64]) -> TensorType {
+        TensorType::new(dtype, shape.iter().map(|&d| Dim::from(d)))
+    }
+
+    fn op(name: &str, attrs: serde_json::Value) -> Op {
+        Op::from_attrs(name, attrs).unwrap()
+    }
+
+    fn how(op: &Op, operands: &[TensorType], results: &[TensorType], kernels: bool) -> Lowering {
+        classify(op, operands, results, kernels).unwrap().how
+    }
+
+    #[test]
+    fn host_rules_kernels_and_burn_ops_take_the_paths_they_always_took() {
+        use serde_json::json;
+        let f = |s: &[u64]| ty(DType::F32, s);
+        let x = f(&[2, 3]);
+        let xs = std::slice::from_ref(&x);
+        // Host rules, each with its reason.
+        let m = op("mod", json!({}));
+        let d = classify(&m, &[x.clone(), x.clone()], xs, true).unwrap();
+        assert_eq!(d.how, Lowering::Host);
+        assert!(d.why.contains("remainder"), "{}", d.why);
+        let prod = op("reduce", json!({"kind": "prod", "axes": [1]}));
+        let sum = op("reduce", json!({"kind": "sum", "axes": [1]}));
+        let r = [f(&[2])];
+        assert_eq!(how(&prod, xs, &r, true), Lowering::Host);
+        assert_eq!(how(&sum, xs, &r, true), Lowering::Native);
+        let seq = op(
+            "reduce",
+            json!({"kind": "sum", "axes": [1], "sequential": true}),
+        );
+        assert_eq!(how(&seq, xs, &r, true), Lowering::Host);
+        let idx = ty(DType::I64, &[2, 3]);
+        for (reduction, dtype, want) in [
+            ("none", DType::F32, Lowering::Native),
+            ("add", DType::F32, Lowering::Native),
+            ("add", DType::Bool, Lowering::Host),
+            ("mul", DType::F32, Lowering::Host),
+        ] {
+            let s = op("scatter_elements", json!({"reduction": reduction}));
+            let data = ty(dtype, &[2, 3]);
+            let got = how(
+                &s,
+                &[data.clone(), idx.clone(), data.clone()],
+                std::slice::from_ref(&data),
+                true,
+            );
+            assert_eq!(got, want, "{reduction} on {dtype}");
+        }
+        // Convolutions: 1 to 3 spatial axes on burn, 4 on the host.
+        let conv = op("conv", json!({}));
+        for (spatial, want) in [(2usize, Lowering::Native), (4, Lowering::Host)] {
+            let mut shape = vec![1u64, 1];
+            shape.extend(std::iter::repeat_n(3u64, spatial));
+            let t = f(&shape);
+            let w = f(&vec![1u64; spatial + 2]);
+            assert_eq!(how(&conv, &[t.clone(), w], &[t], true), want, "{spatial}");
+        }
+        // Values of rank 7 (or a rank-0 result) run on the host, kernels or not.
+        let r7 = f(&[1; 7]);
+        let relu = op("relu", json!({}));
+        assert_eq!(
+            how(
+                &relu,
+                std::slice::from_ref(&r7),
+                std::slice::from_ref(&r7),
+                true
+            ),
+            Lowering::Host
+        );
+        assert_eq!(how(&relu, xs, xs, true), Lowering::Native);
+        // The registry's kernels only with kernels on; collectives at world 1 are trivial.
+        let sig = op("sigmoid", json!({}));
+        let d = classify(&sig, xs, xs, true).unwrap();
+        assert_eq!(
+            (d.how, d.kernel.map(|k| k.name)),
+            (Lowering::Kernel, Some("sigmoid-f32"))
+        );
+        let d = classify(&sig, xs, xs, false).unwrap();
+        assert_eq!((d.how, d.kernel), (Lowering::Native, None));
+        assert!(d.why.contains("native kernels are off"), "{}", d.why);
+        let ar = op("all_reduce", json!({"mesh_axis": "tp", "world": 1}));
+        assert_eq!(how(&ar, xs, xs, true), Lowering::Trivial);
+        let ar4 = op("all_reduce", json!({"mesh_axis": "tp", "world": 4}));
+        assert!(classify(&ar4, xs, xs, true).is_err());
+    }
 
     #[test]
     fn host_rules_name_real_ops_and_give_reasons() {

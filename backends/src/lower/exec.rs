@@ -2,8 +2,8 @@
 //! on a native CPU kernel, or through the reference semantics on the host.
 
 mod indexing;
+mod kernel;
 
-use super::host_view::{from_host, hold};
 use super::{download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
@@ -293,25 +293,6 @@ impl<B: Backend> Program<B> {
         };
         let out = ins.op.eval(&cx, &refs).map_err(|e| e.0)?;
         Ok(out.iter().map(|t| upload::<B>(t, &self.device)).collect())
-    }
-
-    /// A native CPU kernel (f32 on the CPU backend), the registry entry the lowering chose:
-    /// operands are read in place.
-    fn kernel(&self, ins: &Instr<B>, args: Vec<F<B>>) -> R<Vec<F<B>>> {
-        let entry = ins
-            .kernel
-            .ok_or("internal: a kernel instruction without a kernel")?;
-        let held = args.iter().map(hold::<B>).collect::<R<Vec<_>>>()?;
-        let v = held.iter().map(|h| h.view()).collect::<R<Vec<_>>>()?;
-        let out = (entry.run)(&ins.op, &v)?;
-        drop(v);
-        drop(held);
-        Ok(vec![from_host::<B>(
-            out.data,
-            &out.shape,
-            out.strides.as_deref(),
-            &self.device,
-        )?])
     }
 
     fn native(
