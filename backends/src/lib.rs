@@ -30,8 +30,8 @@ pub mod lower;
 pub mod memory;
 
 pub use lower::{
-    cpu_executor, lower, BackendKind, CpuBackend, LowerError, LowerOptions, Lowering,
-    LoweringExecutor, Program, RunStats,
+    cpu_executor, lower, BackendKind, CpuBackend, DeviceSession, LowerError, LowerOptions,
+    Lowering, LoweringExecutor, Program, RunStats,
 };
 
 #[cfg(feature = "cuda")]
