@@ -6,7 +6,8 @@
 //! 98 % of a run. These kernels replace the hot ops behind the same lowering:
 //!
 //! - [`gemm()`]: one GEMM entry point over strided operands on the `gemm` crate (AVX-512/AVX2/FMA
-//!   micro-kernels picked at run time, rayon-parallel);
+//!   micro-kernels picked at run time, rayon-parallel), and for 1 to 4 rows against a row-major
+//!   `B` (a decode step) a bandwidth-bound path without packing ([`small_m`]);
 //! - [`batched_matmul`] with numpy batch broadcasting and [`linear()`] with a fused bias, both reading
 //!   operands in place through their strides (a transposed weight is not copied);
 //! - [`attention()`]: per batch·head `S = Q·Kᵀ`, scale, biases, causal mask and softmax in one
@@ -30,6 +31,7 @@ pub mod matmul;
 pub mod rms_norm;
 pub mod rope;
 pub mod sigmoid;
+pub mod small_m;
 pub mod softmax;
 
 pub use attention::attention;
