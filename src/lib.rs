@@ -221,6 +221,16 @@ pub fn bind_named_inputs(
     Ok(slots.into_iter().map(|s| s.expect("checked")).collect())
 }
 
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Reference => "reference",
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+        })
+    }
+}
+
 /// Where a model runs: the f64 reference interpreter or a lowered program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -258,7 +268,18 @@ pub fn executor_with(
     backend: Backend,
     options: &fuselage_backends::LowerOptions,
 ) -> Result<Box<dyn Executor>, Error> {
-    Ok(match lower_program(module, backend, options)? {
+    executor_for(module, &entry_name(module)?, backend, options)
+}
+
+/// [`executor_with`] lowering `function` instead of the entry (e.g. the `decode` function a
+/// KV-cache session runs); other functions are lowered when first run.
+pub fn executor_for(
+    module: &Module,
+    function: &str,
+    backend: Backend,
+    options: &fuselage_backends::LowerOptions,
+) -> Result<Box<dyn Executor>, Error> {
+    Ok(match lower_function(module, function, backend, options)? {
         Some(program) => program_executor(program),
         None => Box::new(Reference),
     })
@@ -273,13 +294,22 @@ pub fn lower_program(
     backend: Backend,
     options: &fuselage_backends::LowerOptions,
 ) -> Result<Option<Box<dyn fuselage_backends::DynProgram>>, Error> {
+    lower_function(module, &entry_name(module)?, backend, options)
+}
+
+/// [`lower_program`] of the function `function`.
+pub fn lower_function(
+    module: &Module,
+    function: &str,
+    backend: Backend,
+    options: &fuselage_backends::LowerOptions,
+) -> Result<Option<Box<dyn fuselage_backends::DynProgram>>, Error> {
     let kind = match backend {
         Backend::Reference => return Ok(None),
         Backend::Cpu => fuselage_backends::BackendKind::Cpu,
         Backend::Cuda => fuselage_backends::BackendKind::Cuda,
     };
-    let entry = entry_name(module)?;
-    let program = fuselage_backends::lower_for(kind, module, &entry, options)
+    let program = fuselage_backends::lower_for(kind, module, function, options)
         .map_err(|e| Error::Backend(e.to_string()))?;
     Ok(Some(program))
 }
@@ -362,5 +392,8 @@ impl Executor for DynExecutor {
     }
     fn op_profile(&self) -> Vec<fuselage_ir::OpTime> {
         self.0.op_profile()
+    }
+    fn session<'a>(&'a self, module: &'a Module) -> Box<dyn fuselage_ir::Session + 'a> {
+        self.0.session(module)
     }
 }

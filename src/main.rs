@@ -171,6 +171,33 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         markdown: bool,
     },
+    /// Greedy text generation by a decoder (a .gguf file or a model folder with a tokenizer),
+    /// with a KV cache: the prompt runs once, then one token per step. Prints tokens as they
+    /// come, then the prefill time and the decode speed (stderr; `--json`: one JSON line per
+    /// token, then a summary object).
+    Generate {
+        /// A .gguf file or a model folder (the tokenizer comes with it).
+        model: String,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 32)]
+        max_tokens: usize,
+        /// cpu (lowered onto burn's CPU backend), cuda, or reference (exact f64 interpreter).
+        #[arg(long, default_value = "cpu")]
+        backend: fuselage::Backend,
+        /// Re-run the whole sequence for every token instead of using the KV cache (to compare).
+        #[arg(long)]
+        no_cache: bool,
+        /// Time each op kind over the decode steps (after the prefill) and print where the
+        /// time goes.
+        #[arg(long)]
+        profile: bool,
+        /// Print JSON Lines: one object per token, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a Graphviz DOT picture of a model's entry function.
     Dot {
         /// builtin:NAME, a .fir or a .json module.
@@ -179,6 +206,116 @@ enum Command {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+}
+
+/// `fuselage generate`: tokens to stdout as they come, timings to stderr (or JSON Lines).
+fn generate(
+    model: &str,
+    prompt: &str,
+    max_tokens: usize,
+    backend: fuselage::Backend,
+    no_cache: bool,
+    profile: bool,
+    json: bool,
+) -> Result<()> {
+    use std::io::Write;
+    let tok = fuselage::tasks::tokenizer_for(model)?
+        .with_context(|| format!("`{model}` carries no tokenizer (a .gguf file or a model folder with tokenizer.json does)"))?;
+    let m = fuselage::load(model)?;
+    let (m, function) = if no_cache {
+        let entry = m
+            .entry_name()
+            .context("the module has no functions")?
+            .to_string();
+        (m, entry)
+    } else {
+        (
+            fuselage::tasks::with_kv_cache(&m)?,
+            fuselage::tasks::DECODE_FUNCTION.to_string(),
+        )
+    };
+    // Lower only the function that runs.
+    let t0 = std::time::Instant::now();
+    let exec = fuselage::executor_for(&m, &function, backend, &Default::default())?;
+    let lower_seconds = t0.elapsed().as_secs_f64();
+    if !json {
+        print!("{prompt}");
+        std::io::stdout().flush().ok();
+    }
+    let g = fuselage::tasks::generate_with(
+        &m,
+        &tok,
+        prompt,
+        max_tokens,
+        exec.as_ref(),
+        !no_cache,
+        &mut |t| {
+            if profile && t.step == 1 {
+                // Profile the decode steps only: the prefill is done.
+                exec.set_profiling(true);
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "step": t.step, "token": t.id, "text": t.text, "ms": t.seconds * 1e3
+                    })
+                );
+            } else {
+                print!("{}", t.text);
+                std::io::stdout().flush().ok();
+            }
+        },
+    )?;
+    let op_profile = if profile { exec.op_profile() } else { vec![] };
+    let decode_ms: Vec<f64> = g.decode_seconds.iter().map(|s| s * 1e3).collect();
+    let mut sorted = decode_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model,
+                "backend": backend.to_string(),
+                "kv_cache": g.kv_cache,
+                "prompt": prompt,
+                "continuation": g.text,
+                "prompt_tokens": g.prompt.len(),
+                "generated_tokens": g.tokens.len(),
+                "tokens": g.tokens,
+                "lower_ms": lower_seconds * 1e3,
+                "prefill_ms": g.prefill_seconds * 1e3,
+                "decode_median_ms": median,
+                "decode_tokens_per_s": g.decode_tokens_per_s(),
+                "profile": op_profile,
+            })
+        );
+    } else {
+        println!();
+        std::io::stdout().flush().ok();
+        let total: f64 = op_profile.iter().map(|o| o.seconds).sum();
+        for o in &op_profile {
+            eprintln!(
+                "{:<32} {:>7} calls {:>9.2} ms/step {:>5.1} %",
+                o.op,
+                o.calls,
+                o.seconds * 1e3 / g.decode_seconds.len().max(1) as f64,
+                100.0 * o.seconds / total.max(1e-12)
+            );
+        }
+        eprintln!(
+            "{} prompt tokens, prefill {:.1} ms; {} decode steps, median {:.2} ms, {:.1} tokens/s ({}; lowering {:.2} s)",
+            g.prompt.len(),
+            g.prefill_seconds * 1e3,
+            g.decode_seconds.len(),
+            median,
+            g.decode_tokens_per_s(),
+            if g.kv_cache { "KV cache" } else { "no cache: whole sequence per token" },
+            lower_seconds
+        );
+    }
+    Ok(())
 }
 
 fn split_named(arg: &str) -> (Option<String>, PathBuf) {
@@ -290,6 +427,17 @@ fn real_main() -> Result<()> {
                 }
             }
         }
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            backend,
+            no_cache,
+            profile,
+            json,
+        } => generate(
+            &model, &prompt, max_tokens, backend, no_cache, profile, json,
+        )?,
         Command::Run {
             model,
             input,
@@ -341,11 +489,25 @@ fn real_main() -> Result<()> {
                         println!("embedding ({} dims): [{}, …]", e.len(), head.join(", "));
                     }
                 } else {
+                    // The KV-cache path when the model allows one (a causal decoder).
+                    let (m, cached) = match fuselage::tasks::with_kv_cache(&m) {
+                        Ok(kv) => (kv, true),
+                        Err(e) => {
+                            eprintln!("note: {e}; re-running the whole sequence per token");
+                            (m, false)
+                        }
+                    };
                     let bar = indicatif::ProgressBar::new(max_tokens as u64);
-                    let out =
-                        fuselage::tasks::generate(&m, &tok, &text, max_tokens, exec, &mut |k| {
-                            bar.set_position(k as u64)
-                        })?;
+                    let out = fuselage::tasks::generate_with(
+                        &m,
+                        &tok,
+                        &text,
+                        max_tokens,
+                        exec,
+                        cached,
+                        &mut |t| bar.set_position(t.step as u64),
+                    )?
+                    .text;
                     bar.finish_and_clear();
                     if json {
                         println!(

@@ -382,6 +382,61 @@ fn eval_perplexity_on_the_gguf_decoder() {
 }
 
 #[test]
+fn generate_streams_json_lines_then_a_summary() {
+    let dir = model_dir("smollm2-135m");
+    let gguf = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let prompt = "The capital of France is";
+    let o = fuselage(&[
+        "generate",
+        &gguf,
+        "--prompt",
+        prompt,
+        "--max-tokens",
+        "5",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "five tokens and a summary");
+    for (i, l) in lines[..5].iter().enumerate() {
+        assert_eq!(l["step"], i + 1);
+    }
+    let s = &lines[5];
+    assert!(s.get("step").is_none());
+    assert_eq!(s["kv_cache"], true);
+    assert_eq!(s["generated_tokens"], 5);
+    let pieces: String = lines[..5]
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(s["continuation"].as_str().unwrap(), pieces);
+    assert!(s["prefill_ms"].as_f64().unwrap() > 0.0);
+    assert!(s["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // The same tokens without the cache.
+    let o = fuselage(&[
+        "generate",
+        &gguf,
+        "--prompt",
+        prompt,
+        "--max-tokens",
+        "5",
+        "--json",
+        "--no-cache",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(last["kv_cache"], false);
+    assert_eq!(last["tokens"], s["tokens"]);
+    // An encoder has no KV cache: a clear error.
+    let minilm = model_dir("minilm-l6");
+    let o = fuselage(&["generate", &minilm, "--prompt", "hi"]);
+    assert_clear_error(&o, &["no KV cache"]);
+}
+
+#[test]
 fn text_input_without_a_tokenizer_is_a_clear_error() {
     let o = fuselage(&["run", "builtin:bert-tiny", "--text", "hello"]);
     assert_clear_error(&o, &["no tokenizer"]);

@@ -31,8 +31,9 @@ pub mod lower;
 pub mod memory;
 
 pub use lower::{
-    cpu_executor, lower, profile_op_name, render_explain, BackendKind, CpuBackend, KernelRejection,
-    LowerError, LowerOptions, Lowering, LoweringExecutor, NodeLowering, Program, RunStats,
+    cpu_executor, lower, profile_op_name, render_explain, BackendKind, CpuBackend, DeviceSession,
+    KernelRejection, LowerError, LowerOptions, Lowering, LoweringExecutor, NodeLowering, Program,
+    RunStats,
 };
 
 #[cfg(feature = "cuda")]

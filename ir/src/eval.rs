@@ -36,6 +36,13 @@ pub trait Executor {
     fn op_profile(&self) -> Vec<OpTime> {
         Vec::new()
     }
+
+    /// Open a [`Session`](crate::session::Session) over `module`: runs that keep named state
+    /// tensors between them. The default keeps the state on the host and runs each step with
+    /// [`run`](Self::run); lowered programs keep it resident on their device.
+    fn session<'a>(&'a self, module: &'a Module) -> Box<dyn crate::session::Session + 'a> {
+        Box::new(crate::session::HostSession::new(self, module))
+    }
 }
 
 /// Time spent in one op kind over the profiled runs (see [`Executor::op_profile`]).

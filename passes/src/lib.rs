@@ -39,6 +39,7 @@ pub mod dce;
 pub mod error;
 pub mod fold_constants;
 mod irx;
+pub mod kv_cache;
 pub mod manager;
 pub mod numeric;
 pub mod pass;

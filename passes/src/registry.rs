@@ -233,6 +233,8 @@ declare_passes! {
     "canonicalize" => crate::canonicalize::Canonicalize::create,
         crate::canonicalize::CanonicalizeOptions,
         "Equality saturation with egg over rules/*.rules (fusions, identities), DAG-aware extraction.";
+    "kv-cache" => crate::kv_cache::KvCache::new, crate::kv_cache::KvCacheOptions,
+        "Add a KV-cache decode function (past keys/values in, present out, positions shifted).";
 }
 
 #[cfg(test)]

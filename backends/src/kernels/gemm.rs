@@ -75,6 +75,10 @@ pub fn gemm(
             c.len()
         ));
     }
+    // A few rows against a row-major B (a decode step): bandwidth-bound, no packing.
+    if super::small_m::applies(m, &b) {
+        return super::small_m::small_m_gemm(m, k, n, a, b, c, ldc, accumulate, parallel);
+    }
     // SAFETY: `c` holds m rows of n elements at stride ldc (checked above) and is borrowed
     // mutably for the call.
     unsafe { gemm_raw_out(m, k, n, a, b, c.as_mut_ptr(), ldc, accumulate, parallel) }

@@ -11,7 +11,9 @@
 //!
 //! - [`gemm()`]: one GEMM entry point over strided operands on the `gemm` crate (AVX-512/AVX2/FMA
 //!   micro-kernels picked at run time, rayon-parallel), used by the matmul, linear and attention
-//!   kernels, which read their operands in place through their strides;
+//!   kernels, which read their operands in place through their strides; for 1 to 4 rows against
+//!   a row-major `B` (a decode step) it takes a bandwidth-bound path without packing
+//!   ([`small_m`]);
 //! - the row and elementwise kernels are plain loops compiled several times for different
 //!   instruction sets (`multiversion!`) so that they vectorize on AVX-512 and AVX2 machines
 //!   without a `target-cpu` flag.
@@ -31,6 +33,7 @@ pub mod registry;
 pub mod rms_norm;
 pub mod rope;
 pub mod sigmoid;
+pub mod small_m;
 pub mod softmax;
 
 pub use attention::attention;

@@ -46,6 +46,9 @@ mod classify;
 mod exec;
 mod explain;
 mod host_view;
+mod session;
+
+pub use session::DeviceSession;
 
 pub use explain::{render_explain, KernelRejection, NodeLowering};
 
@@ -570,6 +573,19 @@ impl<B: Backend> Program<B> {
         &self.device
     }
 
+    /// Whether this program was lowered from `function` of `module` as it is now (same graph,
+    /// same constants).
+    pub fn is_lowered_from(&self, module: &Module, function: &str) -> bool {
+        function == self.function
+            && module.functions.get(function) == Some(&self.graph)
+            && module.constants.len() == self.module.constants.len()
+            && module
+                .constants
+                .iter()
+                .zip(&self.module.constants)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+    }
+
     /// Number of instructions (one per node of the function, inputs and constants included).
     pub fn len(&self) -> usize {
         self.instrs.len()
@@ -900,15 +916,7 @@ impl<B: Backend> Executor for Program<B> {
         function: &str,
         inputs: &[Tensor],
     ) -> Result<Vec<Tensor>, IrError> {
-        let same = function == self.function
-            && module.functions.get(function) == Some(&self.graph)
-            && module.constants.len() == self.module.constants.len()
-            && module
-                .constants
-                .iter()
-                .zip(&self.module.constants)
-                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
-        if same {
+        if self.is_lowered_from(module, function) {
             return Ok(self.run_tensors(inputs)?);
         }
         let opts = LowerOptions {
@@ -921,6 +929,21 @@ impl<B: Backend> Executor for Program<B> {
 
     fn set_profiling(&self, on: bool) {
         Program::set_profiling(self, on)
+    }
+
+    /// A session whose state stays on this program's device; this program runs its own
+    /// function, other functions of `module` are lowered on first use.
+    fn session<'a>(&'a self, module: &'a Module) -> Box<dyn fuselage_ir::Session + 'a> {
+        let opts = LowerOptions {
+            native_kernels: self.use_kernels,
+            ..Default::default()
+        };
+        Box::new(DeviceSession::new(
+            module,
+            self.device.clone(),
+            opts,
+            Some(self),
+        ))
     }
 
     fn op_profile(&self) -> Vec<fuselage_ir::OpTime> {
@@ -951,6 +974,16 @@ impl<B: Backend> Executor for LoweringExecutor<B> {
     ) -> Result<Vec<Tensor>, IrError> {
         let p = lower::<B>(module, function, &self.device, &self.options)?;
         Ok(p.run_tensors(inputs)?)
+    }
+
+    /// A session whose state stays on the device; each function is lowered once.
+    fn session<'a>(&'a self, module: &'a Module) -> Box<dyn fuselage_ir::Session + 'a> {
+        Box::new(DeviceSession::<B>::new(
+            module,
+            self.device.clone(),
+            self.options.clone(),
+            None,
+        ))
     }
 }
 

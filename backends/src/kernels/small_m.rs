@@ -1,0 +1,188 @@
+//! GEMM for a few rows of `A` (batch-1 decoding: `M` = 1 to [`SMALL_M`]) against a row-major
+//! `B`, bound by the bandwidth of reading `B` once.
+//!
+//! Why not the `gemm` crate: for `M = 1` it packs the `B` panel it multiplies (a copy of the
+//! whole weight per call) and runs a micro-kernel shaped for many rows; a decode step reads each
+//! weight once, so the copy doubles the memory traffic that bounds it. Here each row of `B` is
+//! streamed once, contiguous, and multiplied into the `M` accumulator rows of a column block
+//! that stays in L1; the column blocks are spread over the rayon workers. The inner loop is
+//! plain slices compiled for AVX-512, AVX2 and the baseline ([`multiversion!`]).
+
+use super::gemm::Mat;
+use super::{multiversion, R};
+use rayon::prelude::*;
+
+/// Largest `M` this path takes.
+pub const SMALL_M: usize = 4;
+
+/// Columns per block (accumulators `SMALL_M × BLOCK` f32 stay in L1).
+const BLOCK: usize = 512;
+
+/// Below this many multiply-adds the product runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 15;
+
+multiversion! {
+    /// `acc[i, :] += Σ_p a[i, p] · b[p, :]` over one column block of `[m, k, w]` (`acc` holds
+    /// `m` rows of `w`): `a` row `i` element `p` is `a[i * a_rs + p * a_cs]` with
+    /// `[a_rs, a_cs] = a_strides`, row `p` of `b` starts at `b[p * b_rs]`.
+    fn block(
+        dims: [usize; 3],
+        a: &[f32],
+        a_strides: [usize; 2],
+        b: &[f32],
+        b_rs: usize,
+        acc: &mut [f32],
+    ) {
+        let [m, k, w] = dims;
+        let [a_rs, a_cs] = a_strides;
+        for p in 0..k {
+            let row = &b[p * b_rs..p * b_rs + w];
+            for i in 0..m {
+                let coef = a[i * a_rs + p * a_cs];
+                let out = &mut acc[i * w..(i + 1) * w];
+                for (o, &x) in out.iter_mut().zip(row) {
+                    *o += coef * x;
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`small_m_gemm`] takes this product: few rows, `B` row-major (unit column stride).
+pub fn applies(m: usize, b: &Mat<'_>) -> bool {
+    (1..=SMALL_M).contains(&m) && b.cs == 1
+}
+
+/// `C = A·B` (or `C += A·B`) for `A[m,k]` (any strides), row-major `B[k,n]`, `C` row-major
+/// with row stride `ldc`; `m` ≤ [`SMALL_M`]. Operands are checked like the GEMM's.
+#[allow(clippy::too_many_arguments)]
+pub fn small_m_gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) -> R<()> {
+    if m > SMALL_M || b.cs != 1 {
+        return Err(format!(
+            "small-M GEMM: takes at most {SMALL_M} rows of A and a row-major B (found m = {m}, B column stride {})",
+            b.cs
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if ldc < n || (m - 1) * ldc + n > c.len() {
+        return Err(format!(
+            "small-M GEMM: output [{m}×{n}] with row stride {ldc} does not fit in {} elements",
+            c.len()
+        ));
+    }
+    if k > 0 {
+        let last_a = a.off + (m - 1) * a.rs + (k - 1) * a.cs;
+        let last_b = b.off + (k - 1) * b.rs + (n - 1);
+        if last_a >= a.data.len() || last_b >= b.data.len() {
+            return Err(format!(
+                "small-M GEMM: A [{m}×{k}] or B [{k}×{n}] reaches outside its data ({} / {} elements)",
+                a.data.len(),
+                b.data.len()
+            ));
+        }
+    }
+    let blocks: Vec<(usize, usize)> = (0..n)
+        .step_by(BLOCK)
+        .map(|j0| (j0, BLOCK.min(n - j0)))
+        .collect();
+    let run = |&(j0, w): &(usize, usize)| -> Vec<f32> {
+        let mut acc = vec![0f32; m * w];
+        if k > 0 {
+            let a_data = &a.data[a.off..];
+            let b_data = &b.data[b.off + j0..];
+            block([m, k, w], a_data, [a.rs, a.cs], b_data, b.rs, &mut acc);
+        }
+        acc
+    };
+    let results: Vec<Vec<f32>> =
+        if parallel && super::threads() > 1 && m * n * k >= PARALLEL_MIN_MACS && blocks.len() > 1 {
+            blocks.par_iter().map(run).collect()
+        } else {
+            blocks.iter().map(run).collect()
+        };
+    for (&(j0, w), acc) in blocks.iter().zip(&results) {
+        for i in 0..m {
+            let dst = &mut c[i * ldc + j0..i * ldc + j0 + w];
+            let src = &acc[i * w..(i + 1) * w];
+            if accumulate {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += s;
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{close, data, naive_mm};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn small_m_matches_naive(m in 1usize..=SMALL_M, k in 0usize..80, n in 1usize..1200, acc in any::<bool>(), at in any::<bool>()) {
+            // A row-major or stored transposed; B row-major with a padded row stride.
+            let a0 = data(m * k, 1);
+            let a = if at { (0..m * k).map(|i| a0[(i % m) * k + i / m]).collect() } else { a0.clone() };
+            let am = if at { Mat { data: &a, off: 0, rs: 1, cs: m } } else { Mat::row_major(&a, k) };
+            let b = data(k * (n + 3) + 1, 2);
+            let bm = Mat { data: &b, off: 1, rs: n + 3, cs: 1 };
+            let mut c = data(m * n, 3);
+            let c0 = c.clone();
+            small_m_gemm(m, k, n, am, bm, &mut c, n, acc, true).unwrap();
+            let bc: Vec<f32> = (0..k * n).map(|i| b[1 + (i / n) * (n + 3) + i % n]).collect();
+            let mut r = naive_mm(m, k, n, &a0, &bc);
+            if acc {
+                for (x, y) in r.iter_mut().zip(&c0) { *x += *y as f64; }
+            }
+            close(&c, &r, 1e-5);
+        }
+    }
+
+    #[test]
+    fn bad_operands_are_errors() {
+        let a = [0f32; 4];
+        let b = [0f32; 12];
+        let mut c = [0f32; 6];
+        let bm = Mat::row_major(&b, 3);
+        assert!(small_m_gemm(2, 4, 3, Mat::row_major(&a, 4), bm, &mut c, 3, false, true).is_err());
+        assert!(small_m_gemm(
+            1,
+            4,
+            3,
+            Mat::row_major(&a, 4),
+            bm,
+            &mut c[..2],
+            3,
+            false,
+            true
+        )
+        .is_err());
+        let bt = Mat {
+            data: &b,
+            off: 0,
+            rs: 1,
+            cs: 4,
+        };
+        assert!(small_m_gemm(1, 4, 3, Mat::row_major(&a, 4), bt, &mut c, 3, false, true).is_err());
+        assert!(small_m_gemm(5, 1, 3, Mat::row_major(&a, 1), bm, &mut c, 3, false, true).is_err());
+        small_m_gemm(1, 4, 3, Mat::row_major(&a, 4), bm, &mut c, 3, false, true).unwrap();
+    }
+}
