@@ -2,7 +2,8 @@
 # SmolLM2-135M greedy generation side by side: PyTorch eager with its KV cache
 # (scripts/generate-vs-torch.py) and `fuselage generate` (KV cache), same prompt, same token
 # count, same threads, alternating REPEAT times in one run; prints each round and the median
-# decode tokens/s and prefill ms of both, and whether the tokens agree.
+# decode tokens/s and prompt prefill ms of both, whether the tokens agree, and the time of a
+# 128-token forward at batch 1 (PyTorch eager vs `fuselage bench --batch 1 --seq 128`).
 #
 #   scripts/generate-vs-torch.sh [--threads 2] [--tokens 64] [--repeat 3]
 #
@@ -37,10 +38,14 @@ for R in $(seq 1 "$REPEAT"); do
       --prompt "$PROMPT" --max-tokens "$TOKENS" --threads "$THREADS" 2>/dev/null | tail -1)
   F=$(RAYON_NUM_THREADS=$THREADS target/release/fuselage generate "$MODEL" --prompt "$PROMPT" \
       --max-tokens "$TOKENS" --json | tail -1)
-  ROWS+=$(python3 - "$R" "$T" "$F" <<'PY'
+  B=$(RAYON_NUM_THREADS=$THREADS target/release/fuselage bench "$MODEL" --backend cpu --threads "$THREADS" \
+      --batch 1 --seq 128 --runs 5 --json)
+  ROWS+=$(python3 - "$R" "$T" "$F" "$B" <<'PY'
 import json, sys
-r, t, f = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
-print(json.dumps({"round": r, "torch_decode_tokens_per_s": t["decode_tokens_per_s"],
+r, t, f, b = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+print(json.dumps({"round": r, "torch_prefill128_ms": t["prefill128_ms"],
+                  "fuselage_prefill128_ms": b["median_ms"],
+                  "torch_decode_tokens_per_s": t["decode_tokens_per_s"],
                   "fuselage_decode_tokens_per_s": f["decode_tokens_per_s"],
                   "torch_prefill_ms": t["prefill_ms"], "fuselage_prefill_ms": f["prefill_ms"],
                   "same_tokens": t["tokens"] == f["tokens"]}))
@@ -60,5 +65,7 @@ print(json.dumps({
     "torch_prefill_ms": med("torch_prefill_ms"),
     "fuselage_prefill_ms": med("fuselage_prefill_ms"),
     "same_tokens": all(r["same_tokens"] for r in rows),
+    "torch_prefill128_ms": med("torch_prefill128_ms"),
+    "fuselage_prefill128_ms": med("fuselage_prefill128_ms"),
 }))
 PY

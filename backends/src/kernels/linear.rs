@@ -58,7 +58,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "linear-f32-gemm",
     op: "linear",
     signature: "f32, f32[, f32] -> f32",
-    doc: "`x·w + bias` on the GEMM with the bias fused into the output; a transposed weight is read in place.",
+    doc: "`x·w + bias` on the GEMM with the bias fused into the output; a transposed weight is read in place; 1 to 4 rows against a row-major weight stream it once without packing.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,
     requires: "any",

@@ -85,7 +85,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "matmul-f32-gemm",
     op: "matmul",
     signature: "f32, f32 -> f32",
-    doc: "Batched matmul with numpy batch broadcasting on the GEMM, operands read through their strides.",
+    doc: "Batched matmul with numpy batch broadcasting on the GEMM, operands read through their strides; 1 to 4 rows against a row-major weight (a decode step) stream the weight once without packing.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,
     requires: "any",
