@@ -451,8 +451,9 @@ fn gguf_model_spec_loads_and_a_truncated_gguf_is_a_clear_error() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ops"]["attention"], 30);
-    // 134,515,008 weights plus one RMSNorm epsilon scalar per norm (61).
-    assert_eq!(v["parameters"], 134_515_008u64 + 61);
+    // Exactly the model card's 134,515,008 weights (RMSNorm is one op; its epsilon an attribute).
+    assert_eq!(v["parameters"], 134_515_008u64);
+    assert_eq!(v["ops"]["rms_norm"], 61);
     // The first 100 kB of the file: the tokenizer arrays are cut off.
     let bytes = std::fs::read(&gguf).unwrap();
     let p = tmp("cut.gguf");

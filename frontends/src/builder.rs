@@ -927,7 +927,7 @@ impl ModelBuilder {
         let (bd, sd) = (sh[0].clone(), sh[1].clone());
         self.push_scope(name);
         let res = (|| {
-            let n = self.rms_norm_primitives_with("input_norm", x, w.attn_norm, cfg.eps)?;
+            let n = self.rms_norm_with("input_norm", x, w.attn_norm, cfg.eps)?;
             self.push_scope("attention");
             let a = (|| {
                 let q = self.matmul(n, w.q)?;
@@ -945,8 +945,7 @@ impl ModelBuilder {
             })();
             self.pop_scope();
             let x1 = self.add(x, a?)?;
-            let n =
-                self.rms_norm_primitives_with("post_attention_norm", x1, w.ffn_norm, cfg.eps)?;
+            let n = self.rms_norm_with("post_attention_norm", x1, w.ffn_norm, cfg.eps)?;
             self.push_scope("mlp");
             let m = (|| {
                 let g = self.matmul(n, w.gate)?;

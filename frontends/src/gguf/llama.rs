@@ -203,7 +203,7 @@ pub fn llama_module_with(g: &GgufFile, unpermute: bool) -> Result<Module, Fronte
         x = b.llama_block_with(&format!("layers.{l}"), x, cfg, pos, &w)?;
     }
     let norm = vec_w(&mut b, "output_norm.weight", h)?;
-    let x = b.rms_norm_primitives_with("norm", x, norm, cfg.eps)?;
+    let x = b.rms_norm_with("norm", x, norm, cfg.eps)?;
     let head = if g.tensor_info("output.weight").is_some() {
         proj(&mut b, "output.weight", cfg.vocab, h, None)?
     } else {
