@@ -1839,3 +1839,129 @@ fn spatial_ops_lower_natively_where_burn_matches() {
         Lowering::Host
     );
 }
+
+/// Packed low-precision values stay packed between ops that take the packed form: quantize
+/// (i8 per token, i4 per group, f8, f4) → reshape / transpose / slice → dequantize and casts
+/// through f8 run on the packed kernels with no widening to f32, bit-exact to the reference; a
+/// packed value read by an op without a packed kernel (`add`) is widened, and counted.
+#[test]
+fn packed_values_are_not_widened_between_packed_ops() {
+    use fuselage_ir::Graph;
+    let m = Module::new();
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[4, 8]));
+    let mut outs = vec![];
+    for (dtype, gran) in [
+        ("i8", json!({"kind": "per_token"})),
+        ("i4", json!({"kind": "per_group", "axis": 1, "size": 4})),
+        ("f8e4m3fn", json!({"kind": "per_tensor"})),
+        ("f4e2m1", json!({"kind": "per_channel", "axis": 1})),
+    ] {
+        let q = g
+            .add_inferred(
+                &m,
+                op("quantize", json!({"dtype": dtype, "granularity": gran})),
+                vec![x.into()],
+                None,
+            )
+            .unwrap();
+        let codes = fuselage_ir::ValueId::new(q, 0);
+        let scale = fuselage_ir::ValueId::new(q, 1);
+        // Through a reshape and back: both on the packed codes.
+        let r = g
+            .add_inferred(&m, op("reshape", json!({"shape": [32]})), vec![codes], None)
+            .unwrap();
+        let r = g
+            .add_inferred(
+                &m,
+                op("reshape", json!({"shape": [4, 8]})),
+                vec![r.into()],
+                None,
+            )
+            .unwrap();
+        let d = g
+            .add_inferred(
+                &m,
+                op("dequantize", json!({"dtype": "f32", "granularity": gran})),
+                vec![r.into(), scale],
+                None,
+            )
+            .unwrap();
+        outs.push(d);
+    }
+    // f32 → f8e5m2 → transpose → f32.
+    let c = g
+        .add_inferred(
+            &m,
+            op("cast", json!({"dtype": "f8e5m2"})),
+            vec![x.into()],
+            None,
+        )
+        .unwrap();
+    let t = g
+        .add_inferred(
+            &m,
+            op("transpose", json!({"perm": [1, 0]})),
+            vec![c.into()],
+            None,
+        )
+        .unwrap();
+    let back = g
+        .add_inferred(
+            &m,
+            op("cast", json!({"dtype": "f32"})),
+            vec![t.into()],
+            None,
+        )
+        .unwrap();
+    outs.push(back);
+    for (k, o) in outs.iter().enumerate() {
+        g.add_output(&format!("y{k}"), (*o).into());
+    }
+    let mut m = m;
+    m.functions.insert("main".into(), g.clone());
+    let input = rand_tensor(DType::F32, vec![4, 8], 11);
+    let want = Reference
+        .run(&m, "main", std::slice::from_ref(&input))
+        .unwrap();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &Default::default()).unwrap();
+    let got = p.run_tensors(std::slice::from_ref(&input)).unwrap();
+    compare("packed chain", &got, &want, 0.0).unwrap();
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.data(), b.data(), "output {k} is bit-exact");
+    }
+    assert_eq!(
+        p.last_run_stats().packed_widened,
+        0,
+        "no packed value widened"
+    );
+    let kernels: Vec<&str> = p
+        .explain_lowering()
+        .iter()
+        .filter_map(|n| n.kernel)
+        .collect();
+    for k in [
+        "quantize-packed",
+        "dequantize-packed",
+        "reshape-packed",
+        "cast-packed",
+        "transpose-packed",
+    ] {
+        assert!(kernels.contains(&k), "{k} not chosen: {kernels:?}");
+    }
+    // Control: an add reading the packed codes widens them (the counter can fail).
+    let m2 = Module::new();
+    let mut g2 = Graph::new();
+    let a = g2.add_input("a", TensorType::fixed(DType::I8, &[3]));
+    let s = g2
+        .add_inferred(&m2, op("add", json!({})), vec![a.into(), a.into()], None)
+        .unwrap();
+    g2.add_output("y", s.into());
+    let mut m2 = m2;
+    m2.functions.insert("main".into(), g2);
+    let ia = Tensor::new(DType::I8, vec![3], vec![-3.0, 5.0, 100.0]).unwrap();
+    let p2 = lower::<CpuBackend>(&m2, "main", &Default::default(), &Default::default()).unwrap();
+    let y = p2.run_tensors(std::slice::from_ref(&ia)).unwrap();
+    assert_eq!(y[0].data(), &[-6.0, 10.0, 127.0]);
+    assert_eq!(p2.last_run_stats().packed_widened, 2);
+}

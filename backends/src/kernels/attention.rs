@@ -1,7 +1,7 @@
 //! Fused attention on strided `q`, `k`, `v` views (GQA, additive biases, causal mask).
 
 use super::gemm::gemm_raw_out;
-use super::registry::{all_f32, any_cpu, wrong_op, KernelEntry, KernelOut};
+use super::registry::{all_f32, any_cpu, wrong_op, KernelEntry, KernelOut, KernelRun};
 use super::softmax::softmax_row;
 use super::{broadcast_strides, gemm, multiversion, Mat, View, R};
 use fuselage_ir::ops::attention::AttnMask;
@@ -180,7 +180,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "attention-f32-fused";
         let Op::Attention(a) = op else {
             return Err(wrong_op(NAME, op));
@@ -201,7 +201,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
             shape,
             strides: Some(strides),
         })
-    },
+    }),
 };
 
 #[cfg(test)]

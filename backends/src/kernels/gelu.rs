@@ -1,6 +1,6 @@
 //! GELU over contiguous f32 data, chunk-parallel and vectorized.
 
-use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
 use super::{map_elementwise as map, math, multiversion};
 use fuselage_ir::ops::gelu::GeluApproximate;
 use fuselage_ir::Op;
@@ -49,7 +49,7 @@ pub(crate) const ERF_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "gelu-erf-f32";
         if !matches!(op, Op::Gelu(_)) {
             return Err(wrong_op(NAME, op));
@@ -59,7 +59,7 @@ pub(crate) const ERF_ENTRY: KernelEntry = KernelEntry {
             gelu_erf(&x.to_contiguous()),
             x.shape.clone(),
         )))
-    },
+    }),
 };
 
 /// The registry entry of [`gelu_tanh`] (`approximate = "tanh"`).
@@ -79,7 +79,7 @@ pub(crate) const TANH_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "gelu-tanh-f32";
         if !matches!(op, Op::Gelu(_)) {
             return Err(wrong_op(NAME, op));
@@ -89,7 +89,7 @@ pub(crate) const TANH_ENTRY: KernelEntry = KernelEntry {
             gelu_tanh(&x.to_contiguous()),
             x.shape.clone(),
         )))
-    },
+    }),
 };
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! LayerNorm over the trailing `n` elements of each row, with optional scale and bias.
 
-use super::registry::{all_f32, any_cpu, operand, trailing, wrong_op, KernelEntry, KernelOut};
+use super::registry::{
+    all_f32, any_cpu, operand, trailing, wrong_op, KernelEntry, KernelOut, KernelRun,
+};
 use super::{math, multiversion};
 use fuselage_ir::Op;
 
@@ -61,7 +63,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "layer_norm-f32";
         let Op::LayerNorm(ln) = op else {
             return Err(wrong_op(NAME, op));
@@ -78,7 +80,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
             ln.eps,
         )?;
         Ok(KernelOut::row_major((y, shape)))
-    },
+    }),
 };
 
 #[cfg(test)]

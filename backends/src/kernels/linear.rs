@@ -1,6 +1,6 @@
 //! `linear`: `x[..., K] · w[K, N] + bias[N]` with the bias fused into the GEMM's output.
 
-use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
 use super::{gemm, Mat, View, R};
 use fuselage_ir::Op;
 
@@ -63,7 +63,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "linear-f32-gemm";
         match op {
             Op::Linear(_) => Ok(KernelOut::row_major(linear(
@@ -73,7 +73,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
             )?)),
             other => Err(wrong_op(NAME, other)),
         }
-    },
+    }),
 };
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Batched matmul with numpy batch broadcasting, on strided operands.
 
-use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
 use super::{broadcast, broadcast_strides, gemm, offset_of, Mat, View, R};
 use fuselage_ir::Op;
 use rayon::prelude::*;
@@ -90,7 +90,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "matmul-f32-gemm";
         match op {
             Op::MatMul(_) => Ok(KernelOut::row_major(batched_matmul(
@@ -99,7 +99,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
             )?)),
             other => Err(wrong_op(NAME, other)),
         }
-    },
+    }),
 };
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Native f32 CPU kernels used by the lowering on the CPU backend.
+//! Native CPU kernels used by the lowering on the CPU backend: f32 kernels for the hot float
+//! ops, and the kernels of packed low-precision values ([`packed`]).
 //!
 //! burn-ndarray runs each op as a chain of generic array operations (one allocation and one
 //! pass over memory per step) and its matmul reaches matrixmultiply without the weight layout a
@@ -22,13 +23,18 @@
 //! conformance suite checks them again against the IR's reference semantics.
 
 pub mod attention;
+pub mod cast;
 pub mod cpu;
+pub mod dequantize;
 pub mod gelu;
 pub mod gemm;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
 pub mod matmul;
+pub mod packed;
+pub mod packed_move;
+pub mod quantize;
 pub mod registry;
 pub mod rms_norm;
 pub mod rope;

@@ -9,6 +9,7 @@
 //! `fuselage kernels --markdown` prints it).
 
 use super::cpu::CpuFeatures;
+use super::packed::PackedTensor;
 use super::{View, R};
 use fuselage_ir::ops::util::normalize_axis;
 use fuselage_ir::{DType, Op, TensorType};
@@ -58,8 +59,55 @@ pub struct KernelEntry {
     pub requires: &'static str,
     /// Whether this CPU can run the kernel.
     pub guard: fn(&CpuFeatures) -> bool,
-    /// Runs the kernel on the op's operands, read in place through their strides.
-    pub run: fn(&Op, &[View<'_>]) -> R<KernelOut>,
+    /// Runs the kernel.
+    pub run: KernelRun,
+}
+
+/// How a kernel runs.
+#[derive(Clone, Copy)]
+pub enum KernelRun {
+    /// On f32 operands read in place through their strides, giving one f32 result.
+    F32(fn(&Op, &[View<'_>]) -> R<KernelOut>),
+    /// On typed operands (f32 views or [`PackedTensor`]s), giving typed results: the kernels of
+    /// the packed low-precision values (quantize, dequantize, cast, data movement).
+    Typed(fn(&Op, &TypedCx<'_>, &[TypedIn<'_>]) -> R<Vec<TypedOut>>),
+}
+
+impl KernelRun {
+    /// Whether the kernel takes and gives packed values.
+    pub fn is_typed(&self) -> bool {
+        matches!(self, KernelRun::Typed(_))
+    }
+}
+
+/// What a typed kernel knows of its node besides the op.
+pub struct TypedCx<'a> {
+    /// The module of the node (callees, constants).
+    pub module: &'a fuselage_ir::Module,
+    /// Symbol sizes of the run.
+    pub bindings: &'a std::collections::HashMap<String, u64>,
+    /// The node's operand types.
+    pub operand_types: &'a [TensorType],
+    /// The node's result types.
+    pub result_types: &'a [TensorType],
+    /// The results' concrete shapes under the run's bindings.
+    pub result_shapes: &'a [Vec<usize>],
+}
+
+/// An operand of a typed kernel.
+pub enum TypedIn<'a> {
+    /// An f32 tensor (also the storage of f16/bf16 and wide integer values), read in place.
+    F32(View<'a>),
+    /// A packed low-precision tensor.
+    Packed(&'a PackedTensor),
+}
+
+/// A result of a typed kernel.
+pub enum TypedOut {
+    /// An f32 tensor whose values are already values of the result's dtype.
+    F32(KernelOut),
+    /// A packed low-precision tensor.
+    Packed(PackedTensor),
 }
 
 impl fmt::Debug for KernelEntry {
@@ -94,6 +142,16 @@ pub static KERNELS: &[&KernelEntry] = &[
     &super::sigmoid::SIGMOID_ENTRY,
     &super::sigmoid::SILU_ENTRY,
     &super::rope::ENTRY,
+    &super::quantize::ENTRY,
+    &super::dequantize::ENTRY,
+    &super::cast::ENTRY,
+    &super::packed_move::RESHAPE,
+    &super::packed_move::TRANSPOSE,
+    &super::packed_move::BROADCAST_TO,
+    &super::packed_move::CONCAT,
+    &super::packed_move::SLICE,
+    &super::packed_move::SPLIT,
+    &super::packed_move::GATHER,
 ];
 
 /// The entry called `name`.

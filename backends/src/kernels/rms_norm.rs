@@ -1,6 +1,8 @@
 //! RMSNorm over the trailing `n` elements of each row, with an optional scale.
 
-use super::registry::{all_f32, any_cpu, operand, trailing, wrong_op, KernelEntry, KernelOut};
+use super::registry::{
+    all_f32, any_cpu, operand, trailing, wrong_op, KernelEntry, KernelOut, KernelRun,
+};
 use super::{math, multiversion};
 use fuselage_ir::Op;
 
@@ -44,7 +46,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "rms_norm-f32";
         let Op::RmsNorm(rn) = op else {
             return Err(wrong_op(NAME, op));
@@ -54,7 +56,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
         let scale = v.get(1).map(|t| t.to_contiguous());
         let y = rms_norm(&x.to_contiguous(), n, scale.as_deref(), rn.eps)?;
         Ok(KernelOut::row_major((y, shape)))
-    },
+    }),
 };
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Rotary position embedding on strided `x`.
 
-use super::registry::{any_cpu, first_f32, operand, wrong_op, KernelEntry, KernelOut};
+use super::registry::{any_cpu, first_f32, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
 use super::{broadcast_strides, offset_of, View, R};
 use fuselage_ir::ops::rope::RopeStyle;
 use fuselage_ir::Op;
@@ -133,7 +133,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "rope-f32";
         let Op::Rope(r) = op else {
             return Err(wrong_op(NAME, op));
@@ -148,7 +148,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
             r.theta,
             rotary,
         )?))
-    },
+    }),
 };
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Sigmoid and SiLU over contiguous f32 data, chunk-parallel and vectorized.
 
-use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut};
+use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
 use super::{map_elementwise, math, multiversion};
 use fuselage_ir::Op;
 
@@ -40,7 +40,7 @@ pub(crate) const SIGMOID_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "sigmoid-f32";
         if !matches!(op, Op::Sigmoid(_)) {
             return Err(wrong_op(NAME, op));
@@ -50,7 +50,7 @@ pub(crate) const SIGMOID_ENTRY: KernelEntry = KernelEntry {
             sigmoid(&x.to_contiguous()),
             x.shape.clone(),
         )))
-    },
+    }),
 };
 
 /// The registry entry of [`silu()`].
@@ -63,7 +63,7 @@ pub(crate) const SILU_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "silu-f32";
         if !matches!(op, Op::Silu(_)) {
             return Err(wrong_op(NAME, op));
@@ -73,7 +73,7 @@ pub(crate) const SILU_ENTRY: KernelEntry = KernelEntry {
             silu(&x.to_contiguous()),
             x.shape.clone(),
         )))
-    },
+    }),
 };
 
 #[cfg(test)]

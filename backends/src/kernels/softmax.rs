@@ -2,7 +2,9 @@
 
 use super::math;
 use super::multiversion;
-use super::registry::{all_f32, any_cpu, last_axis, operand, wrong_op, KernelEntry, KernelOut};
+use super::registry::{
+    all_f32, any_cpu, last_axis, operand, wrong_op, KernelEntry, KernelOut, KernelRun,
+};
 use fuselage_ir::Op;
 use rayon::prelude::*;
 
@@ -56,7 +58,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
-    run: |op, v| {
+    run: KernelRun::F32(|op, v| {
         const NAME: &str = "softmax-f32-rows";
         if !matches!(op, Op::Softmax(_)) {
             return Err(wrong_op(NAME, op));
@@ -67,7 +69,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
             softmax_rows(&x.to_contiguous(), n),
             x.shape.clone(),
         )))
-    },
+    }),
 };
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Which path each op takes in the lowering ([`Lowering`]), and why.
 //!
 //! In order: values of a rank burn-ndarray cannot hold run on the host; collectives are trivial
-//! at world 1; the [host rules](HOST_RULES) send ops burn cannot compute exactly to the
-//! reference semantics on the host; with native kernels on, the
-//! [kernel registry](crate::kernels::registry) picks a kernel; everything else runs on burn's
-//! tensor operations. [`classify`] returns the decision with its reason, which the lowering
+//! at world 1; with native kernels on, the [kernel registry](crate::kernels::registry) picks a
+//! kernel (the f32 kernels and those of packed low-precision values); the
+//! [host rules](HOST_RULES) send ops burn cannot compute exactly to the reference semantics on
+//! the host; everything else runs on burn's tensor operations. [`classify`] returns the decision with its reason, which the lowering
 //! records and [`Program::explain_lowering`](super::Program::explain_lowering) reports.
 
 use super::Lowering;
@@ -65,12 +65,16 @@ pub(crate) const HOST_RULES: &[HostRule] = &[
     HostRule {
         op: "quantize",
         when: always,
-        reason: "an exact low-precision codec: the reference semantics run on the host",
+        reason: "an exact low-precision codec and no packed kernel applies (native kernels \
+                 off, or a dtype the kernel does not take): the reference semantics run on the \
+                 host",
     },
     HostRule {
         op: "dequantize",
         when: always,
-        reason: "an exact low-precision codec: the reference semantics run on the host",
+        reason: "an exact low-precision codec and no packed kernel applies (native kernels \
+                 off, or a dtype the kernel does not take): the reference semantics run on the \
+                 host",
     },
     HostRule {
         op: "top_k",
@@ -213,12 +217,8 @@ pub(crate) fn classify(
         Op::AllToAll(c) => return world(c.world),
         _ => {}
     }
-    if let Some(rule) = HOST_RULES
-        .iter()
-        .find(|r| r.op == op.name() && (r.when)(op, operands))
-    {
-        return Ok(Decision::new(Lowering::Host, rule.reason));
-    }
+    // The registry first: a kernel that applies (the codec kernels of quantize/dequantize
+    // included) is exact, where a host rule is the fallback when none does.
     let mut rejected = vec![];
     if kernels {
         let s = registry::select(op, operands, results, CpuFeatures::get());
@@ -235,6 +235,15 @@ pub(crate) fn classify(
             });
         }
         rejected = s.rejected;
+    }
+    if let Some(rule) = HOST_RULES
+        .iter()
+        .find(|r| r.op == op.name() && (r.when)(op, operands))
+    {
+        return Ok(Decision {
+            rejected,
+            ..Decision::new(Lowering::Host, rule.reason)
+        });
     }
     let has_kernels = registry::KERNELS.iter().any(|k| k.op == op.name());
     let native = |what: &str| {

@@ -4,7 +4,11 @@
 mod indexing;
 mod kernel;
 
-use super::{download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program};
+use super::{
+    download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program, Value,
+};
+use crate::kernels::packed::is_packed;
+use crate::kernels::registry::KernelRun;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{BoolDType, Element, IntDType, Scalar, Shape, Slice, TensorMetadata};
@@ -188,7 +192,65 @@ fn matmul<B: Backend>(a: F<B>, b: F<B>) -> R<F<B>> {
 }
 
 impl<B: Backend> Program<B> {
-    /// Execute one instruction.
+    /// Execute one instruction on register values: a typed kernel takes packed operands as
+    /// they are; the host path reads them exactly; every other path reads them decoded to f32
+    /// (counted in `widened`), and results of a packed dtype are packed.
+    pub(crate) fn exec_values(
+        &self,
+        ins: &Instr<B>,
+        args: Vec<Value<B>>,
+        bindings: &HashMap<String, u64>,
+        widened: &mut u64,
+    ) -> R<Vec<Value<B>>> {
+        match (ins.how, ins.kernel.map(|k| k.run)) {
+            (Lowering::Trivial, _) => return Ok(args),
+            (Lowering::Kernel, Some(KernelRun::Typed(run))) => {
+                return self.typed_kernel(ins, run, args, bindings)
+            }
+            (Lowering::Host, _) => return self.host_values(ins, args, bindings, widened),
+            _ => {}
+        }
+        let floats = args
+            .into_iter()
+            .map(|v| v.into_float(&self.device, widened))
+            .collect();
+        self.exec(ins, floats, bindings)?
+            .into_iter()
+            .zip(&ins.result_types)
+            .map(|(t, ty)| Value::from_float(t, ty.dtype))
+            .collect()
+    }
+
+    /// The reference semantics on the host, on register values (packed ones read exactly,
+    /// counted as widened: the host decodes them).
+    fn host_values(
+        &self,
+        ins: &Instr<B>,
+        args: Vec<Value<B>>,
+        bindings: &HashMap<String, u64>,
+        widened: &mut u64,
+    ) -> R<Vec<Value<B>>> {
+        let host: Vec<Tensor> = args
+            .into_iter()
+            .zip(&ins.operand_types)
+            .map(|(v, ty)| {
+                if matches!(v, Value::Packed(_)) {
+                    *widened += 1;
+                }
+                v.download(ty.dtype)
+            })
+            .collect::<R<_>>()?;
+        let refs: Vec<&Tensor> = host.iter().collect();
+        let cx = EvalCx {
+            module: &self.module,
+            bindings,
+            result_types: &ins.result_types,
+        };
+        let out = ins.op.eval(&cx, &refs).map_err(|e| e.0)?;
+        out.iter().map(|t| Value::upload(t, &self.device)).collect()
+    }
+
+    /// Execute one instruction on f32 device tensors.
     pub(crate) fn exec(
         &self,
         ins: &Instr<B>,
@@ -239,9 +301,16 @@ impl<B: Backend> Program<B> {
         if exact {
             return Ok(out);
         }
+        // Packed dtypes are rounded as they are packed (`Value::from_float`).
         out.into_iter()
             .zip(&ins.result_types)
-            .map(|(t, ty)| self.round_to(t, ty.dtype))
+            .map(|(t, ty)| {
+                if is_packed(ty.dtype) {
+                    Ok(t)
+                } else {
+                    self.round_to(t, ty.dtype)
+                }
+            })
             .collect()
     }
 
@@ -823,7 +892,14 @@ impl<B: Backend> Program<B> {
             Op::Call(_) => {
                 let sub = ins.sub.as_ref().ok_or("callee was not lowered")?;
                 let b = sub_bindings(sub, &a)?;
-                sub.run_values(a, &b).map_err(|e| e.to_string())
+                let out = sub
+                    .run_values(a.into_iter().map(Value::Float).collect(), &b)
+                    .map_err(|e| e.to_string())?;
+                let mut widened = 0;
+                Ok(out
+                    .into_iter()
+                    .map(|v| v.into_float(dev, &mut widened))
+                    .collect())
             }
             Op::For(f) => {
                 let sub = ins.sub.as_ref().ok_or("loop body was not lowered")?;
@@ -841,9 +917,13 @@ impl<B: Backend> Program<B> {
                     args.append(&mut carried);
                     args.extend(invariant.iter().cloned());
                     let b = sub_bindings(sub, &args)?;
+                    let mut widened = 0;
                     carried = sub
-                        .run_values(args, &b)
-                        .map_err(|e| format!("in for @{} iteration {i}: {e}", f.body))?;
+                        .run_values(args.into_iter().map(Value::Float).collect(), &b)
+                        .map_err(|e| format!("in for @{} iteration {i}: {e}", f.body))?
+                        .into_iter()
+                        .map(|v| v.into_float(dev, &mut widened))
+                        .collect();
                 }
                 Ok(carried)
             }

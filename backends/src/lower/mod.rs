@@ -47,8 +47,10 @@ mod exec;
 mod explain;
 mod host_view;
 mod session;
+mod value;
 
 pub use session::DeviceSession;
+pub(crate) use value::Value;
 
 pub use explain::{render_explain, KernelRejection, NodeLowering};
 
@@ -272,6 +274,9 @@ pub struct RunStats {
     pub peak_bytes: u64,
     /// Bytes of the uploaded constants.
     pub constant_bytes: u64,
+    /// How many times a packed low-precision value was decoded to f32 for an op without a
+    /// packed kernel (0 when every consumer of a packed value takes the packed form).
+    pub packed_widened: u64,
 }
 
 /// A lowered function: runs on backend `B`'s device.
@@ -284,7 +289,7 @@ pub struct Program<B: Backend> {
     pub(crate) n_regs: usize,
     pub(crate) input_regs: Vec<usize>,
     pub(crate) output_regs: Vec<usize>,
-    pub(crate) constants: HashMap<usize, FloatTensor<B>>,
+    pub(crate) constants: HashMap<usize, Value<B>>,
     pub(crate) constant_bytes: u64,
     pub(crate) use_kernels: bool,
     pub(crate) stats: Mutex<RunStats>,
@@ -448,9 +453,12 @@ fn lower_rec<B: Backend>(
                 })?;
                 // Straight from the constant's f32 bytes: no f64 copy of the weights is made
                 // (or cached) for the lowered program.
+                // A constant of a packed dtype (int8/fp8 weights) is kept packed.
                 let v = k.to_f32_vec(&c.name).map_err(LowerError::Constant)?;
-                constant_bytes += v.len() as u64 * 4;
-                constants.insert(results[0], upload_f32::<B>(v, &shape, device));
+                let value =
+                    Value::<B>::from_f32(v, &shape, k.ty.dtype, device).map_err(unsupported)?;
+                constant_bytes += value.storage_bytes();
+                constants.insert(results[0], value);
                 Lowering::Trivial
             }
             Op::Input(_) => Lowering::Trivial,
@@ -660,7 +668,7 @@ impl<B: Backend> Program<B> {
             let operand_elems: usize = ins
                 .operands
                 .iter()
-                .map(|r| self.constants[r].shape().num_elements())
+                .map(|r| self.constants[r].shape().iter().product::<usize>())
                 .sum();
             if result_elems > operand_elems + HOIST_MAX_GROWTH {
                 continue;
@@ -670,15 +678,22 @@ impl<B: Backend> Program<B> {
                 .iter()
                 .map(|r| self.constants[r].clone())
                 .collect();
-            let Ok(out) = self.exec(ins, args, &none) else {
+            let mut widened = 0;
+            let Ok(out) = self.exec_values(ins, args, &none, &mut widened) else {
                 continue;
             };
             let mut stored = Vec::with_capacity(out.len());
             for t in out {
-                // Materialized row-major: a transposed weight is laid out once for the GEMM.
-                match download_f32::<B>(t) {
-                    Ok((v, shape)) => stored.push(upload_f32::<B>(v, &shape, &self.device)),
-                    Err(_) => break,
+                // Materialized row-major: a transposed weight is laid out once for the GEMM
+                // (a packed value already is).
+                match t {
+                    Value::Float(t) => match download_f32::<B>(t) {
+                        Ok((v, shape)) => {
+                            stored.push(Value::Float(upload_f32::<B>(v, &shape, &self.device)))
+                        }
+                        Err(_) => break,
+                    },
+                    p @ Value::Packed(_) => stored.push(p),
                 }
             }
             if stored.len() != ins.results.len() {
@@ -696,11 +711,7 @@ impl<B: Backend> Program<B> {
             }
         }
         self.constants.retain(|r, _| read.contains(r));
-        self.constant_bytes = self
-            .constants
-            .values()
-            .map(|t| t.shape().num_elements() as u64 * 4)
-            .sum();
+        self.constant_bytes = self.constants.values().map(Value::storage_bytes).sum();
     }
 
     /// Start (`true`) or stop recording the time of each op kind (callees and loop bodies are
@@ -737,10 +748,11 @@ impl<B: Backend> Program<B> {
             &self.module.facts,
         )
         .map_err(LowerError::Inputs)?;
-        let args: Vec<FloatTensor<B>> = inputs
+        let args = inputs
             .iter()
-            .map(|t| upload::<B>(t, &self.device))
-            .collect();
+            .map(|t| Value::upload(t, &self.device))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| LowerError::Inputs(IrError::Shape(m)))?;
         let out = self.run_values(args, &bindings)?;
         let tys = self.graph.output_types();
         out.into_iter()
@@ -748,7 +760,7 @@ impl<B: Backend> Program<B> {
             .zip(&self.graph.outputs)
             .map(|((t, ty), o)| {
                 let dtype = ty.map(|t| t.dtype).unwrap_or(DType::F32);
-                download::<B>(t, dtype).map_err(|message| LowerError::Run {
+                t.download(dtype).map_err(|message| LowerError::Run {
                     function: self.function.clone(),
                     node: self.graph.describe(o.value.node),
                     op: "return".into(),
@@ -761,9 +773,9 @@ impl<B: Backend> Program<B> {
     /// Run on device values already bound to symbol sizes.
     pub(crate) fn run_values(
         &self,
-        inputs: Vec<FloatTensor<B>>,
+        inputs: Vec<Value<B>>,
         bindings: &HashMap<String, u64>,
-    ) -> Result<Vec<FloatTensor<B>>, LowerError> {
+    ) -> Result<Vec<Value<B>>, LowerError> {
         if inputs.len() != self.input_regs.len() {
             return Err(LowerError::Graph {
                 function: self.function.clone(),
@@ -796,10 +808,11 @@ impl<B: Backend> Program<B> {
                 }
             }
         }
-        let mut regs: Vec<Option<FloatTensor<B>>> = (0..self.n_regs).map(|_| None).collect();
+        let mut regs: Vec<Option<Value<B>>> = (0..self.n_regs).map(|_| None).collect();
         let mut live_bytes: u64 = 0;
         let mut peak: u64 = 0;
-        let bytes_of = |t: &FloatTensor<B>| t.shape().num_elements() as u64 * 4;
+        let mut widened: u64 = 0;
+        let bytes_of = Value::storage_bytes;
         for (r, t) in self.input_regs.iter().zip(inputs) {
             live_bytes += bytes_of(&t);
             regs[*r] = Some(t);
@@ -848,7 +861,9 @@ impl<B: Backend> Program<B> {
                 }
             }
             let started = profiling.then(std::time::Instant::now);
-            let out = self.exec(ins, args, bindings).map_err(err)?;
+            let out = self
+                .exec_values(ins, args, bindings, &mut widened)
+                .map_err(err)?;
             if let Some(t0) = started {
                 timings.push((index, t0.elapsed().as_secs_f64()));
             }
@@ -861,10 +876,10 @@ impl<B: Backend> Program<B> {
             }
             for ((t, &r), ty) in out.into_iter().zip(&ins.results).zip(&ins.result_types) {
                 if let Ok(want) = ty.resolve(bindings) {
-                    if t.shape().as_slice() != want.as_slice() {
+                    if t.shape() != want {
                         return Err(err(format!(
                             "produced shape {:?}, declared {ty} = {want:?}",
-                            t.shape().as_slice()
+                            t.shape()
                         )));
                     }
                 }
@@ -890,6 +905,7 @@ impl<B: Backend> Program<B> {
         if let Ok(mut s) = self.stats.lock() {
             s.peak_bytes = peak;
             s.constant_bytes = self.constant_bytes;
+            s.packed_widened = widened;
         }
         self.output_regs
             .iter()
@@ -1011,16 +1027,17 @@ pub fn time_runs<B: Backend>(
         &program.module.facts,
     )
     .map_err(LowerError::Inputs)?;
-    let args: Vec<FloatTensor<B>> = inputs
+    let args = inputs
         .iter()
-        .map(|t| upload::<B>(t, &program.device))
-        .collect();
+        .map(|t| Value::upload(t, &program.device))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| LowerError::Inputs(IrError::Shape(m)))?;
     let mut times = vec![];
     for i in 0..warmup + iters {
         let t0 = std::time::Instant::now();
         let out = program.run_values(args.clone(), &bindings)?;
         // Force completion (synchronizes asynchronous backends).
-        for o in out {
+        for o in out.into_iter().filter_map(|o| o.as_float().cloned()) {
             download_f32::<B>(o).map_err(|message| LowerError::Run {
                 function: program.function.clone(),
                 node: String::new(),

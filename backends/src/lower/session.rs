@@ -6,10 +6,8 @@
 //! the session holds, and kept outputs replace those tensors without leaving the device. Only
 //! the outputs returned to the caller are downloaded.
 
-use super::{download, lower, upload, LowerError, LowerOptions, Program};
+use super::{lower, LowerError, LowerOptions, Program, Value};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::TensorMetadata;
 use fuselage_ir::session::{missing_state, plan_feeds, plan_keeps, Session};
 use fuselage_ir::{DType, IrError, Module, Tensor};
 use std::collections::HashMap;
@@ -24,7 +22,7 @@ pub struct DeviceSession<'a, B: Backend> {
     own: Option<&'a Program<B>>,
     programs: HashMap<String, Arc<Program<B>>>,
     /// State: the device tensor and its IR dtype.
-    state: HashMap<String, (FloatTensor<B>, DType)>,
+    state: HashMap<String, (Value<B>, DType)>,
 }
 
 impl<'a, B: Backend> DeviceSession<'a, B> {
@@ -84,7 +82,11 @@ impl<'a, B: Backend> DeviceSession<'a, B> {
             let (t, dtype) = match p {
                 Ok(i) => {
                     let t = &feeds[*i].1;
-                    (upload::<B>(t, &self.device), t.dtype())
+                    let v = Value::upload(t, &self.device).map_err(|message| IrError::Inputs {
+                        function: function.to_string(),
+                        message: format!("parameter `{}`: {message}", feeds[*i].0),
+                    })?;
+                    (v, t.dtype())
                 }
                 Err(n) => match self.state.get(n) {
                     Some((t, d)) => (t.clone(), *d),
@@ -106,7 +108,7 @@ impl<'a, B: Backend> DeviceSession<'a, B> {
                     ),
                 });
             }
-            shapes.push(t.shape().to_vec());
+            shapes.push(t.shape());
             args.push(t);
         }
         if !missing.is_empty() {
@@ -141,7 +143,7 @@ impl<'a, B: Backend> DeviceSession<'a, B> {
                     self.state.insert(s, (t, dtype));
                 }
                 None => {
-                    let t = download::<B>(t, dtype).map_err(|message| LowerError::Run {
+                    let t = t.download(dtype).map_err(|message| LowerError::Run {
                         function: function.to_string(),
                         node: graph.describe(o.value.node),
                         op: "return".into(),
@@ -182,24 +184,25 @@ impl<B: Backend> Session for DeviceSession<'_, B> {
     }
 
     fn set_state(&mut self, name: &str, value: &Tensor) -> Result<(), IrError> {
-        self.state.insert(
-            name.to_string(),
-            (upload::<B>(value, &self.device), value.dtype()),
-        );
+        let v = Value::upload(value, &self.device).map_err(|message| IrError::Inputs {
+            function: String::new(),
+            message: format!("state `{name}`: {message}"),
+        })?;
+        self.state.insert(name.to_string(), (v, value.dtype()));
         Ok(())
     }
 
     fn state(&self, name: &str) -> Result<Option<Tensor>, IrError> {
         match self.state.get(name) {
             None => Ok(None),
-            Some((t, d)) => {
-                download::<B>(t.clone(), *d)
-                    .map(Some)
-                    .map_err(|message| IrError::Inputs {
-                        function: String::new(),
-                        message: format!("reading state `{name}`: {message}"),
-                    })
-            }
+            Some((t, d)) => t
+                .clone()
+                .download(*d)
+                .map(Some)
+                .map_err(|message| IrError::Inputs {
+                    function: String::new(),
+                    message: format!("reading state `{name}`: {message}"),
+                }),
         }
     }
 

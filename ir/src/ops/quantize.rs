@@ -104,7 +104,7 @@ impl Granularity {
 
 /// For each element of a tensor of `shape`, the flat index of its scale in `scale_shape`
 /// (each scale dim divides the tensor dim: element index `i` maps to `i / (n / s)`).
-pub(crate) fn scale_index_map(shape: &[usize], scale_shape: &[usize]) -> Vec<usize> {
+pub fn scale_index_map(shape: &[usize], scale_shape: &[usize]) -> Vec<usize> {
     let n: usize = shape.iter().product();
     let ss = strides_of(scale_shape);
     let div: Vec<usize> = shape
@@ -211,57 +211,99 @@ impl OpSpec for Quantize {
     fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         expect_arity(Self::NAME, inputs, 1)?;
         let x = inputs[0];
-        let t = self.check()?;
+        let rule = self.rule()?;
         let sshape = self.granularity.scale_shape(Self::NAME, x.shape())?;
         let map = scale_index_map(x.shape(), &sshape);
         let mut absmax = vec![0.0f64; sshape.iter().product()];
         for (&v, &s) in x.data().iter().zip(&map) {
             absmax[s] = absmax[s].max(v.abs());
         }
-        let divisor = match (&t, self.convention) {
-            (Target::Int(b), Convention::Paper) => ((1u64 << (b - 1)) - 1) as f64,
-            (Target::Int(b), Convention::Deepspeed) => (1u64 << (b - 1)) as f64,
-            (Target::Float(max), _) => *max,
-        };
-        let mut scales = Vec::with_capacity(absmax.len());
-        for &a in &absmax {
-            let s = if a == 0.0 {
-                1.0
-            } else {
-                self.scale_dtype.round(a / divisor)
-            };
-            if s == 0.0 || !s.is_finite() {
-                crate::bail!(
-                    "quantize: scale {} (absmax {a}) is not representable as a nonzero finite {}",
-                    a / divisor,
-                    self.scale_dtype
-                );
-            }
-            scales.push(s);
-        }
+        let scales = absmax
+            .iter()
+            .map(|&a| rule.scale(a))
+            .collect::<Result<Vec<f64>, OpError>>()?;
         let q: Vec<f64> = x
             .data()
             .iter()
             .zip(&map)
-            .map(|(&v, &si)| {
-                let r = v / scales[si];
-                match (&t, self.convention) {
-                    (Target::Int(b), Convention::Paper) => {
-                        let m = ((1u64 << (b - 1)) - 1) as f64;
-                        round_half_even(r).clamp(-m, m)
-                    }
-                    (Target::Int(b), Convention::Deepspeed) => {
-                        let m = (1u64 << (b - 1)) as f64;
-                        round_half_even(r).clamp(-m, m - 1.0)
-                    }
-                    (Target::Float(max), _) => self.dtype.round(r.clamp(-max, *max)),
-                }
-            })
+            .map(|(&v, &si)| rule.quantize(v, scales[si]))
             .collect();
         Ok(vec![
             Tensor::new(self.dtype, x.shape().to_vec(), q).map_err(op_err)?,
             Tensor::new(self.scale_dtype, sshape, scales).map_err(op_err)?,
         ])
+    }
+}
+
+/// The arithmetic of one [`Quantize`]: its scale from an absmax and its quantized value of an
+/// element. The reference semantics and the lowering's quantize kernel both compute with it
+/// (in f64), so that they agree bit for bit.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantRule {
+    target: DType,
+    scale_dtype: DType,
+    /// `S = A / divisor`.
+    divisor: f64,
+    /// The quantized values lie in `[lo, hi]`.
+    lo: f64,
+    hi: f64,
+    /// Integer target (round half to even and clamp) or float target (clamp, then round).
+    int: bool,
+}
+
+impl QuantRule {
+    /// The scale of a group whose absmax is `absmax`: `A/divisor` rounded to the scale dtype
+    /// (1 when `A == 0`); an error when it is 0 or not finite there.
+    pub fn scale(&self, absmax: f64) -> Result<f64, OpError> {
+        let s = if absmax == 0.0 {
+            1.0
+        } else {
+            self.scale_dtype.round(absmax / self.divisor)
+        };
+        if s == 0.0 || !s.is_finite() {
+            crate::bail!(
+                "quantize: scale {} (absmax {absmax}) is not representable as a nonzero finite {}",
+                absmax / self.divisor,
+                self.scale_dtype
+            );
+        }
+        Ok(s)
+    }
+
+    /// The quantized value of `x` with scale `scale` (a value of the target dtype).
+    pub fn quantize(&self, x: f64, scale: f64) -> f64 {
+        let r = x / scale;
+        if self.int {
+            round_half_even(r).clamp(self.lo, self.hi)
+        } else {
+            self.target.round(r.clamp(self.lo, self.hi))
+        }
+    }
+}
+
+impl Quantize {
+    /// This op's [`QuantRule`], or an error for a target or scale dtype it does not allow.
+    pub fn rule(&self) -> Result<QuantRule, OpError> {
+        let t = self.check()?;
+        let (divisor, lo, hi, int) = match (t, self.convention) {
+            (Target::Int(b), Convention::Paper) => {
+                let m = ((1u64 << (b - 1)) - 1) as f64;
+                (m, -m, m, true)
+            }
+            (Target::Int(b), Convention::Deepspeed) => {
+                let m = (1u64 << (b - 1)) as f64;
+                (m, -m, m - 1.0, true)
+            }
+            (Target::Float(max), _) => (max, -max, max, false),
+        };
+        Ok(QuantRule {
+            target: self.dtype,
+            scale_dtype: self.scale_dtype,
+            divisor,
+            lo,
+            hi,
+            int,
+        })
     }
 }
 

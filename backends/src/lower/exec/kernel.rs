@@ -1,14 +1,22 @@
 //! Execution of a [`Lowering::Kernel`](crate::Lowering::Kernel) instruction: the registry
-//! entry the lowering chose runs on the operands, read in place.
+//! entry the lowering chose runs on the operands, read in place (f32 kernels), or on the
+//! register values themselves, packed ones included (typed kernels).
 
 use super::super::host_view::{from_host, hold};
-use super::super::{Instr, Program};
+use super::super::{Instr, Program, Value};
+use crate::kernels::registry::{KernelRun, TypedCx, TypedIn, TypedOut};
+use crate::kernels::View;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A typed kernel's run function.
+type TypedRun = fn(&fuselage_ir::Op, &TypedCx<'_>, &[TypedIn<'_>]) -> Result<Vec<TypedOut>, String>;
 
 impl<B: Backend> Program<B> {
-    /// A native CPU kernel (f32 on the CPU backend), the registry entry the lowering chose:
-    /// operands are read in place.
+    /// A native f32 CPU kernel, the registry entry the lowering chose: operands are read in
+    /// place.
     pub(super) fn kernel(
         &self,
         ins: &Instr<B>,
@@ -17,12 +25,18 @@ impl<B: Backend> Program<B> {
         let entry = ins
             .kernel
             .ok_or("internal: a kernel instruction without a kernel")?;
+        let KernelRun::F32(run) = entry.run else {
+            return Err(format!(
+                "internal: {} is a typed kernel run as an f32 one",
+                entry.name
+            ));
+        };
         let held = args.iter().map(hold::<B>).collect::<Result<Vec<_>, _>>()?;
         let v = held
             .iter()
             .map(|h| h.view())
             .collect::<Result<Vec<_>, _>>()?;
-        let out = (entry.run)(&ins.op, &v)?;
+        let out = run(&ins.op, &v)?;
         drop(v);
         drop(held);
         Ok(vec![from_host::<B>(
@@ -31,5 +45,62 @@ impl<B: Backend> Program<B> {
             out.strides.as_deref(),
             &self.device,
         )?])
+    }
+
+    /// A typed kernel: packed operands are passed as they are, float ones read in place;
+    /// packed results stay packed.
+    pub(super) fn typed_kernel(
+        &self,
+        ins: &Instr<B>,
+        run: TypedRun,
+        args: Vec<Value<B>>,
+        bindings: &HashMap<String, u64>,
+    ) -> Result<Vec<Value<B>>, String> {
+        let held = args
+            .iter()
+            .map(|v| v.as_float().map(hold::<B>).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let views: Vec<Option<View<'_>>> = held
+            .iter()
+            .map(|h| h.as_ref().map(|h| h.view()).transpose())
+            .collect::<Result<_, _>>()?;
+        let operands: Vec<TypedIn<'_>> = args
+            .iter()
+            .zip(&views)
+            .map(|(a, v)| match (a, v) {
+                (Value::Packed(p), _) => Ok(TypedIn::Packed(p)),
+                (Value::Float(_), Some(v)) => Ok(TypedIn::F32(v.clone())),
+                (Value::Float(_), None) => {
+                    Err("internal: a float operand was not held".to_string())
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let shapes = ins
+            .result_types
+            .iter()
+            .map(|t| t.resolve(bindings).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cx = TypedCx {
+            module: &self.module,
+            bindings,
+            operand_types: &ins.operand_types,
+            result_types: &ins.result_types,
+            result_shapes: &shapes,
+        };
+        let out = run(&ins.op, &cx, &operands)?;
+        drop(operands);
+        drop(views);
+        drop(held);
+        out.into_iter()
+            .map(|o| match o {
+                TypedOut::Packed(p) => Ok(Value::Packed(Arc::new(p))),
+                TypedOut::F32(k) => Ok(Value::Float(from_host::<B>(
+                    k.data,
+                    &k.shape,
+                    k.strides.as_deref(),
+                    &self.device,
+                )?)),
+            })
+            .collect()
     }
 }
