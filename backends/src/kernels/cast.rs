@@ -22,8 +22,7 @@ fn applies(op: &Op, operands: &[TensorType], results: &[TensorType]) -> Result<(
     }
     // The f32 side holds f32, f16, bf16 and the integers the lowering keeps in f32.
     for d in [from, c.dtype] {
-        if !is_packed(d) && !(held_in_f32(d) || matches!(d, DType::I16 | DType::U16 | DType::Bool))
-        {
+        if !(is_packed(d) || held_in_f32(d) || matches!(d, DType::I16 | DType::U16 | DType::Bool)) {
             return Err(format!("{d} is not held exactly in f32"));
         }
     }
