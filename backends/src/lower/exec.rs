@@ -4,9 +4,7 @@
 mod indexing;
 mod kernel;
 
-use super::{
-    download, download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program, Value,
-};
+use super::{download_f32, float_dtype, upload, upload_f32, Instr, Lowering, Program, Value};
 use crate::kernels::packed::is_packed;
 use crate::kernels::registry::KernelRun;
 use burn::tensor::backend::Backend;
@@ -349,19 +347,13 @@ impl<B: Backend> Program<B> {
         args: Vec<F<B>>,
         bindings: &HashMap<String, u64>,
     ) -> R<Vec<F<B>>> {
-        let host: Vec<Tensor> = args
+        let mut widened = 0;
+        let args = args.into_iter().map(Value::Float).collect();
+        Ok(self
+            .host_values(ins, args, bindings, &mut widened)?
             .into_iter()
-            .zip(&ins.operand_types)
-            .map(|(t, ty)| download::<B>(t, ty.dtype))
-            .collect::<R<_>>()?;
-        let refs: Vec<&Tensor> = host.iter().collect();
-        let cx = EvalCx {
-            module: &self.module,
-            bindings,
-            result_types: &ins.result_types,
-        };
-        let out = ins.op.eval(&cx, &refs).map_err(|e| e.0)?;
-        Ok(out.iter().map(|t| upload::<B>(t, &self.device)).collect())
+            .map(|v| v.into_float(&self.device, &mut widened))
+            .collect())
     }
 
     fn native(
