@@ -6,8 +6,8 @@
 //! takes the fed tensor, every other parameter reads the state tensor of the same name, and the
 //! outputs listed in `keep` replace state tensors instead of being returned.
 //!
-//! [`Executor::session`](crate::Executor::session) opens one. The default ([`HostSession`])
-//! keeps state as host tensors and runs each step with [`Executor::run`](crate::Executor::run);
+//! [`Executor::session`] opens one. The default ([`HostSession`])
+//! keeps state as host tensors and runs each step with [`Executor::run`];
 //! lowered programs override it to keep state resident on their device (no copy in or out
 //! between runs).
 

@@ -72,7 +72,7 @@ pub fn cache_names(i: usize) -> [String; 4] {
     ]
 }
 
-/// What [`derive`] made.
+/// What [`derive()`] made.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KvCacheInfo {
     /// Attention ops given a cache (one pair of state tensors each).

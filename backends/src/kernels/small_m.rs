@@ -6,7 +6,7 @@
 //! weight once, so the copy doubles the memory traffic that bounds it. Here each row of `B` is
 //! streamed once, contiguous, and multiplied into `M` accumulator rows; the rows of `B` are
 //! split into one contiguous range per rayon worker, whose partial sums are added at the end. The inner loop is
-//! plain slices compiled for AVX-512, AVX2 and the baseline ([`multiversion!`]).
+//! plain slices compiled for AVX-512, AVX2 and the baseline (`multiversion!`).
 
 use super::gemm::Mat;
 use super::{multiversion, R};
