@@ -1091,6 +1091,21 @@ fn cases() -> Vec<Case> {
         ),
         vec![f("f32", &[4, 8])],
     ));
+    for (dt, gran) in [
+        ("i4", json!({"kind": "per_channel", "axis": 0})),
+        (
+            "f8e4m3fn",
+            json!({"kind": "per_group", "axis": 1, "size": 4}),
+        ),
+        ("f8e5m2", json!({"kind": "per_token"})),
+        ("f4e2m1", json!({"kind": "per_group", "axis": 1, "size": 2})),
+    ] {
+        v.push(case(
+            &format!("quantize/{dt}"),
+            op("quantize", json!({"dtype": dt, "granularity": gran})),
+            vec![f("f32", &[4, 8])],
+        ));
+    }
     v.push(case(
         "dequantize/i8-per-tensor",
         op("dequantize", json!({"dtype": "f32"})),
@@ -1169,6 +1184,11 @@ fn input_tensor(i: &In, seed: u64) -> Tensor {
 }
 
 fn module_of(c: &Case) -> Module {
+    try_module_of(c).unwrap_or_else(|e| panic!("{}: {e}", c.name))
+}
+
+/// The one-node module of a case, or the type rule's refusal.
+fn try_module_of(c: &Case) -> Result<Module, String> {
     let m = Module::new();
     let mut g = Graph::new();
     let ids: Vec<_> = c
@@ -1182,14 +1202,14 @@ fn module_of(c: &Case) -> Module {
         .collect();
     let n = g
         .add_inferred(&m, c.op.clone(), ids, None)
-        .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        .map_err(|e| e.to_string())?;
     let nres = g.node(n).unwrap().results.len();
     for k in 0..nres {
         g.add_output(&format!("y{k}"), fuselage_ir::ValueId::new(n, k as u32));
     }
     let mut m = m;
     m.functions.insert("main".into(), g);
-    m
+    Ok(m)
 }
 
 /// Tolerance of a result dtype (see the module docs).
@@ -1288,6 +1308,223 @@ fn every_op_case_matches_the_reference() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// Ops whose result is exact at every dtype (selection, data movement, codecs, comparisons):
+/// the sweep below holds them bit-exact even where the result is a float of few bits.
+const EXACT_OPS: &[&str] = &[
+    "neg",
+    "abs",
+    "relu",
+    "maximum",
+    "minimum",
+    "clamp",
+    "compare",
+    "logical",
+    "not",
+    "where",
+    "cast",
+    "quantize",
+    "iota",
+    "dims",
+    "bitwise",
+    "argmax",
+    "argmin",
+    "top_k",
+    "transpose",
+    "reshape",
+    "broadcast_to",
+    "concat",
+    "slice",
+    "split",
+    "gather",
+    "gather_elements",
+    "scatter_elements",
+    "gather_nd",
+    "scatter_nd",
+    "pad",
+    "trilu",
+    "upsample_nearest2d",
+    "all_gather",
+    "reduce_scatter",
+    "all_reduce",
+    "all_to_all",
+];
+
+/// One unit in the last place of a float format with `m` explicit mantissa bits, relative, and
+/// its smallest subnormal, absolute: the bound for float math computed in f32 and rounded once
+/// into the narrow format, against the reference computing in f64 and rounding once.
+fn ulp_bound(dtype: DType) -> Option<(f64, f64)> {
+    Some(match dtype {
+        DType::F16 => (2f64.powi(-24), 2f64.powi(-10)),
+        DType::BF16 => (2f64.powi(-133), 2f64.powi(-7)),
+        DType::F8E4M3FN => (2f64.powi(-9), 2f64.powi(-3)),
+        DType::F8E5M2 => (2f64.powi(-16), 2f64.powi(-2)),
+        DType::F4E2M1 => (0.5, 0.5),
+        _ => return None,
+    })
+}
+
+/// The case with every operand of dtype `from` (not index operands) and a `dtype` attribute
+/// naming `from` switched to `to`; `None` when nothing changes.
+fn retyped(c: &Case, from: DType, to: DType) -> Option<Case> {
+    let mut attrs = c.op.attrs();
+    let mut changed = false;
+    if let Some(d) = attrs.get_mut("dtype") {
+        if d.as_str() == Some(from.name()) {
+            *d = json!(to.name());
+            changed = true;
+        }
+    }
+    let mut inputs = c.inputs.clone();
+    for i in &mut inputs {
+        if i.dtype == from && i.below.is_none() {
+            i.dtype = to;
+            changed = true;
+        }
+    }
+    let op = Op::from_attrs(c.op.name(), attrs).ok()?;
+    changed.then(|| Case {
+        name: format!("{}@{}", c.name, to.name()),
+        op,
+        inputs,
+        tol: c.tol,
+    })
+}
+
+/// Done-means of the lowering issue: every op at every dtype its type rule accepts, on the CPU
+/// lowering (kernels on and off) against the reference. Each case's principal dtype (its
+/// first non-bool, non-index operand, or its `dtype` attribute) is switched to every other
+/// dtype; a combination the op's type rule refuses is not a supported dtype and is skipped.
+/// Integer and bool results, and every result of an exact op ([`EXACT_OPS`]), must be
+/// bit-exact; float math of a narrow float within one unit in the last place of its format.
+#[test]
+fn every_op_at_every_dtype_it_supports_matches_the_reference() {
+    let mut failures = vec![];
+    let mut ran = 0usize;
+    let mut per_dtype = std::collections::BTreeMap::<&str, usize>::new();
+    let mut ops_at = std::collections::BTreeMap::<&str, std::collections::BTreeSet<&str>>::new();
+    for (ci, base) in cases().iter().enumerate() {
+        let principal = base
+            .inputs
+            .iter()
+            .find(|i| i.dtype != DType::Bool && i.below.is_none())
+            .map(|i| i.dtype)
+            .or_else(|| {
+                base.op
+                    .attrs()
+                    .get("dtype")
+                    .and_then(|d| d.as_str().and_then(|s| s.parse().ok()))
+            });
+        let Some(from) = principal else { continue };
+        for to in fuselage_ir::dtype::ALL_DTYPES {
+            if to == from || to == DType::Bool {
+                continue;
+            }
+            let Some(c) = retyped(base, from, to) else {
+                continue;
+            };
+            // The op's type rule decides what it supports.
+            let Ok(m) = try_module_of(&c) else {
+                continue;
+            };
+            let inputs: Vec<Tensor> = c
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, i)| input_tensor(i, 1000 * ci as u64 + k as u64))
+                .collect();
+            let Ok(want) = Reference.run(&m, "main", &inputs) else {
+                // Inputs the reference refuses at this dtype (e.g. values out of a narrow
+                // format's range) are not a lowering question.
+                continue;
+            };
+            ran += 1;
+            *per_dtype.entry(to.name()).or_default() += 1;
+            ops_at.entry(to.name()).or_default().insert(c.op.name());
+            let exact = EXACT_OPS.contains(&c.op.name());
+            for kernels in [true, false] {
+                let opts = LowerOptions {
+                    native_kernels: kernels,
+                    ..Default::default()
+                };
+                let label = format!("{} (kernels {kernels})", c.name);
+                let got = lower::<CpuBackend>(&m, "main", &Default::default(), &opts)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| p.run_tensors(&inputs).map_err(|e| e.to_string()));
+                match got {
+                    Ok(g) => {
+                        if let Err(e) = compare_sweep(&label, &g, &want, c.tol, exact) {
+                            failures.push(e);
+                        }
+                    }
+                    Err(e) => failures.push(format!("{label}: {e}")),
+                }
+            }
+        }
+    }
+    eprintln!("dtype sweep: {ran} (case, dtype) pairs; per dtype {per_dtype:?}");
+    for (dt, ops) in &ops_at {
+        eprintln!(
+            "  {dt}: {}",
+            ops.iter().copied().collect::<Vec<_>>().join(" ")
+        );
+    }
+    // The sweep must reach every narrow dtype, or it checks nothing there.
+    for dt in [
+        "f16", "bf16", "f8e4m3fn", "f8e5m2", "f4e2m1", "i8", "i4", "u8", "i64",
+    ] {
+        assert!(
+            per_dtype.get(dt).copied().unwrap_or(0) >= 5,
+            "the sweep ran fewer than 5 cases at {dt}: {per_dtype:?}"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} (case, dtype) pairs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn compare_sweep(
+    name: &str,
+    got: &[Tensor],
+    want: &[Tensor],
+    tol: f64,
+    exact: bool,
+) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{name}: {} results vs {}", got.len(), want.len()));
+    }
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        if g.dtype() != w.dtype() || g.shape() != w.shape() {
+            return Err(format!(
+                "{name} result {k}: {}{:?} vs reference {}{:?}",
+                g.dtype(),
+                g.shape(),
+                w.dtype(),
+                w.shape()
+            ));
+        }
+        let (atol, rtol) = match (exact, w.dtype()) {
+            (true, _) => (0.0, 0.0),
+            (false, DType::F32 | DType::F64) => (tol, tol),
+            (false, d) => match ulp_bound(d) {
+                Some((a, r)) => (a.max(tol), r.max(tol)),
+                None => (0.0, 0.0),
+            },
+        };
+        for (i, (a, b)) in g.data().iter().zip(w.data()).enumerate() {
+            let ok = a == b || (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan());
+            if !ok {
+                return Err(format!(
+                    "{name} result {k} element {i}: lowered {a} vs reference {b} (atol {atol}, rtol {rtol})"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A module with a callee and a loop body, to check `call`, `for` and constants.
@@ -1964,4 +2201,76 @@ fn packed_values_are_not_widened_between_packed_ops() {
     let y = p2.run_tensors(std::slice::from_ref(&ia)).unwrap();
     assert_eq!(y[0].data(), &[-6.0, 10.0, 127.0]);
     assert_eq!(p2.last_run_stats().packed_widened, 2);
+}
+
+/// Integers f32 cannot hold (beyond 2^24) and f64 values stay exact through a lowered
+/// program: data movement and arithmetic on them agree with the reference to the last bit,
+/// while small integer operands (token ids) still feed the device path.
+#[test]
+fn wide_integers_and_f64_stay_exact() {
+    let m = Module::new();
+    let mut g = Graph::new();
+    let big = g.add_input("big", TensorType::fixed(DType::I64, &[2, 3]));
+    let ids = g.add_input("ids", TensorType::fixed(DType::I64, &[4]));
+    let table = g.add_input("table", TensorType::fixed(DType::F32, &[5, 3]));
+    let d = g.add_input("d", TensorType::fixed(DType::F64, &[3]));
+    let add = |g: &mut Graph, o: Op, a: Vec<fuselage_ir::ValueId>| {
+        fuselage_ir::ValueId::new(g.add_inferred(&m, o, a, None).unwrap(), 0)
+    };
+    let r = add(
+        &mut g,
+        op("reshape", json!({"shape": [3, 2]})),
+        vec![big.into()],
+    );
+    let t = add(&mut g, op("transpose", json!({"perm": [1, 0]})), vec![r]);
+    let s = add(&mut g, op("add", json!({})), vec![t, big.into()]);
+    let p = add(&mut g, op("mul", json!({})), vec![s, big.into()]);
+    let e = add(
+        &mut g,
+        op("gather", json!({"axis": 0})),
+        vec![table.into(), ids.into()],
+    );
+    let dd = add(&mut g, op("mul", json!({})), vec![d.into(), d.into()]);
+    let dc = add(&mut g, op("concat", json!({"axis": 0})), vec![d.into(), dd]);
+    for (k, v) in [s, p, e, dc].into_iter().enumerate() {
+        g.add_output(&format!("y{k}"), v);
+    }
+    let mut m = m;
+    m.functions.insert("main".into(), g);
+    let big_v: Vec<f64> = (0..6)
+        .map(|i| (1i64 << 40) as f64 + i as f64 * 3.0 + 1.0)
+        .collect();
+    let inputs = vec![
+        Tensor::new(DType::I64, vec![2, 3], big_v).unwrap(),
+        Tensor::new(DType::I64, vec![4], vec![4.0, 0.0, 2.0, 4.0]).unwrap(),
+        rand_tensor(DType::F32, vec![5, 3], 9),
+        Tensor::new(DType::F64, vec![3], vec![0.1, 1.0 / 3.0, 1e300]).unwrap(),
+    ];
+    let want = Reference.run(&m, "main", &inputs).unwrap();
+    // The sum 2^41 + … is exact; the product saturates at i64::MAX in both.
+    assert_eq!(want[0].data()[0], (1u64 << 41) as f64 + 2.0);
+    for kernels in [true, false] {
+        let opts = LowerOptions {
+            native_kernels: kernels,
+            ..Default::default()
+        };
+        let p = lower::<CpuBackend>(&m, "main", &Default::default(), &opts).unwrap();
+        let got = p.run_tensors(&inputs).unwrap();
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.dtype(), w.dtype(), "result {k}");
+            assert_eq!(g.data(), w.data(), "result {k} (kernels {kernels})");
+        }
+        // The embedding gather of small ids stays off the host; the i64 add and the f64 mul
+        // are computed by the reference semantics, and the report says why.
+        for n in p.explain_lowering() {
+            match n.op.as_str() {
+                "gather" => assert_ne!(n.lowering, Lowering::Host, "{}", n.why),
+                "add" | "mul" => {
+                    assert_eq!(n.lowering, Lowering::Host, "{} {}", n.node, n.why);
+                    assert!(n.why.contains("exactly"), "{}", n.why);
+                }
+                _ => {}
+            }
+        }
+    }
 }

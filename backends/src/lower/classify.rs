@@ -7,6 +7,7 @@
 //! the host; everything else runs on burn's tensor operations. [`classify`] returns the decision with its reason, which the lowering
 //! records and [`Program::explain_lowering`](super::Program::explain_lowering) reports.
 
+use super::value::is_exact_held;
 use super::Lowering;
 use crate::kernels::cpu::CpuFeatures;
 use crate::kernels::registry::{self, KernelEntry, Rejection};
@@ -182,6 +183,52 @@ fn native_scatter(r: ScatterReduction, operands: &[TensorType]) -> bool {
     }
 }
 
+/// Whether every result element of `op` is one of its operands' elements, a zero, an index or
+/// a boolean: such a result needs no rounding onto its dtype, whatever the dtype.
+pub(crate) fn selects_operand_values(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Transpose(_)
+            | Op::Reshape(_)
+            | Op::BroadcastTo(_)
+            | Op::Concat(_)
+            | Op::Slice(_)
+            | Op::Split(_)
+            | Op::Gather(_)
+            | Op::GatherElements(_)
+            | Op::GatherNd(_)
+            | Op::Pad(_)
+            | Op::Trilu(_)
+            | Op::Where(_)
+            | Op::UpsampleNearest2d(_)
+            | Op::Pool(fuselage_ir::ops::pool::Pool {
+                kind: PoolKind::Max,
+                ..
+            })
+            | Op::Call(_)
+            | Op::For(_)
+            | Op::Compare(_)
+            | Op::Logical(_)
+            | Op::Not(_)
+            | Op::Iota(_)
+            | Op::ArgMax(_)
+            | Op::ArgMin(_)
+    ) || matches!(op, Op::ScatterElements(s) if s.reduction == ScatterReduction::None)
+        || matches!(op, Op::ScatterNd(s) if s.reduction == ScatterReduction::None)
+}
+
+/// Whether f32 computes `op`'s result exactly when every operand element is an f32 value: the
+/// results are operand elements (not a pad's constant, an attribute), indices, or an exact
+/// f32 operation of them. An exact-held result ([`is_exact_held`]) of any other op is
+/// computed on the reference semantics.
+pub(crate) fn exact_from_f32_operands(op: &Op) -> bool {
+    (selects_operand_values(op) && !matches!(op, Op::Pad(_)))
+        || matches!(
+            op,
+            Op::Cast(_) | Op::Abs(_) | Op::Neg(_) | Op::Maximum(_) | Op::Minimum(_)
+        )
+}
+
 /// How `op` is executed and why (errors for ops that cannot run at all, e.g. collectives at
 /// world > 1). `kernels`: native kernels may be chosen (on, and the CPU backend).
 pub(crate) fn classify(
@@ -216,6 +263,20 @@ pub(crate) fn classify(
         Op::AllReduce(c) => return world(c.world),
         Op::AllToAll(c) => return world(c.world),
         _ => {}
+    }
+    // A result f32 cannot hold exactly (wide integers, f64) of an op that f32 would round:
+    // the reference semantics, exact.
+    if let Some(t) = results.iter().find(|t| is_exact_held(t.dtype)) {
+        if !exact_from_f32_operands(op) && !matches!(op, Op::Input(_) | Op::Constant(_)) {
+            return Ok(Decision::new(
+                Lowering::Host,
+                format!(
+                    "an {} result: computed exactly by the reference semantics (the device's \
+                     f32 holds integers exactly only below 2^24, and f64 not at all)",
+                    t.dtype
+                ),
+            ));
+        }
     }
     // The registry first: a kernel that applies (the codec kernels of quantize/dequantize
     // included) is exact, where a host rule is the fallback when none does.

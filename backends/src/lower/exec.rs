@@ -19,7 +19,6 @@ use fuselage_ir::ops::math::MathFn;
 use fuselage_ir::ops::pool::PoolKind;
 use fuselage_ir::ops::reduce::ReduceKind;
 use fuselage_ir::ops::rope::RopeStyle;
-use fuselage_ir::ops::scatter_elements::ScatterReduction;
 use fuselage_ir::ops::util::{broadcast_shapes, normalize_axis};
 use fuselage_ir::ops::EvalCx;
 use fuselage_ir::{DType, Dim, Op, Tensor, TensorType};
@@ -200,13 +199,25 @@ impl<B: Backend> Program<B> {
         bindings: &HashMap<String, u64>,
         widened: &mut u64,
     ) -> R<Vec<Value<B>>> {
-        match (ins.how, ins.kernel.map(|k| k.run)) {
-            (Lowering::Trivial, _) => return Ok(args),
-            (Lowering::Kernel, Some(KernelRun::Typed(run))) => {
-                return self.typed_kernel(ins, run, args, bindings)
-            }
-            (Lowering::Host, _) => return self.host_values(ins, args, bindings, widened),
+        match ins.how {
+            Lowering::Trivial => return Ok(args),
+            Lowering::Host => return self.host_values(ins, args, bindings, widened),
             _ => {}
+        }
+        match &ins.op {
+            Op::Call(_) => return self.call_values(ins, args),
+            Op::For(f) => return self.for_values(ins, f, args),
+            _ => {}
+        }
+        // An exact-held operand that f32 cannot hold (an integer beyond 2^24, an f64 that is
+        // no f32): the reference semantics, exact.
+        if !args.iter().all(Value::is_f32_exact) {
+            return self.host_values(ins, args, bindings, widened);
+        }
+        if let (Lowering::Kernel, Some(KernelRun::Typed(run))) =
+            (ins.how, ins.kernel.map(|k| k.run))
+        {
+            return self.typed_kernel(ins, run, args, bindings);
         }
         let floats = args
             .into_iter()
@@ -265,35 +276,7 @@ impl<B: Backend> Program<B> {
             }
         };
         // Bring results back onto their dtypes.
-        let exact = matches!(
-            ins.op,
-            Op::Transpose(_)
-                | Op::Reshape(_)
-                | Op::BroadcastTo(_)
-                | Op::Concat(_)
-                | Op::Slice(_)
-                | Op::Split(_)
-                | Op::Gather(_)
-                | Op::GatherElements(_)
-                | Op::GatherNd(_)
-                | Op::Pad(_)
-                | Op::Trilu(_)
-                | Op::Where(_)
-                | Op::UpsampleNearest2d(_)
-                | Op::Pool(fuselage_ir::ops::pool::Pool {
-                    kind: PoolKind::Max,
-                    ..
-                })
-                | Op::Call(_)
-                | Op::For(_)
-                | Op::Compare(_)
-                | Op::Logical(_)
-                | Op::Not(_)
-                | Op::Iota(_)
-                | Op::ArgMax(_)
-                | Op::ArgMin(_)
-        ) || matches!(&ins.op, Op::ScatterElements(s) if s.reduction == ScatterReduction::None)
-            || matches!(&ins.op, Op::ScatterNd(s) if s.reduction == ScatterReduction::None)
+        let exact = super::classify::selects_operand_values(&ins.op)
             || ins.how == Lowering::Host
             || ins.how == Lowering::Trivial;
         if exact {
@@ -881,46 +864,52 @@ impl<B: Backend> Program<B> {
                 let out = resolve(&ins.result_types[0], bind)?;
                 one(resize::<B>(rz, x, &out, dev)?)
             }
-            Op::Call(_) => {
-                let sub = ins.sub.as_ref().ok_or("callee was not lowered")?;
-                let b = sub_bindings(sub, &a)?;
-                let out = sub
-                    .run_values(a.into_iter().map(Value::Float).collect(), &b)
-                    .map_err(|e| e.to_string())?;
-                let mut widened = 0;
-                Ok(out
-                    .into_iter()
-                    .map(|v| v.into_float(dev, &mut widened))
-                    .collect())
-            }
-            Op::For(f) => {
-                let sub = ins.sub.as_ref().ok_or("loop body was not lowered")?;
-                let n = sub.output_regs.len();
-                if n > a.len() {
-                    return Err(format!(
-                        "body returns {n} values, only {} operands",
-                        a.len()
-                    ));
-                }
-                let invariant: Vec<F<B>> = a[n..].to_vec();
-                let mut carried: Vec<F<B>> = a[..n].to_vec();
-                for i in 0..f.trip_count {
-                    let mut args = vec![upload_f32::<B>(vec![i as f32], &[], dev)];
-                    args.append(&mut carried);
-                    args.extend(invariant.iter().cloned());
-                    let b = sub_bindings(sub, &args)?;
-                    let mut widened = 0;
-                    carried = sub
-                        .run_values(args.into_iter().map(Value::Float).collect(), &b)
-                        .map_err(|e| format!("in for @{} iteration {i}: {e}", f.body))?
-                        .into_iter()
-                        .map(|v| v.into_float(dev, &mut widened))
-                        .collect();
-                }
-                Ok(carried)
-            }
             other => Err(format!("{} has no burn lowering", other.name())),
         }
+    }
+
+    /// A call: the callee's program on the register values as they are.
+    fn call_values(&self, ins: &Instr<B>, args: Vec<Value<B>>) -> R<Vec<Value<B>>> {
+        let sub = ins.sub.as_ref().ok_or("callee was not lowered")?;
+        let b = sub_bindings(sub, &args)?;
+        sub.run_values(args, &b).map_err(|e| e.to_string())
+    }
+
+    /// A counted loop: the body's program once per iteration, with the index (of the body's
+    /// first input's dtype), the carried values and the invariant ones.
+    fn for_values(
+        &self,
+        ins: &Instr<B>,
+        f: &fuselage_ir::ops::for_loop::For,
+        args: Vec<Value<B>>,
+    ) -> R<Vec<Value<B>>> {
+        let sub = ins.sub.as_ref().ok_or("loop body was not lowered")?;
+        let n = sub.output_regs.len();
+        if n > args.len() {
+            return Err(format!(
+                "body returns {n} values, only {} operands",
+                args.len()
+            ));
+        }
+        let index_dtype = sub
+            .graph
+            .input_types()
+            .first()
+            .map_or(DType::I64, |t| t.dtype);
+        let invariant: Vec<Value<B>> = args[n..].to_vec();
+        let mut carried: Vec<Value<B>> = args[..n].to_vec();
+        for i in 0..f.trip_count {
+            let index =
+                Tensor::new(index_dtype, vec![], vec![i as f64]).map_err(|e| e.to_string())?;
+            let mut it = vec![Value::upload(&index, &self.device)?];
+            it.append(&mut carried);
+            it.extend(invariant.iter().cloned());
+            let b = sub_bindings(sub, &it)?;
+            carried = sub
+                .run_values(it, &b)
+                .map_err(|e| format!("in for @{} iteration {i}: {e}", f.body))?;
+        }
+        Ok(carried)
     }
 
     fn rope(&self, r: &fuselage_ir::ops::rope::Rope, x: F<B>, pos: F<B>) -> R<F<B>> {
@@ -1043,10 +1032,10 @@ fn arg_extreme<B: Backend>(
 }
 
 /// Bindings of a callee from its argument shapes.
-fn sub_bindings<B: Backend>(sub: &Program<B>, args: &[F<B>]) -> R<HashMap<String, u64>> {
+fn sub_bindings<B: Backend>(sub: &Program<B>, args: &[Value<B>]) -> R<HashMap<String, u64>> {
     let tys = sub.graph.input_types();
     let names = sub.graph.input_names();
-    let shapes: Vec<Vec<usize>> = args.iter().map(shape_of::<B>).collect();
+    let shapes: Vec<Vec<usize>> = args.iter().map(Value::shape).collect();
     let ty_refs: Vec<&TensorType> = tys.iter().collect();
     let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
     let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();

@@ -454,9 +454,14 @@ fn lower_rec<B: Backend>(
                 // Straight from the constant's f32 bytes: no f64 copy of the weights is made
                 // (or cached) for the lowered program.
                 // A constant of a packed dtype (int8/fp8 weights) is kept packed.
-                let v = k.to_f32_vec(&c.name).map_err(LowerError::Constant)?;
-                let value =
-                    Value::<B>::from_f32(v, &shape, k.ty.dtype, device).map_err(unsupported)?;
+                // An exact-held constant (i64 shapes, f64) is read exactly.
+                let value = if value::is_exact_held(k.ty.dtype) {
+                    let t = k.value(&c.name).map_err(LowerError::Constant)?;
+                    Value::<B>::upload(&t, device).map_err(unsupported)?
+                } else {
+                    let v = k.to_f32_vec(&c.name).map_err(LowerError::Constant)?;
+                    Value::<B>::from_f32(v, &shape, k.ty.dtype, device).map_err(unsupported)?
+                };
                 constant_bytes += value.storage_bytes();
                 constants.insert(results[0], value);
                 Lowering::Trivial
@@ -693,7 +698,7 @@ impl<B: Backend> Program<B> {
                         }
                         Err(_) => break,
                     },
-                    p @ Value::Packed(_) => stored.push(p),
+                    p @ (Value::Packed(_) | Value::Exact(_)) => stored.push(p),
                 }
             }
             if stored.len() != ins.results.len() {

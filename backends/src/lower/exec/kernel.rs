@@ -56,6 +56,14 @@ impl<B: Backend> Program<B> {
         args: Vec<Value<B>>,
         bindings: &HashMap<String, u64>,
     ) -> Result<Vec<Value<B>>, String> {
+        // Exact-held operands are f32 values here (checked by the caller): read as f32.
+        let args: Vec<Value<B>> = args
+            .into_iter()
+            .map(|v| match v {
+                Value::Exact(_) => Value::Float(v.into_float(&self.device, &mut 0)),
+                v => v,
+            })
+            .collect();
         let held = args
             .iter()
             .map(|v| v.as_float().map(hold::<B>).transpose())
@@ -69,10 +77,8 @@ impl<B: Backend> Program<B> {
             .zip(&views)
             .map(|(a, v)| match (a, v) {
                 (Value::Packed(p), _) => Ok(TypedIn::Packed(p)),
-                (Value::Float(_), Some(v)) => Ok(TypedIn::F32(v.clone())),
-                (Value::Float(_), None) => {
-                    Err("internal: a float operand was not held".to_string())
-                }
+                (_, Some(v)) => Ok(TypedIn::F32(v.clone())),
+                (_, None) => Err("internal: a float operand was not held".to_string()),
             })
             .collect::<Result<_, _>>()?;
         let shapes = ins
@@ -92,14 +98,13 @@ impl<B: Backend> Program<B> {
         drop(views);
         drop(held);
         out.into_iter()
-            .map(|o| match o {
+            .zip(&ins.result_types)
+            .map(|(o, ty)| match o {
                 TypedOut::Packed(p) => Ok(Value::Packed(Arc::new(p))),
-                TypedOut::F32(k) => Ok(Value::Float(from_host::<B>(
-                    k.data,
-                    &k.shape,
-                    k.strides.as_deref(),
-                    &self.device,
-                )?)),
+                TypedOut::F32(k) => Value::from_float(
+                    from_host::<B>(k.data, &k.shape, k.strides.as_deref(), &self.device)?,
+                    ty.dtype,
+                ),
             })
             .collect()
     }
