@@ -1224,6 +1224,17 @@ fn tolerance(dtype: DType, case_tol: f64) -> (f64, f64) {
 }
 
 fn compare(name: &str, got: &[Tensor], want: &[Tensor], tol: f64) -> Result<(), String> {
+    compare_with(name, got, want, |d| tolerance(d, tol))
+}
+
+/// Element-wise `|got − want| ≤ atol + rtol·|want|` with `(atol, rtol)` of the result dtype
+/// (equal values, equal infinities and two NaNs agree).
+fn compare_with(
+    name: &str,
+    got: &[Tensor],
+    want: &[Tensor],
+    bound: impl Fn(DType) -> (f64, f64),
+) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!("{name}: {} results vs {}", got.len(), want.len()));
     }
@@ -1237,7 +1248,7 @@ fn compare(name: &str, got: &[Tensor], want: &[Tensor], tol: f64) -> Result<(), 
                 w.shape()
             ));
         }
-        let (atol, rtol) = tolerance(w.dtype(), tol);
+        let (atol, rtol) = bound(w.dtype());
         for (i, (a, b)) in g.data().iter().zip(w.data()).enumerate() {
             // (Equality first: equal infinities differ by NaN.)
             let ok = a == b || (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan());
@@ -1494,37 +1505,14 @@ fn compare_sweep(
     tol: f64,
     exact: bool,
 ) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!("{name}: {} results vs {}", got.len(), want.len()));
-    }
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        if g.dtype() != w.dtype() || g.shape() != w.shape() {
-            return Err(format!(
-                "{name} result {k}: {}{:?} vs reference {}{:?}",
-                g.dtype(),
-                g.shape(),
-                w.dtype(),
-                w.shape()
-            ));
-        }
-        let (atol, rtol) = match (exact, w.dtype()) {
-            (true, _) => (0.0, 0.0),
-            (false, DType::F32 | DType::F64) => (tol, tol),
-            (false, d) => match ulp_bound(d) {
-                Some((a, r)) => (a.max(tol), r.max(tol)),
-                None => (0.0, 0.0),
-            },
-        };
-        for (i, (a, b)) in g.data().iter().zip(w.data()).enumerate() {
-            let ok = a == b || (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan());
-            if !ok {
-                return Err(format!(
-                    "{name} result {k} element {i}: lowered {a} vs reference {b} (atol {atol}, rtol {rtol})"
-                ));
-            }
-        }
-    }
-    Ok(())
+    compare_with(name, got, want, |d| match (exact, d) {
+        (true, _) => (0.0, 0.0),
+        (false, DType::F32 | DType::F64) => (tol, tol),
+        (false, d) => match ulp_bound(d) {
+            Some((a, r)) => (a.max(tol), r.max(tol)),
+            None => (0.0, 0.0),
+        },
+    })
 }
 
 /// A module with a callee and a loop body, to check `call`, `for` and constants.
