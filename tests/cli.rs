@@ -363,7 +363,19 @@ fn run_text_on_an_encoder_folder_prints_a_unit_embedding() {
 fn eval_perplexity_on_the_gguf_decoder() {
     let dir = model_dir("smollm2-135m");
     let gguf = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let text = format!("{dir}/golden/text.txt");
+    // Public-domain prose (the opening of Pride and Prejudice), written here so the test needs
+    // no golden folder: the fetched models carry none.
+    let text = std::env::temp_dir().join(format!("fuselage-ppl-{}.txt", std::process::id()));
+    std::fs::write(
+        &text,
+        "It is a truth universally acknowledged, that a single man in possession of a good \
+         fortune, must be in want of a wife. However little known the feelings or views of such \
+         a man may be on his first entering a neighbourhood, this truth is so well fixed in the \
+         minds of the surrounding families, that he is considered the rightful property of some \
+         one or other of their daughters.\n",
+    )
+    .unwrap();
+    let text = text.display().to_string();
     let o = fuselage(&[
         "eval",
         &gguf,
@@ -379,6 +391,7 @@ fn eval_perplexity_on_the_gguf_decoder() {
     assert_eq!(v["tokens"], 23);
     // A trained model on English prose: far below the uniform 49152.
     assert!(ppl > 1.0 && ppl < 200.0, "{ppl}");
+    let _ = std::fs::remove_file(&text);
 }
 
 #[test]
