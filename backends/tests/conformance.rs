@@ -1262,6 +1262,35 @@ fn compare_with(
     Ok(())
 }
 
+/// Lower `m` with native kernels on and off, run it on `inputs`, and push every lowering or
+/// run error and every `check` failure onto `failures`.
+fn lowered_both_ways(
+    m: &Module,
+    inputs: &[Tensor],
+    name: &str,
+    failures: &mut Vec<String>,
+    check: impl Fn(&str, &[Tensor]) -> Result<(), String>,
+) {
+    for kernels in [true, false] {
+        let opts = LowerOptions {
+            native_kernels: kernels,
+            ..Default::default()
+        };
+        let label = format!("{name} (kernels {kernels})");
+        let got = lower::<CpuBackend>(m, "main", &Default::default(), &opts)
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.run_tensors(inputs).map_err(|e| e.to_string()));
+        match got {
+            Ok(g) => {
+                if let Err(e) = check(&label, &g) {
+                    failures.push(e);
+                }
+            }
+            Err(e) => failures.push(format!("{label}: {e}")),
+        }
+    }
+}
+
 #[test]
 fn every_op_case_matches_the_reference() {
     let cases = cases();
@@ -1283,24 +1312,9 @@ fn every_op_case_matches_the_reference() {
                 continue;
             }
         };
-        for kernels in [true, false] {
-            let opts = LowerOptions {
-                native_kernels: kernels,
-                ..Default::default()
-            };
-            let label = format!("{} (kernels {kernels})", c.name);
-            let got = lower::<CpuBackend>(&m, "main", &Default::default(), &opts)
-                .map_err(|e| e.to_string())
-                .and_then(|p| p.run_tensors(&inputs).map_err(|e| e.to_string()));
-            match got {
-                Ok(g) => {
-                    if let Err(e) = compare(&label, &g, &want, c.tol) {
-                        failures.push(e);
-                    }
-                }
-                Err(e) => failures.push(format!("{label}: {e}")),
-            }
-        }
+        lowered_both_ways(&m, &inputs, &c.name, &mut failures, |label, got| {
+            compare(label, got, &want, c.tol)
+        });
     }
     // Every op of the IR is covered (call and for are covered by their own tests below).
     let missing: Vec<&str> = fuselage_ir::ops::OP_NAMES
@@ -1454,24 +1468,9 @@ fn every_op_at_every_dtype_it_supports_matches_the_reference() {
             *per_dtype.entry(to.name()).or_default() += 1;
             ops_at.entry(to.name()).or_default().insert(c.op.name());
             let exact = EXACT_OPS.contains(&c.op.name());
-            for kernels in [true, false] {
-                let opts = LowerOptions {
-                    native_kernels: kernels,
-                    ..Default::default()
-                };
-                let label = format!("{} (kernels {kernels})", c.name);
-                let got = lower::<CpuBackend>(&m, "main", &Default::default(), &opts)
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| p.run_tensors(&inputs).map_err(|e| e.to_string()));
-                match got {
-                    Ok(g) => {
-                        if let Err(e) = compare_sweep(&label, &g, &want, c.tol, exact) {
-                            failures.push(e);
-                        }
-                    }
-                    Err(e) => failures.push(format!("{label}: {e}")),
-                }
-            }
+            lowered_both_ways(&m, &inputs, &c.name, &mut failures, |label, got| {
+                compare_sweep(label, got, &want, c.tol, exact)
+            });
         }
     }
     eprintln!("dtype sweep: {ran} (case, dtype) pairs; per dtype {per_dtype:?}");
