@@ -26,7 +26,7 @@ enum Command {
     },
     /// Ops by kind, parameters, bytes and estimated FLOPs per token of a model.
     Inspect {
-        /// builtin:NAME, a .fir or a .json module.
+        /// builtin:NAME, a .fir or .json module, an .onnx or .gguf file, or a model folder.
         model: String,
         /// Sizes of symbolic dims for the estimate, e.g. `S=512` (defaults: B=1, others 128).
         #[arg(long, default_value = "")]
@@ -37,7 +37,7 @@ enum Command {
     },
     /// Run a pass pipeline over a model and print the per-pass report.
     Compile {
-        /// builtin:NAME, a .fir or a .json module.
+        /// builtin:NAME, a .fir or .json module, an .onnx or .gguf file, or a model folder.
         model: String,
         /// A pipeline file (.toml) or a one-line spec such as `dce,fixpoint(cse,fold-constants)`.
         #[arg(long, short)]
@@ -66,7 +66,7 @@ enum Command {
     },
     /// Run a model on the reference interpreter.
     Run {
-        /// builtin:NAME, a .fir or a .json module.
+        /// builtin:NAME, a .fir or .json module, an .onnx or .gguf file, or a model folder.
         model: String,
         /// An input: `FILE.npy` (in parameter order) or `NAME=FILE.npy` (repeatable). Without
         /// inputs, seeded sample inputs are used.
@@ -124,7 +124,7 @@ enum Command {
     },
     /// Time a model: warm-up runs, then the median and p90 of timed runs, and peak memory.
     Bench {
-        /// builtin:NAME, a .fir or a .json module.
+        /// builtin:NAME, a .fir or .json module, an .onnx or .gguf file, or a model folder.
         model: String,
         /// Compile with this pipeline first (file or one-line spec).
         #[arg(long)]
@@ -200,7 +200,7 @@ enum Command {
     },
     /// Write a Graphviz DOT picture of a model's entry function.
     Dot {
-        /// builtin:NAME, a .fir or a .json module.
+        /// builtin:NAME, a .fir or .json module, an .onnx or .gguf file, or a model folder.
         model: String,
         /// Output .dot file (stdout when absent).
         #[arg(short = 'o', long)]

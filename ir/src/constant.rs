@@ -333,6 +333,27 @@ impl Constant {
                 Storage::Seeded { .. } => {}
             }
         }
+        // 16-bit floats (weights of bf16/f16 programs) decode exactly to f32: decode the bytes
+        // in chunks, so no f64 copy of the whole constant is made.
+        if matches!(self.ty.dtype, DType::BF16 | DType::F16) {
+            self.check(name)?;
+            let decode = |b: &[u8]| -> Result<Vec<f32>, IrError> {
+                let mut out = Vec::with_capacity(b.len() / 2);
+                for c in b.chunks(1 << 16) {
+                    let v = decode_values(self.ty.dtype, c.len() / 2, c)?;
+                    out.extend(v.into_iter().map(|x| x as f32));
+                }
+                Ok(out)
+            };
+            match &self.storage {
+                Storage::Dense { bytes } => return decode(bytes),
+                Storage::File { .. } => {
+                    let (m, start, end) = self.mapped_range(name)?;
+                    return decode(&m[start..end]);
+                }
+                Storage::Seeded { .. } => {}
+            }
+        }
         Ok(self.materialize(name)?.to_f32_vec())
     }
 

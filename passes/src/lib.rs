@@ -44,6 +44,7 @@ pub mod manager;
 pub mod numeric;
 pub mod pass;
 pub mod pipeline;
+pub mod precision;
 pub mod registry;
 pub mod rewrite;
 pub mod shape_infer;

@@ -235,6 +235,8 @@ declare_passes! {
         "Equality saturation with egg over rules/*.rules (fusions, identities), DAG-aware extraction.";
     "kv-cache" => crate::kv_cache::KvCache::new, crate::kv_cache::KvCacheOptions,
         "Add a KV-cache decode function (past keys/values in, present out, positions shifted).";
+    "precision" => crate::precision::Precision::new, crate::precision::PrecisionOptions,
+        "Move float computation to another dtype (f32 -> bf16): constants, dtype attributes, inputs; interfaces kept by casts.";
 }
 
 #[cfg(test)]

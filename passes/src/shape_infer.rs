@@ -142,10 +142,32 @@ fn subst_attrs(op: &Op, binds: &BTreeMap<String, u64>) -> Result<Option<Op>, Str
         .map_err(|e| e.to_string())
 }
 
+/// Re-infer every node of every function until no type changes (a `call` depends on its
+/// callee's types); errors are reported as errors of `pass`. Returns whether any type changed.
+pub(crate) fn reinfer_module(m: &mut Module, pass: &str) -> Result<bool, PassError> {
+    let names: Vec<String> = m.functions.keys().cloned().collect();
+    let mut changed = false;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let mut round_changed = false;
+        for fname in &names {
+            let mut g = std::mem::take(m.functions.get_mut(fname).expect("listed"));
+            let r = reinfer(m, &mut g, fname, pass);
+            m.functions.insert(fname.clone(), g);
+            round_changed |= r?;
+        }
+        changed |= round_changed;
+        if !round_changed || rounds > names.len() {
+            return Ok(changed);
+        }
+    }
+}
+
 /// Re-infer every node of `g` in topological order; returns whether any type changed.
-fn reinfer(m: &Module, g: &mut Graph, fname: &str) -> Result<bool, PassError> {
+fn reinfer(m: &Module, g: &mut Graph, fname: &str, pass: &str) -> Result<bool, PassError> {
     let fail = |message: String| PassError::Failed {
-        pass: "shape-infer".into(),
+        pass: pass.into(),
         message,
     };
     let order = g.topo_order().map_err(|id| {
@@ -259,23 +281,7 @@ impl Pass for ShapeInfer {
             }
         }
         cx.bump("input-dims-bound", bound_dims);
-        // Re-infer until stable (a `call` depends on its callee's types).
-        let names: Vec<String> = m.functions.keys().cloned().collect();
-        let mut rounds = 0;
-        loop {
-            rounds += 1;
-            let mut round_changed = false;
-            for fname in &names {
-                let mut g = std::mem::take(m.functions.get_mut(fname).expect("listed"));
-                let r = reinfer(m, &mut g, fname);
-                m.functions.insert(fname.clone(), g);
-                round_changed |= r?;
-            }
-            changed |= round_changed;
-            if !round_changed || rounds > names.len() {
-                break;
-            }
-        }
+        changed |= reinfer_module(m, "shape-infer")?;
         Ok(changed.into())
     }
 }

@@ -174,7 +174,7 @@ unsafe impl Send for SendPtr {}
 pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "attention-f32-fused",
     op: "attention",
-    signature: "f32 q, k, v[, f32 biases…] -> f32",
+    signature: "float q, k, v[, float biases…] -> float",
     doc: "Fused `softmax(q·kᵀ·scale + biases [+ causal mask])·v` per batch·head (GQA), heads over threads; writes `[B,S,H,D]` memory behind a `[B,H,S,D]` view.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,

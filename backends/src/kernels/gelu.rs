@@ -36,7 +36,7 @@ pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
 pub(crate) const ERF_ENTRY: KernelEntry = KernelEntry {
     name: "gelu-erf-f32",
     op: "gelu",
-    signature: "f32 -> f32",
+    signature: "float -> float",
     doc: "Exact GELU `0.5·x·(1 + erf(x/√2))` with a vectorized erf, chunks over threads.",
     applies: |op, operands, results| {
         all_f32(operands, results)?;
@@ -66,7 +66,7 @@ pub(crate) const ERF_ENTRY: KernelEntry = KernelEntry {
 pub(crate) const TANH_ENTRY: KernelEntry = KernelEntry {
     name: "gelu-tanh-f32",
     op: "gelu",
-    signature: "f32 -> f32",
+    signature: "float -> float",
     doc: "Tanh-approximated GELU with a vectorized tanh, chunks over threads.",
     applies: |op, operands, results| {
         all_f32(operands, results)?;

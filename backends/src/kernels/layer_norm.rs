@@ -57,7 +57,7 @@ pub fn layer_norm(
 pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "layer_norm-f32",
     op: "layer_norm",
-    signature: "f32[, f32 scale[, f32 bias]] -> f32",
+    signature: "float[, float scale[, float bias]] -> float",
     doc: "LayerNorm over the trailing axes from `axis`, one pass per row, rows over threads.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,

@@ -57,7 +57,7 @@ pub fn linear(x: &View<'_>, w: &View<'_>, bias: Option<&View<'_>>) -> R<(Vec<f32
 pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "linear-f32-gemm",
     op: "linear",
-    signature: "f32, f32[, f32] -> f32",
+    signature: "float, float[, float] -> float",
     doc: "`x·w + bias` on the GEMM with the bias fused into the output; a transposed weight is read in place; 1 to 4 rows against a row-major weight stream it once without packing.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,

@@ -84,7 +84,7 @@ pub fn batched_matmul(a: &View<'_>, b: &View<'_>) -> R<(Vec<f32>, Vec<usize>)> {
 pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "matmul-f32-gemm",
     op: "matmul",
-    signature: "f32, f32 -> f32",
+    signature: "float, float -> float",
     doc: "Batched matmul with numpy batch broadcasting on the GEMM, operands read through their strides; 1 to 4 rows against a row-major weight (a decode step) stream the weight once without packing.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,

@@ -38,6 +38,7 @@ pub mod quantize;
 pub mod registry;
 pub mod rms_norm;
 pub mod rope;
+pub mod round;
 pub mod sigmoid;
 pub mod small_m;
 pub mod softmax;

@@ -164,7 +164,7 @@ pub fn find(name: &str) -> Option<&'static KernelEntry> {
 pub struct Rejection {
     /// The kernel's name.
     pub kernel: &'static str,
-    /// Why (`linear-f32-gemm: operand 0 is bf16` reads `kernel: reason`).
+    /// Why (`linear-f32-gemm: operand 0 is i16` reads `kernel: reason`).
     pub reason: String,
 }
 
@@ -258,15 +258,24 @@ pub(crate) fn any_cpu(_: &CpuFeatures) -> bool {
     true
 }
 
-/// `Ok` when every operand and result is f32; otherwise names the first that is not.
+/// Whether an f32 kernel runs on values of `dtype`: f32, and bf16/f16, whose values f32 holds
+/// exactly (the lowering stores them as f32); the kernel computes in f32 and the lowering rounds
+/// its result to the result's dtype. The `float` of the kernels' signatures.
+pub fn f32_kernel_dtype(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+}
+
+/// `Ok` when every operand and result is a `float` of the f32 kernels (f32, bf16, f16);
+/// otherwise names the first that is not.
 pub(crate) fn all_f32(operands: &[TensorType], results: &[TensorType]) -> Result<(), String> {
     first_f32(operands, "operand")?;
     first_f32(results, "result")
 }
 
-/// `Ok` when every type of `tys` is f32; otherwise `"{what} {i} is {dtype}"`.
+/// `Ok` when every type of `tys` is a `float` of the f32 kernels ([`f32_kernel_dtype`]);
+/// otherwise `"{what} {i} is {dtype}"`.
 pub(crate) fn first_f32(tys: &[TensorType], what: &str) -> Result<(), String> {
-    match tys.iter().position(|t| t.dtype != DType::F32) {
+    match tys.iter().position(|t| !f32_kernel_dtype(t.dtype)) {
         Some(i) => Err(format!("{what} {i} is {}", tys[i].dtype)),
         None => Ok(()),
     }
@@ -350,12 +359,17 @@ mod tests {
         );
         assert_eq!(s.chosen.map(|e| e.name), Some("linear-f32-gemm"));
         assert!(s.rejected.is_empty(), "{:?}", s.rejected);
+        // bf16 values are held in f32: the f32 kernel takes them (and its result is rounded).
         let xb = TensorType::new(DType::BF16, x.shape.clone());
-        let s = select(&op, &[xb, w], &[y], CpuFeatures::get());
+        let (wb, yb) = (w.with_dtype(DType::BF16), y.with_dtype(DType::BF16));
+        let s = select(&op, &[xb, wb], &[yb], CpuFeatures::get());
+        assert_eq!(s.chosen.map(|e| e.name), Some("linear-f32-gemm"));
+        let xi = TensorType::new(DType::I16, x.shape.clone());
+        let s = select(&op, &[xi, w], &[y], CpuFeatures::get());
         assert!(s.chosen.is_none());
         assert_eq!(s.rejected.len(), 1);
         assert_eq!(s.rejected[0].kernel, "linear-f32-gemm");
-        assert_eq!(s.rejected[0].reason, "operand 0 is bf16");
+        assert_eq!(s.rejected[0].reason, "operand 0 is i16");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn rms_norm(x: &[f32], n: usize, scale: Option<&[f32]>, eps: f64) -> Result<
 pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "rms_norm-f32",
     op: "rms_norm",
-    signature: "f32[, f32 scale] -> f32",
+    signature: "float[, float scale] -> float",
     doc: "RMSNorm over the trailing axes from `axis`, one pass per row, rows over threads.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,

@@ -123,7 +123,7 @@ pub fn rope(
 pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "rope-f32",
     op: "rope",
-    signature: "f32, positions (any dtype) -> f32",
+    signature: "float, positions (any dtype) -> float",
     doc: "Rotary embedding (half or interleaved pairs) on strided `x`, a cos/sin table per distinct position.",
     // Positions are integers: only `x` and the result need be f32.
     applies: |_, operands, results| {

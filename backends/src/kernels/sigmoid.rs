@@ -34,7 +34,7 @@ pub fn silu(x: &[f32]) -> Vec<f32> {
 pub(crate) const SIGMOID_ENTRY: KernelEntry = KernelEntry {
     name: "sigmoid-f32",
     op: "sigmoid",
-    signature: "f32 -> f32",
+    signature: "float -> float",
     doc: "`1/(1 + e^-x)` with a vectorized exp, chunks over threads.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,
@@ -57,7 +57,7 @@ pub(crate) const SIGMOID_ENTRY: KernelEntry = KernelEntry {
 pub(crate) const SILU_ENTRY: KernelEntry = KernelEntry {
     name: "silu-f32",
     op: "silu",
-    signature: "f32 -> f32",
+    signature: "float -> float",
     doc: "`x·sigmoid(x)` with a vectorized exp, chunks over threads.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,

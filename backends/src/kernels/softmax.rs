@@ -46,7 +46,7 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
 pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "softmax-f32-rows",
     op: "softmax",
-    signature: "f32 -> f32",
+    signature: "float -> float",
     doc: "Softmax over the last axis (max subtracted, fully masked rows give zeros), rows over threads.",
     applies: |op, operands, results| {
         all_f32(operands, results)?;

@@ -380,18 +380,21 @@ pub fn fixed_dim(op: &str, what: &str, d: &Dim) -> Result<u64, OpError> {
         .ok_or_else(|| OpError::new(format!("{op} needs a fixed {what}, found {d}")))
 }
 
+/// The functions `g` calls (`call` callees and `for` bodies), in node order, with repeats.
+/// The one place that knows which ops name a function.
+pub fn callees(g: &crate::graph::Graph) -> Vec<String> {
+    g.nodes()
+        .filter_map(|(_, n)| match &n.op {
+            crate::ops::Op::Call(c) => Some(c.callee.clone()),
+            crate::ops::Op::For(f) => Some(f.body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Functions reachable from `start` through `call`/`for` ops, checking that none of them can
 /// reach itself again (recursion is rejected: the reference has no recursion depth to spend).
 pub fn check_no_recursion(module: &crate::module::Module, start: &str) -> Result<(), OpError> {
-    fn callees(g: &crate::graph::Graph) -> Vec<String> {
-        g.nodes()
-            .filter_map(|(_, n)| match &n.op {
-                crate::ops::Op::Call(c) => Some(c.callee.clone()),
-                crate::ops::Op::For(f) => Some(f.body.clone()),
-                _ => None,
-            })
-            .collect()
-    }
     // Iterative DFS with an explicit path so that deep call chains cannot overflow the stack.
     let mut path: Vec<(String, Vec<String>)> = Vec::new();
     let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();

@@ -5,9 +5,11 @@
 use super::super::host_view::{from_host, hold};
 use super::super::{Instr, Program, Value};
 use crate::kernels::registry::{KernelRun, TypedCx, TypedIn, TypedOut};
+use crate::kernels::round::round_in_place;
 use crate::kernels::View;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
+use fuselage_ir::DType;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ type TypedRun = fn(&fuselage_ir::Op, &TypedCx<'_>, &[TypedIn<'_>]) -> Result<Vec
 
 impl<B: Backend> Program<B> {
     /// A native f32 CPU kernel, the registry entry the lowering chose: operands are read in
-    /// place.
+    /// place; its result comes back rounded onto the result's dtype (bf16/f16 programs).
     pub(super) fn kernel(
         &self,
         ins: &Instr<B>,
@@ -36,9 +38,13 @@ impl<B: Backend> Program<B> {
             .iter()
             .map(|h| h.view())
             .collect::<Result<Vec<_>, _>>()?;
-        let out = run(&ins.op, &v)?;
+        let mut out = run(&ins.op, &v)?;
         drop(v);
         drop(held);
+        // The kernel computed in f32; a bf16/f16 result is rounded onto its dtype here, on the
+        // host data, before it is uploaded (`exec` does not round kernel results again).
+        let dtype = ins.result_types.first().map_or(DType::F32, |t| t.dtype);
+        round_in_place(dtype, &mut out.data);
         Ok(vec![from_host::<B>(
             out.data,
             &out.shape,
