@@ -190,6 +190,10 @@ enum Command {
         /// Re-run the whole sequence for every token instead of using the KV cache (to compare).
         #[arg(long)]
         no_cache: bool,
+        /// Compile the imported model with this pipeline first (file or one-line spec, e.g.
+        /// `precision{dtype=bf16}`); the KV-cache function is derived after it.
+        #[arg(long)]
+        pipeline: Option<String>,
         /// Time each op kind over the decode steps (after the prefill) and print where the
         /// time goes.
         #[arg(long)]
@@ -209,19 +213,29 @@ enum Command {
 }
 
 /// `fuselage generate`: tokens to stdout as they come, timings to stderr (or JSON Lines).
+#[allow(clippy::too_many_arguments)] // one per CLI flag
 fn generate(
     model: &str,
     prompt: &str,
     max_tokens: usize,
     backend: fuselage::Backend,
     no_cache: bool,
+    pipeline: Option<&str>,
     profile: bool,
     json: bool,
 ) -> Result<()> {
     use std::io::Write;
     let tok = fuselage::tasks::tokenizer_for(model)?
         .with_context(|| format!("`{model}` carries no tokenizer (a .gguf file or a model folder with tokenizer.json does)"))?;
-    let m = fuselage::load(model)?;
+    let mut m = fuselage::load(model)?;
+    if let Some(p) = pipeline {
+        let p = fuselage::Pipeline::load(p)?;
+        let opts = fuselage::CompileOptions {
+            numeric_check: false,
+            ..Default::default()
+        };
+        m = fuselage::compile(&m, &p, &opts)?.module;
+    }
     let (m, function) = if no_cache {
         let entry = m
             .entry_name()
@@ -433,10 +447,18 @@ fn real_main() -> Result<()> {
             max_tokens,
             backend,
             no_cache,
+            pipeline,
             profile,
             json,
         } => generate(
-            &model, &prompt, max_tokens, backend, no_cache, profile, json,
+            &model,
+            &prompt,
+            max_tokens,
+            backend,
+            no_cache,
+            pipeline.as_deref(),
+            profile,
+            json,
         )?,
         Command::Run {
             model,

@@ -158,3 +158,48 @@ fn encoders_get_no_kv_cache() {
     let e = with_kv_cache(&m).unwrap_err().to_string();
     assert!(e.contains("no KV cache") && e.contains("causal"), "{e}");
 }
+
+/// SmolLM2 as a bf16 program (`precision{dtype=bf16}`, then the KV-cache function derived from
+/// it): the cache holds bf16 keys and values, and the golden tokens' logits decoded through it
+/// (8 prefilled, 8 one at a time) differ from the bf16 program's whole-sequence logits by no
+/// more than bf16 itself moves them off the f32 golden (the two orders of computation round
+/// differently; a wrong position or cache entry would be far off).
+#[test]
+fn smollm2_bf16_program_decodes_with_its_kv_cache() {
+    let (m, _, dir) = smollm2();
+    let pipeline = fuselage::Pipeline::parse("precision{dtype=bf16}").unwrap();
+    let opts = fuselage::CompileOptions {
+        numeric_check: false,
+        ..Default::default()
+    };
+    let m = fuselage::compile(&m, &pipeline, &opts).unwrap().module;
+    let m = with_kv_cache(&m).unwrap();
+    let decode = &m.functions[DECODE_FUNCTION];
+    let past = decode
+        .input_names()
+        .iter()
+        .position(|n| n == "past_key.0")
+        .unwrap();
+    assert_eq!(decode.input_types()[past].dtype, DType::BF16);
+    let golden_ids = fuselage::npy::read_npy(&dir.join("golden/token_ids.npy")).unwrap();
+    let toks: Vec<i64> = golden_ids.data()[..16].iter().map(|&x| x as i64).collect();
+    let gold = fuselage::npy::read_npy(&dir.join("golden/logits_first16.npy")).unwrap();
+    let exec = fuselage::executor_for(
+        &m,
+        DECODE_FUNCTION,
+        fuselage::Backend::Cpu,
+        &Default::default(),
+    )
+    .unwrap();
+    let mut pieces: Vec<&[i64]> = vec![&toks[..8]];
+    pieces.extend(toks[8..].chunks(1));
+    let cached = decode_in_pieces(exec.session(&m).as_mut(), &m, &pieces);
+    let full = fuselage::executor(&m, fuselage::Backend::Cpu).unwrap();
+    let entry = m.entry_name().unwrap();
+    let whole = full.run(&m, entry, &[ids(&toks)]).unwrap();
+    let whole = whole[0].data();
+    let (d_cache, d_bf16) = (max_diff(&cached, whole), max_diff(whole, gold.data()));
+    eprintln!("bf16: max |cached - whole| {d_cache:.3e}; max |whole - f32 golden| {d_bf16:.3e}");
+    assert!(d_bf16 > 1e-2, "the program computes in bf16");
+    assert!(d_cache <= d_bf16, "{d_cache} > {d_bf16}");
+}

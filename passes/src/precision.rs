@@ -458,7 +458,9 @@ mod tests {
         assert_eq!(main.node(sm).unwrap().results[0].dtype, DType::BF16);
         assert_same_outputs(&before, &m, PassKind::Quantization, 4);
         let x = Tensor::from_f32(vec![2, 3], &[0.3, -1.2, 0.7, 2.0, 0.1, -0.4]).unwrap();
-        let a = Reference.run(&before, "main", std::slice::from_ref(&x)).unwrap();
+        let a = Reference
+            .run(&before, "main", std::slice::from_ref(&x))
+            .unwrap();
         let b = Reference.run(&m, "main", &[x]).unwrap();
         for (p, q) in a[0].data().iter().zip(b[0].data()) {
             // bf16 keeps 8 significant bits: a few units of 2^-8 relative, after three ops.

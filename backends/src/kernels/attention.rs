@@ -72,7 +72,7 @@ pub fn attention(
     let shift = sk as i64 - sq as i64;
     let shape = vec![b, h, sq, dv];
     let strides = vec![sq * h * dv, dv, h * dv, 1];
-    let mut out = vec![0f32; b * h * sq * dv];
+    let mut out = super::buffer::zeroed(b * h * sq * dv);
     if out.is_empty() {
         return Ok((out, shape, strides));
     }

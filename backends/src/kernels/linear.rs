@@ -14,7 +14,8 @@ pub fn linear(x: &View<'_>, w: &View<'_>, bias: Option<&View<'_>>) -> R<(Vec<f32
     }
     let (k, n) = (sw[0], sw[1]);
     let rows: usize = sx[..sx.len() - 1].iter().product();
-    let mut out = vec![0f32; rows * n];
+    // Every element is written: bias rows copied in, or the GEMM without accumulation.
+    let mut out = super::buffer::for_overwrite(rows * n);
     let accumulate = match bias {
         Some(b) if b.numel() == n && b.shape.len() == 1 => {
             let bc = b.to_contiguous();

@@ -18,7 +18,7 @@ pub fn batched_matmul(a: &View<'_>, b: &View<'_>) -> R<(Vec<f32>, Vec<usize>)> {
     let nb: usize = batch.iter().product();
     let mut shape = batch.clone();
     shape.extend([m, n]);
-    let mut out = vec![0f32; nb * m * n];
+    let mut out = super::buffer::zeroed(nb * m * n);
     if m * n == 0 {
         return Ok((out, shape));
     }

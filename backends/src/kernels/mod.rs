@@ -23,6 +23,7 @@
 //! conformance suite checks them again against the IR's reference semantics.
 
 pub mod attention;
+pub mod buffer;
 pub mod cast;
 pub mod cpu;
 pub mod dequantize;
@@ -186,7 +187,7 @@ pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
 /// thread for small inputs, in chunks of 16 Ki elements over the rayon workers otherwise.
 pub(crate) fn map_elementwise(x: &[f32], f: fn(&[f32], &mut [f32])) -> Vec<f32> {
     const CHUNK: usize = 16 * 1024;
-    let mut y = vec![0f32; x.len()];
+    let mut y = buffer::for_overwrite(x.len());
     if x.len() < PARALLEL_MIN_ELEMENTS {
         f(x, &mut y);
         return y;
@@ -206,7 +207,7 @@ pub(crate) fn map_rows(
     what: &str,
     row: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> R<Vec<f32>> {
-    let mut y = vec![0f32; x.len()];
+    let mut y = buffer::for_overwrite(x.len());
     if n == 0 {
         return Ok(y);
     }

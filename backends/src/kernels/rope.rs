@@ -89,7 +89,7 @@ pub fn rope(
     }
     let xs_lead = &x.strides[..rank - 1];
     let xs = x.strides[rank - 1];
-    let mut out = vec![0f32; rows * d];
+    let mut out = super::buffer::for_overwrite(rows * d);
     let body = |r: usize, o: &mut [f32]| {
         let base = offset_of(r, lead, xs_lead);
         let at = |j: usize| x.data[base + j * xs];

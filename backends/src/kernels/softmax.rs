@@ -28,7 +28,8 @@ multiversion! {
 
 /// Softmax of each row of `x` (`rows × n`, row-major), rows spread over threads.
 pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
-    let mut y = x.to_vec();
+    let mut y = super::buffer::for_overwrite(x.len());
+    y.copy_from_slice(x);
     if n == 0 {
         return y;
     }

@@ -6,6 +6,7 @@
 //! backend (or storage) the tensor is downloaded instead.
 
 use super::{download_f32, upload_f32};
+use crate::kernels::buffer::BufferPool;
 use crate::kernels::View;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -119,4 +120,23 @@ pub(crate) fn from_host<B: Backend>(
         None => data,
     };
     Ok(upload_f32::<B>(data, shape, device))
+}
+
+/// Give the f32 storage of `t` to `pool` when `t` is a CPU-backend tensor that owns its buffer
+/// and that nothing else references (no view of it is alive); otherwise just drop it.
+pub(crate) fn reclaim<B: Backend>(t: FloatTensor<B>, pool: &BufferPool) {
+    let boxed: Box<dyn Any> = Box::new(t);
+    let Ok(t) = boxed.downcast::<NdArrayTensor>() else {
+        return;
+    };
+    let NdArrayTensor::F32(storage) = *t else {
+        return;
+    };
+    if !(storage.is_owned() && storage.is_unique()) {
+        return;
+    }
+    if let Ok(a) = storage.into_shared().try_into_owned_nocopy() {
+        let (v, _offset) = a.into_raw_vec_and_offset();
+        pool.give(v);
+    }
 }
