@@ -495,14 +495,13 @@ fn real_main() -> Result<()> {
                 given.retain(|(n, _)| n.as_ref().is_none_or(|n| !loaded.specialized.contains(n)));
             }
             let m = loaded.module;
-            let exec = fuselage::executor(&m, backend)?;
-            let exec = exec.as_ref();
             if let Some(text) = text {
                 let tok = fuselage::tasks::tokenizer_for(&model)?.with_context(|| {
                     format!("`{model}` carries no tokenizer (a model folder with tokenizer.json or a .gguf file does)")
                 })?;
                 if fuselage::tasks::is_encoder(&m) {
-                    let e = fuselage::tasks::embed(&m, &tok, &text, exec)?;
+                    let exec = fuselage::executor(&m, backend)?;
+                    let e = fuselage::tasks::embed(&m, &tok, &text, exec.as_ref())?;
                     if json {
                         println!("{}", serde_json::json!({ "text": text, "embedding": e }));
                     } else {
@@ -512,6 +511,7 @@ fn real_main() -> Result<()> {
                     }
                 } else {
                     // The KV-cache path when the model allows one (a causal decoder).
+                    // Only the function that runs is lowered (one copy of the weights).
                     let (m, cached) = match fuselage::tasks::with_kv_cache(&m) {
                         Ok(kv) => (kv, true),
                         Err(e) => {
@@ -519,13 +519,19 @@ fn real_main() -> Result<()> {
                             (m, false)
                         }
                     };
+                    let exec = if cached {
+                        let decode = fuselage::tasks::DECODE_FUNCTION;
+                        fuselage::executor_for(&m, decode, backend, &Default::default())?
+                    } else {
+                        fuselage::executor(&m, backend)?
+                    };
                     let bar = indicatif::ProgressBar::new(max_tokens as u64);
                     let out = fuselage::tasks::generate_with(
                         &m,
                         &tok,
                         &text,
                         max_tokens,
-                        exec,
+                        exec.as_ref(),
                         cached,
                         &mut |t| bar.set_position(t.step as u64),
                     )?
@@ -547,7 +553,8 @@ fn real_main() -> Result<()> {
             } else {
                 fuselage::bind_named_inputs(&m, given)?
             };
-            let outs = fuselage::run_with(&m, &inputs, exec)?;
+            let exec = fuselage::executor(&m, backend)?;
+            let outs = fuselage::run_with(&m, &inputs, exec.as_ref())?;
             for (i, a) in output.iter().enumerate() {
                 let (name, path) = split_named(a);
                 let t = match &name {
