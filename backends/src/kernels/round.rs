@@ -12,20 +12,23 @@ const CHUNK: usize = 1 << 15;
 /// the IR's codecs, many times faster than the generic f64 path); other dtypes through
 /// [`DType::round`]. f32 and f64 leave the data as it is.
 pub fn round_in_place(dtype: DType, data: &mut [f32]) {
-    let one: fn(f32) -> f32 = match dtype {
-        DType::F32 | DType::F64 => return,
-        DType::BF16 => bf16_round,
-        DType::F16 => |x| half::f16::from_f32(x).to_f32(),
-        _ => {
-            data.par_chunks_mut(CHUNK).for_each(|c| {
-                c.iter_mut()
-                    .for_each(|x| *x = dtype.round(f64::from(*x)) as f32)
-            });
-            return;
-        }
-    };
+    match dtype {
+        DType::F32 | DType::F64 => {}
+        DType::BF16 => apply(data, bf16_round),
+        DType::F16 => apply(data, |x| half::f16::from_f32(x).to_f32()),
+        _ => apply(data, |x| dtype.round(f64::from(x)) as f32),
+    }
+}
+
+/// `f` over every element, in parallel chunks; generic so that `f` is inlined (and the bf16
+/// loop vectorized) rather than called through a pointer per element.
+fn apply<F: Fn(f32) -> f32 + Sync>(data: &mut [f32], f: F) {
+    if data.len() <= CHUNK {
+        data.iter_mut().for_each(|x| *x = f(*x));
+        return;
+    }
     data.par_chunks_mut(CHUNK)
-        .for_each(|c| c.iter_mut().for_each(|x| *x = one(*x)));
+        .for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
 }
 
 /// Round to the nearest bf16 (ties to even) on the f32 bits, branch-free so that the loop

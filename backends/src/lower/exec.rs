@@ -313,8 +313,13 @@ impl<B: Backend> Program<B> {
                 let r = B::float_round(t);
                 Ok(B::float_clamp(r, Scalar::Float(lo), Scalar::Float(hi)))
             }
-            // f16, bf16, f8, f4, i4: exact codecs on the host.
+            // f16, bf16, f8, f4, i4: exact codecs on the host; a CPU tensor that owns its
+            // buffer is rounded where it is.
             _ => {
+                let t = match super::host_view::round_owned_cpu::<B>(t, dtype)? {
+                    Ok(done) => return Ok(done),
+                    Err(t) => t,
+                };
                 let (mut v, shape) = download_f32::<B>(t)?;
                 crate::kernels::round::round_in_place(dtype, &mut v);
                 Ok(upload_f32::<B>(v, &shape, &self.device))

@@ -140,3 +140,39 @@ pub(crate) fn reclaim<B: Backend>(t: FloatTensor<B>, pool: &BufferPool) {
         pool.give(v);
     }
 }
+
+/// Round `t` onto `dtype` in place when it is a CPU-backend tensor that owns its contiguous
+/// buffer alone (`Ok(Ok(rounded))`); otherwise hands it back unchanged (`Ok(Err(t))`) for the
+/// download-round-upload path.
+pub(crate) fn round_owned_cpu<B: Backend>(
+    t: FloatTensor<B>,
+    dtype: fuselage_ir::DType,
+) -> Result<Result<FloatTensor<B>, FloatTensor<B>>, String> {
+    if std::any::TypeId::of::<FloatTensor<B>>() != std::any::TypeId::of::<NdArrayTensor>() {
+        return Ok(Err(t));
+    }
+    let back = |b: Box<dyn Any>| -> Result<FloatTensor<B>, String> {
+        b.downcast::<FloatTensor<B>>()
+            .map(|t| *t)
+            .map_err(|_| "internal: CPU tensor type mismatch".to_string())
+    };
+    let boxed: Box<dyn Any> = Box::new(t);
+    let mut nd = match boxed.downcast::<NdArrayTensor>() {
+        Ok(nd) => nd,
+        Err(b) => return back(b).map(Err),
+    };
+    let rounded = match nd.as_mut() {
+        NdArrayTensor::F32(storage) if storage.is_owned() && storage.is_unique() => {
+            match storage.ensure_owned().as_slice_memory_order_mut() {
+                Some(v) => {
+                    crate::kernels::round::round_in_place(dtype, v);
+                    true
+                }
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    let t = back(nd)?;
+    Ok(if rounded { Ok(t) } else { Err(t) })
+}
