@@ -466,3 +466,53 @@ fn explain_lowering_reports_kernels_and_rejections() {
         }
     }
 }
+
+/// A session's state replaced by the run is moved into it (the program may update it in place):
+/// `w ← w − g` three times on the lowered program keeps the right values; a run missing a
+/// state fails before touching any other state.
+#[test]
+fn session_state_replaced_by_a_run_is_updated() {
+    use fuselage_frontends::builder::ModelBuilder;
+    use fuselage_ir::Dim;
+    let n = 50_000usize;
+    let mut b = ModelBuilder::new(0);
+    let w = b.input("w", DType::F32, &[Dim::from(n as u64)]);
+    let g = b.input("g", DType::F32, &[Dim::from(n as u64)]);
+    let v = b.input("v", DType::F32, &[Dim::from(n as u64)]);
+    let w2 = b.sub(w, g).unwrap();
+    let v2 = b.sub(v, g).unwrap();
+    b.output("w_new", w2);
+    b.output("v_new", v2);
+    let m = b.finish().unwrap();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let mut s = p.session(&m);
+    let ramp: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let ones = Tensor::from_f32(vec![n], &vec![1.0; n]).unwrap();
+    s.set_state("w", &Tensor::from_f32(vec![n], &ramp).unwrap())
+        .unwrap();
+    s.set_state("v", &Tensor::from_f32(vec![n], &ramp).unwrap())
+        .unwrap();
+    for _ in 0..3 {
+        let out = s
+            .run(
+                "main",
+                &[("g", ones.clone())],
+                &[("w_new", "w"), ("v_new", "v")],
+            )
+            .unwrap();
+        assert!(out.is_empty());
+    }
+    let w = s.state("w").unwrap().unwrap();
+    assert_eq!(w.data()[7], 4.0);
+    assert_eq!(w.data()[n - 1], (n - 4) as f64);
+    // Without `v` the run fails up front and `w` is still there.
+    let mut s2 = p.session(&m);
+    s2.set_state("w", &Tensor::from_f32(vec![n], &ramp).unwrap())
+        .unwrap();
+    let e = s2
+        .run("main", &[("g", ones)], &[("w_new", "w"), ("v_new", "v")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains('v'), "{e}");
+    assert!(s2.state("w").unwrap().is_some());
+}

@@ -78,6 +78,22 @@ impl<'a, B: Backend> DeviceSession<'a, B> {
         let mut args = Vec::with_capacity(plan.len());
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(plan.len());
         let mut missing = vec![];
+        // State this run replaces is moved into the run, not shared with it: the program then
+        // holds its only reference and may update it in place (an elementwise update of a
+        // weight reuses its buffer; a freed one goes to the program's buffer pool). A run that
+        // fails leaves those states unset (the next run names them as missing).
+        let replaced: std::collections::HashSet<&str> =
+            keeps.iter().flatten().map(|s| s.as_str()).collect();
+        for (p, _) in plan.iter().zip(&types) {
+            if let Err(n) = p {
+                if !self.state.contains_key(n) {
+                    missing.push(n.clone());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing_state(function, &missing));
+        }
         for (p, ty) in plan.iter().zip(&types) {
             let (t, dtype) = match p {
                 Ok(i) => {
@@ -88,13 +104,20 @@ impl<'a, B: Backend> DeviceSession<'a, B> {
                     })?;
                     (v, t.dtype())
                 }
-                Err(n) => match self.state.get(n) {
-                    Some((t, d)) => (t.clone(), *d),
-                    None => {
-                        missing.push(n.clone());
-                        continue;
+                Err(n) => {
+                    let held = if replaced.contains(n.as_str()) {
+                        self.state.remove(n)
+                    } else {
+                        self.state.get(n).cloned()
+                    };
+                    match held {
+                        Some(v) => v,
+                        None => {
+                            missing.push(n.clone());
+                            continue;
+                        }
                     }
-                },
+                }
             };
             if dtype != ty.dtype {
                 return Err(IrError::Inputs {
