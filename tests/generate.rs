@@ -94,17 +94,18 @@ fn smollm2() -> (
     (m, tok, dir)
 }
 
-/// SmolLM2's golden logits of positions 0..15 (f64 PyTorch-equivalent reference), computed
-/// by prefilling 8 tokens and then decoding the next 8 one at a time on the lowered program.
-#[test]
-fn smollm2_kv_cache_decode_matches_golden_logits() {
-    let (m, _, dir) = smollm2();
-    let m = with_kv_cache(&m).unwrap();
+/// SmolLM2's 16 golden tokens decoded through `m`'s KV-cache function on the lowered CPU
+/// program (8 prefilled, then 8 one at a time): the tokens, the logits rows and the golden
+/// logits.
+fn golden_16_through_the_cache(
+    m: &fuselage::ir::Module,
+    dir: &std::path::Path,
+) -> (Vec<i64>, Vec<f64>, Tensor) {
     let golden_ids = fuselage::npy::read_npy(&dir.join("golden/token_ids.npy")).unwrap();
     let toks: Vec<i64> = golden_ids.data()[..16].iter().map(|&x| x as i64).collect();
     let gold = fuselage::npy::read_npy(&dir.join("golden/logits_first16.npy")).unwrap();
     let exec = fuselage::executor_for(
-        &m,
+        m,
         DECODE_FUNCTION,
         fuselage::Backend::Cpu,
         &Default::default(),
@@ -112,7 +113,17 @@ fn smollm2_kv_cache_decode_matches_golden_logits() {
     .unwrap();
     let mut pieces: Vec<&[i64]> = vec![&toks[..8]];
     pieces.extend(toks[8..].chunks(1));
-    let rows = decode_in_pieces(exec.session(&m).as_mut(), &m, &pieces);
+    let rows = decode_in_pieces(exec.session(m).as_mut(), m, &pieces);
+    (toks, rows, gold)
+}
+
+/// SmolLM2's golden logits of positions 0..15 (f64 PyTorch-equivalent reference), computed
+/// by prefilling 8 tokens and then decoding the next 8 one at a time on the lowered program.
+#[test]
+fn smollm2_kv_cache_decode_matches_golden_logits() {
+    let (m, _, dir) = smollm2();
+    let m = with_kv_cache(&m).unwrap();
+    let (_, rows, gold) = golden_16_through_the_cache(&m, &dir);
     let d = max_diff(&rows, gold.data());
     eprintln!("max |logit - golden| over 16 x 49152 with the KV cache: {d:.3e}");
     assert!(d <= 2e-3, "max abs logit diff {d} > 2e-3");
@@ -181,19 +192,7 @@ fn smollm2_bf16_program_decodes_with_its_kv_cache() {
         .position(|n| n == "past_key.0")
         .unwrap();
     assert_eq!(decode.input_types()[past].dtype, DType::BF16);
-    let golden_ids = fuselage::npy::read_npy(&dir.join("golden/token_ids.npy")).unwrap();
-    let toks: Vec<i64> = golden_ids.data()[..16].iter().map(|&x| x as i64).collect();
-    let gold = fuselage::npy::read_npy(&dir.join("golden/logits_first16.npy")).unwrap();
-    let exec = fuselage::executor_for(
-        &m,
-        DECODE_FUNCTION,
-        fuselage::Backend::Cpu,
-        &Default::default(),
-    )
-    .unwrap();
-    let mut pieces: Vec<&[i64]> = vec![&toks[..8]];
-    pieces.extend(toks[8..].chunks(1));
-    let cached = decode_in_pieces(exec.session(&m).as_mut(), &m, &pieces);
+    let (toks, cached, gold) = golden_16_through_the_cache(&m, &dir);
     let full = fuselage::executor(&m, fuselage::Backend::Cpu).unwrap();
     let entry = m.entry_name().unwrap();
     let whole = full.run(&m, entry, &[ids(&toks)]).unwrap();

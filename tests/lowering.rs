@@ -61,24 +61,35 @@ fn model_dir(name: &str) -> std::path::PathBuf {
     fuselage::frontends::assets::find_model(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The cosine of each golden MiniLM sentence's embedding by `m` on the lowered CPU program to
+/// the f32 golden embedding.
+fn minilm_golden_cosines(dir: &std::path::Path, m: &fuselage_ir::Module) -> Vec<f64> {
+    let tok = fuselage::tasks::tokenizer_for(dir.to_str().unwrap())
+        .unwrap()
+        .unwrap();
+    let exec = fuselage::executor(m, fuselage::Backend::Cpu).unwrap();
+    let golden = fuselage::npy::read_npy(&dir.join("golden/embeddings.npy")).unwrap();
+    let text = std::fs::read_to_string(dir.join("golden/sentences.txt")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let dim = golden.shape()[1];
+    assert_eq!(lines.len(), golden.shape()[0]);
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let e = fuselage::tasks::embed(m, &tok, l, exec.as_ref()).unwrap();
+            fuselage::tasks::cosine(&e, &golden.data()[i * dim..(i + 1) * dim])
+        })
+        .collect()
+}
+
 /// MiniLM-L6 on the lowered CPU program: every golden sentence's embedding within the model
 /// README's cosine (≥ 0.99999, tighter than the 0.9999).
 #[test]
 fn minilm_embeddings_on_the_lowered_cpu_program_match_golden() {
     let dir = model_dir("minilm-l6");
     let m = fuselage::load(dir.to_str().unwrap()).unwrap();
-    let tok = fuselage::tasks::tokenizer_for(dir.to_str().unwrap())
-        .unwrap()
-        .unwrap();
-    let exec = fuselage::executor(&m, fuselage::Backend::Cpu).unwrap();
-    let golden = fuselage::npy::read_npy(&dir.join("golden/embeddings.npy")).unwrap();
-    let text = std::fs::read_to_string(dir.join("golden/sentences.txt")).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let dim = golden.shape()[1];
-    assert_eq!(lines.len(), golden.shape()[0]);
-    for (i, l) in lines.iter().enumerate() {
-        let e = fuselage::tasks::embed(&m, &tok, l, exec.as_ref()).unwrap();
-        let c = fuselage::tasks::cosine(&e, &golden.data()[i * dim..(i + 1) * dim]);
+    for (i, c) in minilm_golden_cosines(&dir, &m).into_iter().enumerate() {
         assert!(c >= 0.99999, "sentence {i}: cosine {c}");
     }
 }
@@ -89,19 +100,9 @@ fn minilm_embeddings_on_the_lowered_cpu_program_match_golden() {
 fn minilm_bf16_program_embeddings_stay_close_to_golden() {
     let dir = model_dir("minilm-l6");
     let m = bf16_program(&fuselage::load(dir.to_str().unwrap()).unwrap());
-    let tok = fuselage::tasks::tokenizer_for(dir.to_str().unwrap())
-        .unwrap()
-        .unwrap();
-    let exec = fuselage::executor(&m, fuselage::Backend::Cpu).unwrap();
-    let golden = fuselage::npy::read_npy(&dir.join("golden/embeddings.npy")).unwrap();
-    let text = std::fs::read_to_string(dir.join("golden/sentences.txt")).unwrap();
-    let dim = golden.shape()[1];
-    let mut worst = 1f64;
-    for (i, l) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let e = fuselage::tasks::embed(&m, &tok, l, exec.as_ref()).unwrap();
-        let c = fuselage::tasks::cosine(&e, &golden.data()[i * dim..(i + 1) * dim]);
-        worst = worst.min(c);
-    }
+    let worst = minilm_golden_cosines(&dir, &m)
+        .into_iter()
+        .fold(1f64, f64::min);
     assert!(worst >= 0.999, "worst cosine {worst}");
     // bf16 is not f32: the embeddings differ from the f32 golden (the pass did something).
     assert!(worst < 0.999999, "worst cosine {worst}");

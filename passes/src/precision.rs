@@ -273,17 +273,7 @@ impl Precision {
                 op = new;
                 c.attributes += 1;
             }
-            let tys = operands
-                .iter()
-                .map(|o| {
-                    g.value_type(*o).cloned().ok_or_else(|| {
-                        failed(format!(
-                            "@{fname}: {}: operand {o} does not exist",
-                            g.describe(id)
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let tys = crate::irx::operand_types(g, fname, id, &operands).map_err(failed)?;
             let results = op.infer(&InferCx { module: m }, &tys).map_err(|e| {
                 failed(format!(
                     "@{fname}: {} ({}) at {}: {e} (name `{}` in keep-ops to compute it in {})",

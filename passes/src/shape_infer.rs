@@ -182,18 +182,7 @@ fn reinfer(m: &Module, g: &mut Graph, fname: &str, pass: &str) -> Result<bool, P
         if let Op::Input(_) = node.op {
             continue;
         }
-        let tys = node
-            .operands
-            .iter()
-            .map(|o| {
-                g.value_type(*o).cloned().ok_or_else(|| {
-                    fail(format!(
-                        "@{fname}: {}: operand {o} does not exist",
-                        g.describe(id)
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let tys = crate::irx::operand_types(g, fname, id, &node.operands).map_err(fail)?;
         let new = node.op.infer(&InferCx { module: m }, &tys).map_err(|e| {
             fail(format!(
                 "@{fname}: {} ({}): {e}",
