@@ -321,7 +321,8 @@ pub fn program_executor(program: Box<dyn fuselage_backends::DynProgram>) -> Box<
 
 /// The lowering report of [`fuselage_backends::Program::explain_lowering`] as JSON: one object
 /// per node with `function`, `depth`, `node`, `op`, `lowering` (`native`, `kernel`, `host`,
-/// `trivial`, `folded`), `kernel` (or null), `why` and `rejected` (`[{kernel, reason}]`).
+/// `trivial`, `folded`), `kernel` (or null), `why`, `prepared` (what the kernel laid out at
+/// lowering, or null) and `rejected` (`[{kernel, reason}]`).
 pub fn lowering_json(nodes: &[fuselage_backends::NodeLowering]) -> serde_json::Value {
     serde_json::Value::Array(
         nodes
@@ -335,6 +336,7 @@ pub fn lowering_json(nodes: &[fuselage_backends::NodeLowering]) -> serde_json::V
                     "lowering": format!("{:?}", n.lowering).to_lowercase(),
                     "kernel": n.kernel,
                     "why": n.why,
+                    "prepared": n.prepared,
                     "rejected": n.rejected.iter().map(|r| serde_json::json!({
                         "kernel": r.kernel,
                         "reason": r.reason,
@@ -345,9 +347,11 @@ pub fn lowering_json(nodes: &[fuselage_backends::NodeLowering]) -> serde_json::V
     )
 }
 
-/// The kernel registry and this CPU's features as JSON: `cpu_features` (`{name: bool}`) and
-/// `kernels` (`[{name, op, signature, cost, requires, doc, available}]`, `available`: this CPU
-/// passes the kernel's guard).
+/// The kernel registry and this CPU's features as JSON: `cpu_features` (`{name: bool}`),
+/// `gemm_micro_kernel` (the packed GEMM's micro-kernel here, `avx2 6×16`) and
+/// `kernels` (`[{name, op, signature, cost, requires, doc, prepares, available}]`, `prepares`:
+/// what the kernel lays out at lowering or null, `available`: this CPU passes the kernel's
+/// guard).
 pub fn kernels_json() -> serde_json::Value {
     use fuselage_backends::kernels::{cpu::CpuFeatures, registry::KERNELS};
     let f = CpuFeatures::get();
@@ -366,11 +370,17 @@ pub fn kernels_json() -> serde_json::Value {
                 "cost": e.cost,
                 "requires": e.requires,
                 "doc": e.doc,
+                "prepares": e.prepare.map(|p| p.doc),
                 "available": (e.guard)(f),
             })
         })
         .collect();
-    serde_json::json!({ "cpu_features": features, "kernels": kernels })
+    let isa = fuselage_backends::kernels::packed_gemm::GemmIsa::detect();
+    serde_json::json!({
+        "cpu_features": features,
+        "gemm_micro_kernel": isa.describe(),
+        "kernels": kernels,
+    })
 }
 
 struct DynExecutor(Box<dyn fuselage_backends::DynProgram>);

@@ -154,6 +154,10 @@ enum Command {
         /// compare the two paths).
         #[arg(long)]
         no_kernels: bool,
+        /// Keep constant weights as they are instead of packing them for the GEMM's
+        /// micro-kernel at lowering (the GEMM then packs them on every call; to compare).
+        #[arg(long)]
+        no_prepack: bool,
         /// Also report how each node was lowered and why (the kernel chosen, the kernels
         /// rejected and why, why an op has no burn lowering); `lowering` in the JSON.
         #[arg(long)]
@@ -718,6 +722,7 @@ fn real_main() -> Result<()> {
             threads,
             profile,
             no_kernels,
+            no_prepack,
             explain_lowering,
             json,
         } => {
@@ -746,6 +751,7 @@ fn real_main() -> Result<()> {
             bar.set_message("bench");
             let options = fuselage::backends::LowerOptions {
                 native_kernels: !no_kernels,
+                prepare_constants: !no_prepack,
                 ..Default::default()
             };
             let (exec, lowering) = match fuselage::lower_program(&m, backend, &options)? {
@@ -777,6 +783,7 @@ fn real_main() -> Result<()> {
                 v["pipeline"] = serde_json::json!(pipeline);
                 v["threads"] = serde_json::json!(threads);
                 v["kernels"] = serde_json::json!(!no_kernels);
+                v["prepacked"] = serde_json::json!(!no_kernels && !no_prepack);
                 if let Some(l) = &lowering {
                     v["lowering"] = fuselage::lowering_json(l);
                 }
@@ -828,6 +835,12 @@ fn real_main() -> Result<()> {
             } else {
                 let f = CpuFeatures::get();
                 println!("CPU features: {}", f.summary());
+                let isa = fuselage::backends::kernels::packed_gemm::GemmIsa::detect();
+                println!(
+                    "GEMM micro-kernel for packed weights: {} (K block {})",
+                    isa.describe(),
+                    isa.kc()
+                );
                 println!(
                     "{:<22} {:<12} {:<36} {:>4} {:<5} what it does",
                     "kernel", "op", "signature", "cost", "here"

@@ -187,9 +187,11 @@ fn constant_subexpressions_are_computed_once_at_lowering() {
     let want = Reference
         .run(&m, "main", std::slice::from_ref(&xs))
         .unwrap();
-    for hoist in [true, false] {
+    let nr = fuselage_backends::kernels::packed_gemm::GemmIsa::detect().nr() as u64;
+    for (hoist, prepare) in [(true, false), (false, false), (true, true), (false, true)] {
         let opts = LowerOptions {
             hoist_constants: hoist,
+            prepare_constants: prepare,
             ..Default::default()
         };
         let p = lower::<CpuBackend>(&m, "main", &Default::default(), &opts).unwrap();
@@ -206,8 +208,14 @@ fn constant_subexpressions_are_computed_once_at_lowering() {
         );
         let got = p.run_tensors(std::slice::from_ref(&xs)).unwrap();
         assert_close("hoist", 0, &got[0], &want[0]);
-        // Either the weight or its transpose is held, never both.
-        assert_eq!(p.last_run_stats().constant_bytes, 48, "hoist {hoist}");
+        // Either the weight, its transpose or the packed transpose is held, never two of them:
+        // packed, 3 rows of one zero-padded panel of `nr` columns.
+        let want_bytes = if hoist && prepare { 3 * nr * 4 } else { 48 };
+        assert_eq!(
+            p.last_run_stats().constant_bytes,
+            want_bytes,
+            "hoist {hoist}, prepare {prepare}"
+        );
     }
 }
 
@@ -282,7 +290,8 @@ fn bf16_program(m: &fuselage_ir::Module) -> fuselage_ir::Module {
 
 /// MiniLM-L6 (safetensors folder) and SmolLM2-135M (GGUF, dequantized to f32), as imported
 /// (f32) and as bf16 programs, lowered with the default options: every hot op runs on its
-/// registry kernel, nothing on the host.
+/// registry kernel, nothing on the host, and every weight product reads a weight packed at
+/// lowering.
 #[test]
 fn minilm_and_smollm2_hot_ops_choose_registry_kernels() {
     use fuselage_backends::Lowering;
@@ -358,6 +367,20 @@ fn minilm_and_smollm2_hot_ops_choose_registry_kernels() {
             );
             let k = n.kernel.expect("a kernel node names its kernel");
             assert!(want.contains(&k), "{}: {} got {k}", path.display(), n.op);
+            // Every weight product of these models reads a constant weight: packed once, at
+            // lowering, for the GEMM's micro-kernel.
+            if n.op == "linear" || n.op == "matmul" {
+                assert!(
+                    n.prepared
+                        .as_deref()
+                        .is_some_and(|p| p.contains("packed for the")),
+                    "{} (bf16: {bf16}): {} ({}) has no packed weight: {:?}",
+                    path.display(),
+                    n.node,
+                    n.op,
+                    n.prepared
+                );
+            }
             *seen.entry(n.op.clone()).or_default() += 1;
         }
         for op in must_have {
@@ -375,6 +398,56 @@ fn minilm_and_smollm2_hot_ops_choose_registry_kernels() {
             .map(|(_, _, n)| n)
             .sum();
         assert_eq!(kernels, seen.values().sum::<usize>(), "{report:?}");
+    }
+}
+
+/// Weights packed at lowering (`LowerOptions::prepare_constants`, the default) give MiniLM's
+/// outputs within f32 rounding of the program whose GEMM packs them per call, and the program
+/// keeps only the packed form: its constants take no more bytes than the unpacked program's
+/// (padding to whole panels aside), not twice as many.
+#[test]
+fn constant_weights_are_packed_once_at_lowering() {
+    let dir = model_dir("minilm-l6");
+    let m = fuselage::load(dir.to_str().unwrap()).unwrap();
+    let entry = m.entry_name().unwrap().to_string();
+    let sizes = SymbolSizes::parse("B=2,S=16").unwrap();
+    let inputs = fuselage_ir::sample::sample_inputs(&m, &entry, &sizes, 3).unwrap();
+    let run = |prepare_constants: bool| {
+        let opts = LowerOptions {
+            prepare_constants,
+            ..Default::default()
+        };
+        let p = lower::<CpuBackend>(&m, &entry, &Default::default(), &opts).unwrap();
+        let packed = p
+            .explain_lowering()
+            .iter()
+            .filter(|n| n.prepared.is_some())
+            .count();
+        let out = p.run_tensors(&inputs).unwrap();
+        (out, packed, p.last_run_stats().constant_bytes)
+    };
+    let (on, packed_on, bytes_on) = run(true);
+    let (off, packed_off, bytes_off) = run(false);
+    // 6 layers × (q, k, v, output, intermediate, output) linears, and the pooler's.
+    assert!(packed_on >= 36, "{packed_on} weights packed");
+    assert_eq!(packed_off, 0);
+    assert!(
+        bytes_on <= bytes_off + bytes_off / 100,
+        "constants {bytes_on} bytes packed against {bytes_off} unpacked"
+    );
+    assert!(
+        bytes_on * 2 > bytes_off,
+        "{bytes_on} against {bytes_off}: the packed weights are not counted"
+    );
+    for (k, (a, b)) in on.iter().zip(&off).enumerate() {
+        assert_eq!(a.shape(), b.shape());
+        let scale = b.data().iter().fold(0f64, |x, y| x.max(y.abs())).max(1e-3);
+        for (i, (x, y)) in a.data().iter().zip(b.data()).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * scale,
+                "output {k} element {i}: packed {x} vs unpacked {y}"
+            );
+        }
     }
 }
 

@@ -180,6 +180,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "attention-f32-fused";
         let Op::Attention(a) = op else {

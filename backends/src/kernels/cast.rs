@@ -85,5 +85,6 @@ pub static ENTRY: KernelEntry = KernelEntry {
     cost: 1,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::Typed(run),
 };

@@ -49,6 +49,7 @@ pub(crate) const ERF_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "gelu-erf-f32";
         if !matches!(op, Op::Gelu(_)) {
@@ -79,6 +80,7 @@ pub(crate) const TANH_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "gelu-tanh-f32";
         if !matches!(op, Op::Gelu(_)) {

@@ -33,7 +33,7 @@ impl<'a> Mat<'a> {
         }
     }
 
-    fn check(&self, rows: usize, cols: usize, what: &str) -> R<()> {
+    pub(crate) fn check(&self, rows: usize, cols: usize, what: &str) -> R<()> {
         if rows == 0 || cols == 0 {
             return Ok(());
         }

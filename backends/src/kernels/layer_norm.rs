@@ -63,6 +63,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "layer_norm-f32";
         let Op::LayerNorm(ln) = op else {

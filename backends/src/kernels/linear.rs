@@ -1,18 +1,47 @@
 //! `linear`: `x[..., K] · w[K, N] + bias[N]` with the bias fused into the GEMM's output.
 
+use super::packed_gemm::{prepare_rhs, PackedMatrix, Rhs};
+use super::registry::Preparation;
 use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
-use super::{gemm, Mat, View, R};
+use super::{Mat, View, R};
 use fuselage_ir::Op;
 
 /// `x[..., K] · w[K, N] + bias[N]`; `w` is read in place through its strides (a transposed
 /// weight is not copied), `x` is gathered to row-major first when it is not. Returns the data
 /// and shape.
 pub fn linear(x: &View<'_>, w: &View<'_>, bias: Option<&View<'_>>) -> R<(Vec<f32>, Vec<usize>)> {
-    let (sx, sw) = (&x.shape, &w.shape);
-    if sx.is_empty() || sw.len() != 2 || sx[sx.len() - 1] != sw[0] {
-        return Err(format!("linear: shapes {sx:?} · {sw:?} do not contract"));
+    if w.shape.len() != 2 {
+        return Err(format!(
+            "linear: shapes {:?} · {:?} do not contract",
+            x.shape, w.shape
+        ));
     }
-    let (k, n) = (sw[0], sw[1]);
+    linear_with(x, Rhs::Strided(w.matrix()), w.shape[0], w.shape[1], bias)
+}
+
+/// [`linear()`] with a weight packed at lowering time.
+pub fn linear_packed(
+    x: &View<'_>,
+    w: &PackedMatrix,
+    bias: Option<&View<'_>>,
+) -> R<(Vec<f32>, Vec<usize>)> {
+    linear_with(x, Rhs::Packed(w), w.rows(), w.cols(), bias)
+}
+
+/// `x · w[k, n] + bias`.
+fn linear_with(
+    x: &View<'_>,
+    w: Rhs<'_>,
+    k: usize,
+    n: usize,
+    bias: Option<&View<'_>>,
+) -> R<(Vec<f32>, Vec<usize>)> {
+    let sx = &x.shape;
+    if sx.is_empty() || sx[sx.len() - 1] != k {
+        return Err(format!(
+            "linear: shapes {sx:?} · [{k}, {n}] do not contract"
+        ));
+    }
     let rows: usize = sx[..sx.len() - 1].iter().product();
     // Every element is written: bias rows copied in, or the GEMM without accumulation.
     let mut out = super::buffer::for_overwrite(rows * n);
@@ -33,17 +62,11 @@ pub fn linear(x: &View<'_>, w: &View<'_>, bias: Option<&View<'_>>) -> R<(Vec<f32
         None => false,
     };
     let xc = x.to_contiguous();
-    gemm(
+    w.product(
         rows,
         k,
         n,
         Mat::row_major(&xc, k),
-        Mat {
-            data: w.data,
-            off: 0,
-            rs: w.strides[0],
-            cs: w.strides[1],
-        },
         &mut out,
         n,
         accumulate,
@@ -59,11 +82,26 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "linear-f32-gemm",
     op: "linear",
     signature: "float, float[, float] -> float",
-    doc: "`x·w + bias` on the GEMM with the bias fused into the output; a transposed weight is read in place; 1 to 4 rows against a row-major weight stream it once without packing.",
+    doc: "`x·w + bias` on the GEMM with the bias fused into the output; a constant weight is packed once at lowering, any other read in place through its strides (1 to 4 rows against a row-major weight stream it once without packing).",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: Some(Preparation {
+        doc: "a constant weight, packed into the micro-kernel's panels (the program keeps only that form)",
+        prepare: |_, operands| prepare_rhs(operands),
+        run: |op, v, prepared| {
+            const NAME: &str = "linear-f32-gemm";
+            match op {
+                Op::Linear(_) => Ok(KernelOut::row_major(linear_packed(
+                    operand(NAME, v, 0)?,
+                    prepared.get::<PackedMatrix>(NAME)?,
+                    v.get(1),
+                )?)),
+                other => Err(wrong_op(NAME, other)),
+            }
+        },
+    }),
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "linear-f32-gemm";
         match op {

@@ -1,14 +1,39 @@
 //! Batched matmul with numpy batch broadcasting, on strided operands.
 
+use super::packed_gemm::{prepare_rhs, PackedMatrix, Rhs};
+use super::registry::Preparation;
 use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
-use super::{broadcast, broadcast_strides, gemm, offset_of, Mat, View, R};
+use super::{broadcast, broadcast_strides, offset_of, Mat, View, R};
 use fuselage_ir::Op;
 use rayon::prelude::*;
 
 /// `a[..., M, K] · b[..., K, N]` with batch broadcasting; operands are read in place through
 /// their strides. Returns the row-major data and shape.
 pub fn batched_matmul(a: &View<'_>, b: &View<'_>) -> R<(Vec<f32>, Vec<usize>)> {
-    let (sa, sb) = (&a.shape, &b.shape);
+    matmul_with(a, MatRhs::View(b))
+}
+
+/// [`batched_matmul`] with a 2-D right operand packed at lowering time.
+pub fn matmul_packed(a: &View<'_>, b: &PackedMatrix) -> R<(Vec<f32>, Vec<usize>)> {
+    matmul_with(a, MatRhs::Packed(b))
+}
+
+/// The right operand of a matmul.
+enum MatRhs<'v, 'a> {
+    View(&'v View<'a>),
+    Packed(&'v PackedMatrix),
+}
+
+fn matmul_with(a: &View<'_>, rhs: MatRhs<'_, '_>) -> R<(Vec<f32>, Vec<usize>)> {
+    let (shape_b, strides_b, data_b): (Vec<usize>, Vec<usize>, &[f32]) = match &rhs {
+        MatRhs::View(b) => (b.shape.clone(), b.strides.clone(), b.data),
+        MatRhs::Packed(p) => (vec![p.rows(), p.cols()], vec![p.cols(), 1], &[]),
+    };
+    let packed = match rhs {
+        MatRhs::Packed(p) => Some(p),
+        MatRhs::View(_) => None,
+    };
+    let (sa, sb) = (&a.shape, &shape_b);
     let (ra, rb) = (sa.len(), sb.len());
     if ra < 2 || rb < 2 || sa[ra - 1] != sb[rb - 2] {
         return Err(format!("matmul: shapes {sa:?} · {sb:?} do not contract"));
@@ -42,17 +67,20 @@ pub fn batched_matmul(a: &View<'_>, b: &View<'_>) -> R<(Vec<f32>, Vec<usize>)> {
             rs: a.strides[ra - 2],
             cs: a.strides[ra - 1],
         };
-        let bm = Mat {
-            data: b.data,
-            off: 0,
-            rs: b.strides[0],
-            cs: b.strides[1],
+        let bm = match packed {
+            Some(p) => Rhs::Packed(p),
+            None => Rhs::Strided(Mat {
+                data: data_b,
+                off: 0,
+                rs: strides_b[0],
+                cs: strides_b[1],
+            }),
         };
-        gemm(nb * m, k, n, am, bm, &mut out, n, false, true)?;
+        bm.product(nb * m, k, n, am, &mut out, n, false, true)?;
         return Ok((out, shape));
     }
     let ast = broadcast_strides(&sa[..ra - 2], &a.strides[..ra - 2], &batch)?;
-    let bst = broadcast_strides(&sb[..rb - 2], &b.strides[..rb - 2], &batch)?;
+    let bst = broadcast_strides(&sb[..rb - 2], &strides_b[..rb - 2], &batch)?;
     let one = |i: usize, c: &mut [f32], parallel: bool| -> R<()> {
         let am = Mat {
             data: a.data,
@@ -60,13 +88,16 @@ pub fn batched_matmul(a: &View<'_>, b: &View<'_>) -> R<(Vec<f32>, Vec<usize>)> {
             rs: a.strides[ra - 2],
             cs: a.strides[ra - 1],
         };
-        let bm = Mat {
-            data: b.data,
-            off: offset_of(i, &batch, &bst),
-            rs: b.strides[rb - 2],
-            cs: b.strides[rb - 1],
+        let bm = match packed {
+            Some(p) => Rhs::Packed(p),
+            None => Rhs::Strided(Mat {
+                data: data_b,
+                off: offset_of(i, &batch, &bst),
+                rs: strides_b[rb - 2],
+                cs: strides_b[rb - 1],
+            }),
         };
-        gemm(m, k, n, am, bm, c, n, false, parallel)
+        bm.product(m, k, n, am, c, n, false, parallel)
     };
     if nb >= super::threads() && nb > 1 {
         out.par_chunks_mut(m * n)
@@ -85,11 +116,25 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     name: "matmul-f32-gemm",
     op: "matmul",
     signature: "float, float -> float",
-    doc: "Batched matmul with numpy batch broadcasting on the GEMM, operands read through their strides; 1 to 4 rows against a row-major weight (a decode step) stream the weight once without packing.",
+    doc: "Batched matmul with numpy batch broadcasting on the GEMM, operands read through their strides (a constant 2-D right operand packed once at lowering); 1 to 4 rows against a row-major right operand (a decode step) stream it once without packing.",
     applies: |_, operands, results| all_f32(operands, results),
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: Some(Preparation {
+        doc: "a constant 2-D right operand, packed into the micro-kernel's panels (the program keeps only that form)",
+        prepare: |_, operands| prepare_rhs(operands),
+        run: |op, v, prepared| {
+            const NAME: &str = "matmul-f32-gemm";
+            match op {
+                Op::MatMul(_) => Ok(KernelOut::row_major(matmul_packed(
+                    operand(NAME, v, 0)?,
+                    prepared.get::<PackedMatrix>(NAME)?,
+                )?)),
+                other => Err(wrong_op(NAME, other)),
+            }
+        },
+    }),
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "matmul-f32-gemm";
         match op {

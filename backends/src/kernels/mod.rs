@@ -34,6 +34,7 @@ pub mod linear;
 pub mod math;
 pub mod matmul;
 pub mod packed;
+pub mod packed_gemm;
 pub mod packed_move;
 pub mod quantize;
 pub mod registry;
@@ -130,6 +131,17 @@ impl<'a> View<'a> {
             expect *= d;
         }
         true
+    }
+
+    /// A 2-D view as a GEMM operand (its first two strides; a missing one reads as 0).
+    pub fn matrix(&self) -> Mat<'a> {
+        let stride = |i: usize| self.strides.get(i).copied().unwrap_or(0);
+        Mat {
+            data: self.data,
+            off: 0,
+            rs: stride(0),
+            cs: stride(1),
+        }
     }
 
     /// The elements in row-major order: borrowed when contiguous, gathered otherwise.

@@ -95,6 +95,7 @@ macro_rules! entry {
             cost: 1,
             requires: "any",
             guard: any_cpu,
+            prepare: None,
             run: KernelRun::Typed(run),
         };
     };

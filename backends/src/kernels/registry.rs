@@ -59,8 +59,72 @@ pub struct KernelEntry {
     pub requires: &'static str,
     /// Whether this CPU can run the kernel.
     pub guard: fn(&CpuFeatures) -> bool,
+    /// How the kernel lays out constant operands once, at lowering time (a GEMM's packed
+    /// weight), and runs on that form; `None` when it reads every operand as it is.
+    pub prepare: Option<Preparation>,
     /// Runs the kernel.
     pub run: KernelRun,
+}
+
+/// [`Preparation::prepare`]: the node's op and operands (`Some` for constants) to the prepared
+/// form, if any.
+pub type PrepareFn = fn(&Op, &[Option<View<'_>>]) -> R<Option<Prepared>>;
+
+/// A kernel's preparation of its constant operands: at lowering time the program hands
+/// [`Preparation::prepare`] the node's operands (the constants among them as views), keeps the
+/// [`Prepared`] form it returns in the instruction and drops the constants it replaces; each
+/// run then calls [`Preparation::run`] with the other operands.
+#[derive(Clone, Copy)]
+pub struct Preparation {
+    /// What is prepared, in words (the `prepared at lowering` column of `docs/kernels.md`).
+    pub doc: &'static str,
+    /// Given the node's operands — `Some` for the constants, `None` for the values a run
+    /// computes — the prepared form, or `None` when nothing is to be prepared.
+    pub prepare: PrepareFn,
+    /// Runs the kernel on the operands [`Prepared::replaces`] does not name (in operand order)
+    /// and the prepared form.
+    pub run: fn(&Op, &[View<'_>], &Prepared) -> R<KernelOut>,
+}
+
+/// Constant operands of one node laid out by [`Preparation::prepare`], kept by the program in
+/// place of those constants.
+pub struct Prepared {
+    /// The operand positions it replaces (sorted): runs do not receive them.
+    pub replaces: Vec<usize>,
+    /// The prepared data, for the kernel's own [`Preparation::run`] (which downcasts it).
+    pub data: Box<dyn std::any::Any + Send + Sync>,
+    /// Bytes it holds.
+    pub bytes: usize,
+    /// What was prepared, for `--explain-lowering` (`weight [384, 1536] packed for the avx2
+    /// 6×16 micro-kernel, 2.3 MiB`).
+    pub what: String,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("replaces", &self.replaces)
+            .field("bytes", &self.bytes)
+            .field("what", &self.what)
+            .finish()
+    }
+}
+
+impl Prepared {
+    /// The prepared data as a `T`, or an error naming the kernel when it is another type.
+    pub fn get<T: 'static>(&self, kernel: &str) -> R<&T> {
+        self.data.downcast_ref::<T>().ok_or_else(|| {
+            format!(
+                "{kernel}: the prepared operand is not a {}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// Whether operand `i` is replaced.
+    pub fn replaces(&self, i: usize) -> bool {
+        self.replaces.contains(&i)
+    }
 }
 
 /// How a kernel runs.
@@ -234,18 +298,19 @@ fn select_from(
 /// The registry as a Markdown table (the one in `docs/kernels.md`).
 pub fn markdown_table() -> String {
     let mut s = String::from(
-        "| kernel | op | signature | cost | CPU features | what it does |\n\
-         |---|---|---|---|---|---|\n",
+        "| kernel | op | signature | cost | CPU features | what it does | prepared at lowering |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for e in KERNELS {
         s.push_str(&format!(
-            "| `{}` | `{}` | `{}` | {} | {} | {} |\n",
+            "| `{}` | `{}` | `{}` | {} | {} | {} | {} |\n",
             e.name,
             e.op,
             e.signature,
             e.cost,
             e.requires,
-            e.doc.replace('|', "\\|")
+            e.doc.replace('|', "\\|"),
+            e.prepare.map_or("—", |p| p.doc).replace('|', "\\|")
         ));
     }
     s

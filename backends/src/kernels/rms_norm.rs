@@ -46,6 +46,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "rms_norm-f32";
         let Op::RmsNorm(rn) = op else {

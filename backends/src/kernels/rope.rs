@@ -133,6 +133,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "rope-f32";
         let Op::Rope(r) = op else {

@@ -40,6 +40,7 @@ pub(crate) const SIGMOID_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "sigmoid-f32";
         if !matches!(op, Op::Sigmoid(_)) {
@@ -63,6 +64,7 @@ pub(crate) const SILU_ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "silu-f32";
         if !matches!(op, Op::Silu(_)) {

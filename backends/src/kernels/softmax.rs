@@ -59,6 +59,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     cost: 10,
     requires: "any",
     guard: any_cpu,
+    prepare: None,
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "softmax-f32-rows";
         if !matches!(op, Op::Softmax(_)) {

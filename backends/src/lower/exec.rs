@@ -239,6 +239,13 @@ impl<B: Backend> Program<B> {
         bindings: &HashMap<String, u64>,
         widened: &mut u64,
     ) -> R<Vec<Value<B>>> {
+        if ins.prepared.is_some() {
+            return Err(format!(
+                "an operand was prepared for {} at lowering, the reference semantics cannot run \
+                 without it (lower with prepare_constants off)",
+                ins.kernel.map_or("a kernel", |k| k.name)
+            ));
+        }
         let host: Vec<Tensor> = args
             .into_iter()
             .zip(&ins.operand_types)

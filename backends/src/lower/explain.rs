@@ -30,6 +30,8 @@ pub struct NodeLowering {
     pub why: String,
     /// The kernels of the registry considered for the node and not chosen.
     pub rejected: Vec<KernelRejection>,
+    /// What the kernel prepared at lowering time, in words (a packed weight), if anything.
+    pub prepared: Option<String>,
 }
 
 impl<B: Backend> Program<B> {
@@ -70,6 +72,7 @@ impl<B: Backend> Program<B> {
                 },
                 why,
                 rejected,
+                prepared: ins.prepared.as_ref().map(|p| p.what.clone()),
             });
             if let Some(sub) = &ins.sub {
                 sub.explain_into(depth + 1, out);
@@ -78,8 +81,8 @@ impl<B: Backend> Program<B> {
     }
 }
 
-/// The report as text: one line per node (`function node op lowering [kernel] — why`), one
-/// indented line per rejected kernel.
+/// The report as text: one line per node (`function node op lowering [kernel] — why`), an
+/// indented line for what its kernel prepared at lowering, one per rejected kernel.
 pub fn render_explain(nodes: &[NodeLowering]) -> String {
     let mut s = String::new();
     for n in nodes {
@@ -93,6 +96,9 @@ pub fn render_explain(nodes: &[NodeLowering]) -> String {
             "{indent}@{} {:<12} {:<16} {:<28} {}",
             n.function, n.node, n.op, how, n.why
         );
+        if let Some(p) = &n.prepared {
+            let _ = writeln!(s, "{indent}    prepared: {p}");
+        }
         for r in &n.rejected {
             let _ = writeln!(s, "{indent}    rejected {}: {}", r.kernel, r.reason);
         }

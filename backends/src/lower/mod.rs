@@ -126,6 +126,11 @@ pub struct LowerOptions {
     /// allocator ([`Program::buffer_pool`]). Default: true — with glibc's malloc, MiniLM at
     /// 8 × 128 ran 12–33 % slower without it than with mimalloc (docs/performance.md).
     pub buffer_pool: bool,
+    /// Let each kernel lay out its constant operands once, at lowering time, in the form it
+    /// reads ([`KernelEntry::prepare`](crate::kernels::registry::KernelEntry::prepare): the
+    /// GEMMs pack a constant weight into their micro-kernel's panels); the program keeps that
+    /// form instead of the constant. Default: true.
+    pub prepare_constants: bool,
 }
 
 impl Default for LowerOptions {
@@ -135,6 +140,7 @@ impl Default for LowerOptions {
             host_fallback: true,
             hoist_constants: true,
             buffer_pool: true,
+            prepare_constants: true,
         }
     }
 }
@@ -255,6 +261,16 @@ pub(crate) struct Instr<B: Backend> {
     pub kernel: Option<&'static crate::kernels::registry::KernelEntry>,
     /// Lowered callee / loop body.
     pub sub: Option<Arc<Program<B>>>,
+    /// Constant operands the kernel laid out at lowering time (a packed weight); the operands
+    /// it replaces are not read by runs.
+    pub prepared: Option<Arc<crate::kernels::registry::Prepared>>,
+}
+
+impl<B: Backend> Instr<B> {
+    /// Whether operand `i` is replaced by the prepared form (runs do not read it).
+    pub(crate) fn operand_prepared(&self, i: usize) -> bool {
+        self.prepared.as_ref().is_some_and(|p| p.replaces(i))
+    }
 }
 
 impl<B: Backend> Instr<B> {
@@ -525,6 +541,7 @@ fn lower_rec<B: Backend>(
             how,
             kernel,
             sub,
+            prepared: None,
         });
     }
     let mut program = Program {
@@ -548,6 +565,10 @@ fn lower_rec<B: Backend>(
     if options.hoist_constants {
         program.hoist_constants();
     }
+    if options.prepare_constants && use_kernels {
+        program.prepare_constants();
+    }
+    program.drop_unread_constants();
     Ok(program)
 }
 
@@ -737,14 +758,74 @@ impl<B: Backend> Program<B> {
             }
             self.instrs[idx].how = Lowering::Folded;
         }
+    }
+
+    /// Hands every kernel instruction with a [preparation](crate::kernels::registry::Preparation)
+    /// its constant operands and keeps the prepared form it returns (a packed weight). A
+    /// preparation that fails leaves the instruction to read its operands as they are.
+    fn prepare_constants(&mut self) {
+        for idx in 0..self.instrs.len() {
+            let ins = &self.instrs[idx];
+            let (Lowering::Kernel, Some(entry)) = (ins.how, ins.kernel) else {
+                continue;
+            };
+            let Some(prep) = entry.prepare else { continue };
+            if !ins.operands.iter().any(|r| self.constants.contains_key(r)) {
+                continue;
+            }
+            let held: Vec<Option<host_view::Held<'_>>> = ins
+                .operands
+                .iter()
+                .map(|r| match self.constants.get(r) {
+                    Some(Value::Float(t)) => host_view::hold::<B>(t).ok(),
+                    _ => None,
+                })
+                .collect();
+            let views: Option<Vec<Option<crate::kernels::View<'_>>>> = held
+                .iter()
+                .map(|h| {
+                    h.as_ref()
+                        .map(|h| h.view().ok())
+                        .map_or(Some(None), |v| v.map(Some))
+                })
+                .collect();
+            let Some(views) = views else { continue };
+            let prepared = (prep.prepare)(&ins.op, &views);
+            drop(views);
+            drop(held);
+            if let Ok(Some(p)) = prepared {
+                self.instrs[idx].prepared = Some(Arc::new(p));
+            }
+        }
+    }
+
+    /// Drops the constants that no instruction still reads (folded instructions and operands
+    /// replaced by a prepared form do not read) and no output returns; recounts the bytes the
+    /// program holds for constants, prepared forms included.
+    fn drop_unread_constants(&mut self) {
         let mut read: std::collections::HashSet<usize> = self.output_regs.iter().copied().collect();
         for ins in &self.instrs {
-            if ins.how != Lowering::Folded {
-                read.extend(ins.operands.iter().copied());
+            if ins.how == Lowering::Folded {
+                continue;
+            }
+            for (i, &r) in ins.operands.iter().enumerate() {
+                if !ins.operand_prepared(i) {
+                    read.insert(r);
+                }
             }
         }
         self.constants.retain(|r, _| read.contains(r));
-        self.constant_bytes = self.constants.values().map(Value::storage_bytes).sum();
+        self.constant_bytes = self
+            .constants
+            .values()
+            .map(Value::storage_bytes)
+            .sum::<u64>()
+            + self
+                .instrs
+                .iter()
+                .filter_map(|i| i.prepared.as_ref())
+                .map(|p| p.bytes as u64)
+                .sum::<u64>();
     }
 
     /// Start (`true`) or stop recording the time of each op kind (callees and loop bodies are
@@ -880,7 +961,11 @@ impl<B: Backend> Program<B> {
                 _ => {}
             }
             let mut args = Vec::with_capacity(ins.operands.len());
-            for &r in &ins.operands {
+            for (i, &r) in ins.operands.iter().enumerate() {
+                // An operand the kernel prepared at lowering is not read (nor kept).
+                if ins.operand_prepared(i) {
+                    continue;
+                }
                 args.push(
                     regs[r]
                         .clone()

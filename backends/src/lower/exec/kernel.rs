@@ -38,7 +38,16 @@ impl<B: Backend> Program<B> {
             .iter()
             .map(|h| h.view())
             .collect::<Result<Vec<_>, _>>()?;
-        let mut out = run(&ins.op, &v)?;
+        let mut out = match (&ins.prepared, entry.prepare) {
+            (Some(prepared), Some(prep)) => (prep.run)(&ins.op, &v, prepared)?,
+            (Some(_), None) => {
+                return Err(format!(
+                    "internal: {} has a prepared operand but no preparation",
+                    entry.name
+                ))
+            }
+            (None, _) => run(&ins.op, &v)?,
+        };
         drop(v);
         drop(held);
         // The kernel computed in f32; a bf16/f16 result is rounded onto its dtype here, on the
