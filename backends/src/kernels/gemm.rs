@@ -48,6 +48,17 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// `Ok` when an `m × n` output (`m`, `n` ≥ 1) at row stride `ldc` fits in `len` elements;
+/// otherwise an error naming `what`.
+pub(crate) fn check_out(what: &str, m: usize, n: usize, ldc: usize, len: usize) -> R<()> {
+    if ldc < n || (m - 1) * ldc + n > len {
+        return Err(format!(
+            "{what}: output [{m}×{n}] with row stride {ldc} does not fit in {len} elements"
+        ));
+    }
+    Ok(())
+}
+
 /// Below this many multiply-adds a GEMM runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
 
@@ -69,12 +80,7 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if ldc < n || (m - 1) * ldc + n > c.len() {
-        return Err(format!(
-            "gemm: output [{m}×{n}] with row stride {ldc} does not fit in {} elements",
-            c.len()
-        ));
-    }
+    check_out("gemm", m, n, ldc, c.len())?;
     // A few rows against a row-major B (a decode step): bandwidth-bound, no packing.
     if super::small_m::applies(m, &b) {
         return super::small_m::small_m_gemm(m, k, n, a, b, c, ldc, accumulate, parallel);

@@ -289,12 +289,7 @@ pub fn gemm_packed(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if ldc < n || (m - 1) * ldc + n > c.len() {
-        return Err(format!(
-            "packed GEMM: output [{m}×{n}] with row stride {ldc} does not fit in {} elements",
-            c.len()
-        ));
-    }
+    super::gemm::check_out("packed GEMM", m, n, ldc, c.len())?;
     if !b.isa.runs_here() {
         return Err(format!(
             "packed GEMM: B was packed for the {} micro-kernel, which this CPU cannot run",
@@ -429,13 +424,15 @@ impl Job<'_> {
                                 micro(
                                     isa,
                                     rq,
-                                    kcl,
-                                    a,
-                                    bp,
-                                    c.add((ic + ir) * self.ldc + j * nr),
-                                    self.ldc,
-                                    load,
-                                    cols,
+                                    Tile {
+                                        kc: kcl,
+                                        a,
+                                        b: bp,
+                                        c: c.add((ic + ir) * self.ldc + j * nr),
+                                        ldc: self.ldc,
+                                        load,
+                                        cols,
+                                    },
                                 )
                             };
                         }
@@ -481,6 +478,19 @@ struct APanel {
     cs: usize,
 }
 
+/// One micro-kernel call: `C[rows, cols] (+)= A · B` over `kc`, the `A` rows of `a`, the
+/// `kc × NR` panel at `b`, `C` at `c` with row stride `ldc`, read first when `load`.
+#[derive(Clone, Copy)]
+struct Tile {
+    kc: usize,
+    a: APanel,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
+    cols: usize,
+}
+
 /// Expands to a `match` of a run-time row count onto the micro-kernel instance of that many rows.
 macro_rules! by_rows {
     ($rows:expr, $f:ident, $args:tt, [$($n:literal)*]) => {
@@ -494,27 +504,19 @@ macro_rules! by_rows {
 /// One `rows × NR` tile: `C[rows, cols] (+)= Apanel · Bpanel` over `kc`.
 ///
 /// # Safety
-/// `a` reaches `rows × kc` floats, `b` holds `kc × NR`; `c` is valid for `rows` rows of `cols` elements
-/// at stride `ldc`; `isa` runs on this CPU; `1 ≤ rows ≤ MR`, `1 ≤ cols ≤ NR`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro(
-    isa: GemmIsa,
-    rows: usize,
-    kc: usize,
-    a: APanel,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    load: bool,
-    cols: usize,
-) {
+/// `t.a` reaches `rows × kc` floats, `t.b` holds `kc × NR`; `t.c` is valid for `rows` rows of
+/// `cols` elements at stride `ldc`; `isa` runs on this CPU; `1 ≤ rows ≤ MR`, `1 ≤ cols ≤ NR`.
+unsafe fn micro(isa: GemmIsa, rows: usize, t: Tile) {
+    let Tile {
+        c, ldc, load, cols, ..
+    } = t;
     match isa {
         #[cfg(target_arch = "x86_64")]
         GemmIsa::Avx512 => unsafe {
             by_rows!(
                 rows,
                 avx512_tile,
-                (kc, a, b, c, ldc, load, cols),
+                (t),
                 [1 2 3 4 5 6 7 8 9 10 11 12]
             )
         },
@@ -533,7 +535,12 @@ unsafe fn micro(
                 by_rows!(
                     rows,
                     avx2_tile,
-                    (kc, a, b, tile.as_mut_ptr(), 16, load),
+                    (Tile {
+                        c: tile.as_mut_ptr(),
+                        ldc: 16,
+                        cols: 16,
+                        ..t
+                    }),
                     [1 2 3 4 5 6]
                 )
             };
@@ -548,7 +555,7 @@ unsafe fn micro(
             by_rows!(
                 rows,
                 avx2_tile,
-                (kc, a, b, c, ldc, load),
+                (t),
                 [1 2 3 4 5 6]
             )
         },
@@ -560,7 +567,7 @@ unsafe fn micro(
             by_rows!(
                 rows,
                 portable_tile,
-                (kc, a, b, c, ldc, load, cols),
+                (t),
                 [1 2 3 4 5 6]
             )
         },
@@ -574,15 +581,16 @@ unsafe fn micro(
 /// As [`micro`], with AVX-512F on this CPU.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_tile<const MR: usize>(
-    kc: usize,
-    a: APanel,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    load: bool,
-    cols: usize,
-) {
+unsafe fn avx512_tile<const MR: usize>(t: Tile) {
+    let Tile {
+        kc,
+        a,
+        b,
+        c,
+        ldc,
+        load,
+        cols,
+    } = t;
     use std::arch::x86_64::*;
     let mask = |w: usize| -> __mmask16 {
         if w >= 16 {
@@ -633,14 +641,16 @@ unsafe fn avx512_tile<const MR: usize>(
 /// As [`micro`] with `cols` = 16, with AVX2 and FMA on this CPU.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_tile<const MR: usize>(
-    kc: usize,
-    a: APanel,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    load: bool,
-) {
+unsafe fn avx2_tile<const MR: usize>(t: Tile) {
+    let Tile {
+        kc,
+        a,
+        b,
+        c,
+        ldc,
+        load,
+        ..
+    } = t;
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     if load {
@@ -677,17 +687,9 @@ unsafe fn avx2_tile<const MR: usize>(
 ///
 /// # Safety
 /// As [`micro`].
-unsafe fn portable_tile<const MR: usize>(
-    kc: usize,
-    a: APanel,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    load: bool,
-    cols: usize,
-) {
+unsafe fn portable_tile<const MR: usize>(t: Tile) {
     // SAFETY: the caller's contract.
-    unsafe { portable_body::<MR>(kc, a, b, c, ldc, load, cols) }
+    unsafe { portable_body::<MR>(t) }
 }
 
 /// The loops of [`portable_tile`].
@@ -695,15 +697,16 @@ unsafe fn portable_tile<const MR: usize>(
 /// # Safety
 /// As [`micro`].
 #[inline(always)]
-unsafe fn portable_body<const MR: usize>(
-    kc: usize,
-    a: APanel,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    load: bool,
-    cols: usize,
-) {
+unsafe fn portable_body<const MR: usize>(t: Tile) {
+    let Tile {
+        kc,
+        a,
+        b,
+        c,
+        ldc,
+        load,
+        cols,
+    } = t;
     const NR: usize = 16;
     let mut acc = [[0f32; NR]; MR];
     if load {

@@ -76,12 +76,7 @@ pub fn small_m_gemm(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if ldc < n || (m - 1) * ldc + n > c.len() {
-        return Err(format!(
-            "small-M GEMM: output [{m}×{n}] with row stride {ldc} does not fit in {} elements",
-            c.len()
-        ));
-    }
+    super::gemm::check_out("small-M GEMM", m, n, ldc, c.len())?;
     if k > 0 {
         let last_a = a.off + (m - 1) * a.rs + (k - 1) * a.cs;
         let last_b = b.off + (k - 1) * b.rs + (n - 1);
