@@ -590,3 +590,82 @@ fn session_state_replaced_by_a_run_is_updated() {
     assert!(e.contains('v'), "{e}");
     assert!(s2.state("w").unwrap().is_some());
 }
+
+/// W8A8 through the lowering: `quantize` (per token) of the input and of a constant weight
+/// (per output channel, computed once at lowering), then `qlinear` on the INT8 GEMM kernel with
+/// the i8 weight packed at lowering: the i8 values never leave their packed form (no
+/// widening), the program keeps only the packed weight, and the output matches the reference
+/// semantics.
+#[test]
+fn int8_linear_runs_on_packed_values_with_its_weight_packed_at_lowering() {
+    use fuselage_backends::Lowering;
+    use fuselage_frontends::builder::ModelBuilder;
+    use fuselage_ir::ops::testing::rand_tensor;
+    use fuselage_ir::{Dim, Op};
+    let (k, n) = (64usize, 48usize);
+    let mut b = ModelBuilder::new(0);
+    let x = b.input("x", DType::F32, &[Dim::sym("B"), Dim::from(k as u64)]);
+    let w = b
+        .constant("w", &rand_tensor(DType::F32, vec![k, n], 1))
+        .unwrap();
+    let bias = b
+        .constant("b", &rand_tensor(DType::F32, vec![n], 2))
+        .unwrap();
+    let quantize = |g: serde_json::Value| {
+        Op::from_attrs(
+            "quantize",
+            serde_json::json!({"dtype": "i8", "granularity": g}),
+        )
+        .unwrap()
+    };
+    let xq = b
+        .op_multi(
+            quantize(serde_json::json!({"kind": "per_token"})),
+            &[x],
+            None,
+        )
+        .unwrap();
+    let wq = b
+        .op_multi(
+            quantize(serde_json::json!({"kind": "per_channel", "axis": 1})),
+            &[w],
+            None,
+        )
+        .unwrap();
+    let qlinear = Op::from_attrs("qlinear", serde_json::json!({"activation": "gelu"})).unwrap();
+    let y = b.op(qlinear, &[xq[0], xq[1], wq[0], wq[1], bias]).unwrap();
+    b.output("y", y);
+    let m = b.finish().unwrap();
+    let xs = rand_tensor(DType::F32, vec![5, k], 3);
+    let want = Reference
+        .run(&m, "main", std::slice::from_ref(&xs))
+        .unwrap();
+    let p = lower::<CpuBackend>(&m, "main", &Default::default(), &LowerOptions::default()).unwrap();
+    let nodes = p.explain_lowering();
+    let q = nodes.iter().find(|n| n.op == "qlinear").unwrap();
+    assert_eq!(q.lowering, Lowering::Kernel, "{q:?}");
+    assert_eq!(q.kernel, Some("qlinear-i8-gemm"));
+    assert!(
+        q.prepared
+            .as_deref()
+            .is_some_and(|p| p.contains("i8 weight [64, 48] packed")),
+        "{q:?}"
+    );
+    let quantizes: Vec<_> = nodes.iter().filter(|n| n.op == "quantize").collect();
+    assert_eq!(quantizes.len(), 2);
+    assert!(quantizes.iter().any(|n| n.lowering == Lowering::Folded));
+    assert!(quantizes
+        .iter()
+        .any(|n| n.kernel == Some("quantize-packed")));
+    let got = p.run_tensors(std::slice::from_ref(&xs)).unwrap();
+    assert_close("qlinear", 0, &got[0], &want[0]);
+    let stats = p.last_run_stats();
+    assert_eq!(stats.packed_widened, 0, "{stats:?}");
+    // Held: the packed weight (i16 pairs: 32 × 3 panels × 32 values × 2 bytes), its 48 scales
+    // and the 48 biases — not the f32 weight, nor its i8 codes.
+    assert_eq!(
+        stats.constant_bytes,
+        32 * 3 * 32 * 2 + 48 * 4 + 48 * 4,
+        "{stats:?}"
+    );
+}

@@ -1141,6 +1141,29 @@ fn cases() -> Vec<Case> {
         ),
         vec![f("f32", &[2, 3])],
     ));
+    // Appended last: a case's random inputs are seeded by its index, so new cases go at the
+    // end (inserting one re-draws the inputs of every later case).
+    v.push(case(
+        "qlinear/per-token-bias-gelu",
+        op("qlinear", json!({"activation": "gelu"})),
+        vec![
+            t("i8", "B,S,40", &[2, 5, 40]),
+            pos(t("f32", "B,S,1", &[2, 5, 1])),
+            f("i8", &[40, 24]),
+            pos(f("f32", &[1, 24])),
+            f("f32", &[24]),
+        ],
+    ));
+    v.push(case(
+        "qlinear/per-tensor",
+        op("qlinear", e.clone()),
+        vec![
+            f("i8", &[7, 70]),
+            pos(f("f32", &[1, 1])),
+            f("i8", &[70, 33]),
+            pos(f("f32", &[1, 1])),
+        ],
+    ));
     v
 }
 

@@ -1,8 +1,8 @@
 //! `linear`: `x[..., K] · w[K, N] + bias[N]` with the bias fused into the GEMM's output.
 
 use super::packed_gemm::{prepare_rhs, PackedMatrix, Rhs};
-use super::registry::Preparation;
 use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
+use super::registry::{Preparation, PreparedRun};
 use super::{Mat, View, R};
 use fuselage_ir::Op;
 
@@ -90,7 +90,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     prepare: Some(Preparation {
         doc: "a constant weight, packed into the micro-kernel's panels (the program keeps only that form)",
         prepare: |_, operands| prepare_rhs(operands),
-        run: |op, v, prepared| {
+        run: PreparedRun::F32(|op, v, prepared| {
             const NAME: &str = "linear-f32-gemm";
             match op {
                 Op::Linear(_) => Ok(KernelOut::row_major(linear_packed(
@@ -100,7 +100,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
                 )?)),
                 other => Err(wrong_op(NAME, other)),
             }
-        },
+        }),
     }),
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "linear-f32-gemm";

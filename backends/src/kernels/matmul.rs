@@ -1,8 +1,8 @@
 //! Batched matmul with numpy batch broadcasting, on strided operands.
 
 use super::packed_gemm::{prepare_rhs, PackedMatrix, Rhs};
-use super::registry::Preparation;
 use super::registry::{all_f32, any_cpu, operand, wrong_op, KernelEntry, KernelOut, KernelRun};
+use super::registry::{Preparation, PreparedRun};
 use super::{broadcast, broadcast_strides, offset_of, Mat, View, R};
 use fuselage_ir::Op;
 use rayon::prelude::*;
@@ -124,7 +124,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
     prepare: Some(Preparation {
         doc: "a constant 2-D right operand, packed into the micro-kernel's panels (the program keeps only that form)",
         prepare: |_, operands| prepare_rhs(operands),
-        run: |op, v, prepared| {
+        run: PreparedRun::F32(|op, v, prepared| {
             const NAME: &str = "matmul-f32-gemm";
             match op {
                 Op::MatMul(_) => Ok(KernelOut::row_major(matmul_packed(
@@ -133,7 +133,7 @@ pub(crate) const ENTRY: KernelEntry = KernelEntry {
                 )?)),
                 other => Err(wrong_op(NAME, other)),
             }
-        },
+        }),
     }),
     run: KernelRun::F32(|op, v| {
         const NAME: &str = "matmul-f32-gemm";

@@ -36,6 +36,8 @@ pub mod matmul;
 pub mod packed;
 pub mod packed_gemm;
 pub mod packed_move;
+pub mod qgemm;
+pub mod qlinear;
 pub mod quantize;
 pub mod registry;
 pub mod rms_norm;

@@ -20,8 +20,8 @@
 //! panel once at the cost of one load per `NR` columns: bandwidth-bound, not packing-bound.
 
 use super::gemm::Mat;
-use super::registry::Prepared;
-use super::{View, R};
+use super::registry::{Prepared, TypedIn};
+use super::R;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -248,8 +248,8 @@ impl Rhs<'_> {
 
 /// The [preparation](super::registry::Preparation) of `linear` and `matmul`: operand 1, when
 /// it is a constant matrix, packed for this CPU's micro-kernel.
-pub(crate) fn prepare_rhs(operands: &[Option<View<'_>>]) -> R<Option<Prepared>> {
-    let Some(Some(w)) = operands.get(1) else {
+pub(crate) fn prepare_rhs(operands: &[Option<TypedIn<'_>>]) -> R<Option<Prepared>> {
+    let Some(Some(TypedIn::F32(w))) = operands.get(1) else {
         return Ok(None);
     };
     if w.shape.len() != 2 {

@@ -66,12 +66,12 @@ pub struct KernelEntry {
     pub run: KernelRun,
 }
 
-/// [`Preparation::prepare`]: the node's op and operands (`Some` for constants) to the prepared
-/// form, if any.
-pub type PrepareFn = fn(&Op, &[Option<View<'_>>]) -> R<Option<Prepared>>;
+/// [`Preparation::prepare`]: the node's op and operands (`Some` for constants: an f32 view, or
+/// a packed tensor) to the prepared form, if any.
+pub type PrepareFn = fn(&Op, &[Option<TypedIn<'_>>]) -> R<Option<Prepared>>;
 
-/// A kernel's preparation of its constant operands: at lowering time the program hands
-/// [`Preparation::prepare`] the node's operands (the constants among them as views), keeps the
+/// A kernel's preparation of its constant operands: at lowering the program hands
+/// [`Preparation::prepare`] the node's operands (the constants among them), keeps the
 /// [`Prepared`] form it returns in the instruction and drops the constants it replaces; each
 /// run then calls [`Preparation::run`] with the other operands.
 #[derive(Clone, Copy)]
@@ -82,8 +82,20 @@ pub struct Preparation {
     /// computes — the prepared form, or `None` when nothing is to be prepared.
     pub prepare: PrepareFn,
     /// Runs the kernel on the operands [`Prepared::replaces`] does not name (in operand order)
-    /// and the prepared form.
-    pub run: fn(&Op, &[View<'_>], &Prepared) -> R<KernelOut>,
+    /// and the prepared form; of the kernel's kind ([`KernelRun`]).
+    pub run: PreparedRun,
+}
+
+/// [`PreparedRun::Typed`]: op, context, the other operands and the prepared form to results.
+pub type PreparedTypedRun = fn(&Op, &TypedCx<'_>, &[TypedIn<'_>], &Prepared) -> R<Vec<TypedOut>>;
+
+/// How a kernel with a prepared operand runs (the two kinds of [`KernelRun`]).
+#[derive(Clone, Copy)]
+pub enum PreparedRun {
+    /// An f32 kernel: the other operands read in place.
+    F32(fn(&Op, &[View<'_>], &Prepared) -> R<KernelOut>),
+    /// A typed kernel: the other operands as they are (packed ones packed).
+    Typed(PreparedTypedRun),
 }
 
 /// Constant operands of one node laid out by [`Preparation::prepare`], kept by the program in
@@ -197,6 +209,7 @@ impl Eq for KernelEntry {}
 pub static KERNELS: &[&KernelEntry] = &[
     &super::matmul::ENTRY,
     &super::linear::ENTRY,
+    &super::qlinear::ENTRY,
     &super::attention::ENTRY,
     &super::layer_norm::ENTRY,
     &super::rms_norm::ENTRY,

@@ -64,6 +64,12 @@ fn spatial_rank(operands: &[TensorType]) -> usize {
 /// The ops burn has no exact lowering for (checked before the kernels and burn's ops).
 pub(crate) const HOST_RULES: &[HostRule] = &[
     HostRule {
+        op: "qlinear",
+        when: always,
+        reason: "an exact integer GEMM and no kernel of the registry applies (native kernels \
+                 off, or not the CPU backend): the reference semantics run on the host",
+    },
+    HostRule {
         op: "quantize",
         when: always,
         reason: "an exact low-precision codec and no packed kernel applies (native kernels \
@@ -340,6 +346,7 @@ pub(crate) fn classify(
         // Ops the host rules above always take (kept here so that this match names every op).
         Op::Quantize(_)
         | Op::Dequantize(_)
+        | Op::QLinear(_)
         | Op::TopK(_)
         | Op::MmcaAttention(_)
         | Op::Dims(_)

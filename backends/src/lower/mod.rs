@@ -781,17 +781,22 @@ impl<B: Backend> Program<B> {
                     _ => None,
                 })
                 .collect();
-            let views: Option<Vec<Option<crate::kernels::View<'_>>>> = held
-                .iter()
-                .map(|h| {
-                    h.as_ref()
-                        .map(|h| h.view().ok())
-                        .map_or(Some(None), |v| v.map(Some))
-                })
-                .collect();
-            let Some(views) = views else { continue };
-            let prepared = (prep.prepare)(&ins.op, &views);
-            drop(views);
+            // Constants as the kernel would read them: float ones as views, packed ones packed;
+            // a float constant that cannot be held is not offered (the run reads it).
+            let mut operands: Vec<Option<crate::kernels::registry::TypedIn<'_>>> = vec![];
+            for (r, h) in ins.operands.iter().zip(&held) {
+                operands.push(match (self.constants.get(r), h) {
+                    (Some(Value::Packed(p)), _) => {
+                        Some(crate::kernels::registry::TypedIn::Packed(p))
+                    }
+                    (Some(Value::Float(_)), Some(h)) => {
+                        h.view().ok().map(crate::kernels::registry::TypedIn::F32)
+                    }
+                    _ => None,
+                });
+            }
+            let prepared = (prep.prepare)(&ins.op, &operands);
+            drop(operands);
             drop(held);
             if let Ok(Some(p)) = prepared {
                 self.instrs[idx].prepared = Some(Arc::new(p));

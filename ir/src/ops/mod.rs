@@ -71,6 +71,7 @@ pub mod not;
 pub mod pad;
 pub mod pool;
 pub mod pow;
+pub mod qlinear;
 pub mod quantize;
 pub mod reduce;
 pub mod reduce_scatter;
@@ -276,6 +277,7 @@ ops! {
     LayerNorm => layer_norm::LayerNorm,
     RmsNorm => rms_norm::RmsNorm,
     Linear => linear::Linear,
+    QLinear => qlinear::QLinear,
     AllGather => all_gather::AllGather,
     ReduceScatter => reduce_scatter::ReduceScatter,
     AllReduce => all_reduce::AllReduce,

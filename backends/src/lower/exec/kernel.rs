@@ -4,7 +4,7 @@
 
 use super::super::host_view::{from_host, hold};
 use super::super::{Instr, Program, Value};
-use crate::kernels::registry::{KernelRun, TypedCx, TypedIn, TypedOut};
+use crate::kernels::registry::{KernelRun, PreparedRun, TypedCx, TypedIn, TypedOut};
 use crate::kernels::round::round_in_place;
 use crate::kernels::View;
 use burn::tensor::backend::Backend;
@@ -38,11 +38,11 @@ impl<B: Backend> Program<B> {
             .iter()
             .map(|h| h.view())
             .collect::<Result<Vec<_>, _>>()?;
-        let mut out = match (&ins.prepared, entry.prepare) {
-            (Some(prepared), Some(prep)) => (prep.run)(&ins.op, &v, prepared)?,
-            (Some(_), None) => {
+        let mut out = match (&ins.prepared, entry.prepare.map(|p| p.run)) {
+            (Some(prepared), Some(PreparedRun::F32(run))) => run(&ins.op, &v, prepared)?,
+            (Some(_), _) => {
                 return Err(format!(
-                    "internal: {} has a prepared operand but no preparation",
+                    "internal: {} has a prepared operand but no f32 preparation",
                     entry.name
                 ))
             }
@@ -108,7 +108,15 @@ impl<B: Backend> Program<B> {
             result_types: &ins.result_types,
             result_shapes: &shapes,
         };
-        let out = run(&ins.op, &cx, &operands)?;
+        let out = match (&ins.prepared, entry_prepared_run(ins)) {
+            (Some(prepared), Some(PreparedRun::Typed(run))) => {
+                run(&ins.op, &cx, &operands, prepared)?
+            }
+            (Some(_), _) => {
+                return Err("internal: a prepared operand but no typed preparation".into())
+            }
+            (None, _) => run(&ins.op, &cx, &operands)?,
+        };
         drop(operands);
         drop(views);
         drop(held);
@@ -123,4 +131,9 @@ impl<B: Backend> Program<B> {
             })
             .collect()
     }
+}
+
+/// The prepared run of the instruction's kernel, if it has a preparation.
+fn entry_prepared_run<B: Backend>(ins: &Instr<B>) -> Option<PreparedRun> {
+    ins.kernel.and_then(|k| k.prepare).map(|p| p.run)
 }
