@@ -223,8 +223,9 @@ unsafe fn gemm_unchecked_out(
 /// Smallest block (rows or columns) a parallel split hands to one worker.
 const SPLIT_MIN: usize = 64;
 
-/// The output pointer shared by the blocks of a split GEMM (each writes its own elements).
-struct SharedOut(*mut f32);
+/// The output pointer shared by the tasks of a split GEMM (each writes its own elements; the
+/// packed and INT8 GEMMs use it too).
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 // SAFETY: the tasks sharing it write disjoint blocks of the output.
 unsafe impl Sync for SharedOut {}
 

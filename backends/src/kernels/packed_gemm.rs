@@ -20,6 +20,7 @@
 //! panel once at the cost of one load per `NR` columns: bandwidth-bound, not packing-bound.
 
 use super::gemm::Mat;
+use super::gemm::SharedOut;
 use super::registry::{Prepared, TypedIn};
 use super::R;
 use rayon::prelude::*;
@@ -345,11 +346,6 @@ pub fn gemm_packed(
     }
     Ok(())
 }
-
-/// The output pointer shared by the tasks of a split product (each writes its own elements).
-struct SharedOut(*mut f32);
-// SAFETY: the tasks sharing it write disjoint parts of the output.
-unsafe impl Sync for SharedOut {}
 
 /// One product's operands, shared by its tasks.
 struct Job<'a> {

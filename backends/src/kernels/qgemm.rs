@@ -16,6 +16,7 @@
 //! (AVX-512 VNNI / AMX-INT8 kernels, 4 and 64 products per instruction and lane, are not
 //! written yet: no machine here to check them on.)
 
+use super::gemm::SharedOut;
 use super::R;
 use rayon::prelude::*;
 
@@ -226,11 +227,6 @@ pub fn gemm_i8_with(
     Ok(())
 }
 
-/// The output pointer shared by the tasks of a split product (each writes its own columns).
-struct SharedOut(*mut f32);
-// SAFETY: the tasks sharing it write disjoint columns of the output.
-unsafe impl Sync for SharedOut {}
-
 /// One product's operands, shared by its tasks.
 struct QJob<'a> {
     isa: QIsa,
@@ -326,7 +322,7 @@ fn portable_tile(t: &QTile<'_>, rows: usize, out: &mut [f32; 6 * NR]) {
 /// # Safety
 /// AVX2 on this CPU; `rows ≤ 6`; `t.a` holds `rows × kp` words and `t.b` `kp × 32` values.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 unsafe fn avx2_tile(t: &QTile<'_>, rows: usize, out: &mut [f32; 6 * NR]) {
     match rows {
         1 => unsafe { avx2_rows::<1>(t, out) },
@@ -343,7 +339,7 @@ unsafe fn avx2_tile(t: &QTile<'_>, rows: usize, out: &mut [f32; 6 * NR]) {
 /// # Safety
 /// As [`avx2_tile`] with `rows = MR`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 unsafe fn avx2_rows<const MR: usize>(t: &QTile<'_>, out: &mut [f32; 6 * NR]) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
