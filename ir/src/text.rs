@@ -626,6 +626,8 @@ impl<'a> Parser<'a> {
             }
             j += 1;
         }
+        // A trailing `\` inside quotes steps past the end; the dim ends at the input's end.
+        let j = j.min(self.b.len());
         let text = std::str::from_utf8(&self.b[start..j])
             .map_err(|_| self.err_at(start, "a dimension is not UTF-8"))?;
         if text.trim().is_empty() {

@@ -511,6 +511,19 @@ fn error_unterminated_string() {
 }
 
 #[test]
+fn error_dim_with_a_backslash_at_the_end_of_the_input() {
+    // Found by `mutated_text_never_panics` in CI: the text ends inside a quoted dim, right
+    // after an escaping `\\` (`... f16["3d","we\"ird\\`); the dim scan stepped past the end.
+    let src = mutate(
+        &goldens()[0],
+        &[(174, 14932577649687521241, 0), (46, 8935091711968676902, 0)],
+    );
+    assert!(src.ends_with('\\'), "{}", &src[src.len() - 40..]);
+    let e = parse_module(&src, "t.fir").unwrap_err();
+    assert!(matches!(e, IrError::Parse { .. }), "{e:?}");
+}
+
+#[test]
 fn error_truncated_file() {
     let full = with_body("    %2 = add(%0, %0) : f32[2,3]\n    return %2 \"y\"");
     let cut = &full[..full.find(": f32[2,3]\n    return").unwrap() + 5];
