@@ -54,5 +54,5 @@ mod testutil;
 pub use error::PassError;
 pub use manager::{IrDump, PassManager, PassManagerOptions, PassReport, PassRun, Scheduled};
 pub use numeric::{NumericCheck, NumericOptions};
-pub use pass::{Changed, Pass, PassCx, PassKind, Tolerance};
+pub use pass::{Changed, Pass, PassCx, PassDetails, PassKind, Tolerance};
 pub use pipeline::{OptValue, PassSpec, Pipeline, Step};

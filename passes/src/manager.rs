@@ -8,7 +8,7 @@
 
 use crate::error::PassError;
 use crate::numeric::{self, NumericCheck, NumericOptions};
-use crate::pass::{Changed, Pass, PassCx};
+use crate::pass::{Changed, Checked, Pass, PassCx, PassDetails, Tolerance};
 use crate::pipeline::{Pipeline, Step};
 use crate::registry;
 use fuselage_ir::{Executor, Module, Reference, Tensor};
@@ -87,6 +87,9 @@ pub struct PassRun {
     pub note: Option<String>,
     /// The pass's statistics counters.
     pub stats: BTreeMap<String, u64>,
+    /// What the pass decided, when it says (per-module precision, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<PassDetails>,
 }
 
 /// The report of a pipeline run: one entry per executed pass.
@@ -197,6 +200,14 @@ impl PassReport {
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
         }
+        for p in &self.passes {
+            if let Some(d) = p.details.as_ref().filter(|d| !d.text.is_empty()) {
+                out.push_str(&format!("\nstep {} {}:\n", p.step, p.name));
+                for line in &d.text {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+        }
         out
     }
 }
@@ -248,7 +259,19 @@ fn instantiate(steps: &[Step], default_iters: usize) -> Result<Vec<Scheduled>, P
     steps
         .iter()
         .map(|s| match s {
-            Step::Pass(p) => registry::create(&p.name, &p.options_json()).map(Scheduled::Pass),
+            Step::Pass(p) => {
+                let mut options = p.options_json();
+                let check = options.as_object_mut().and_then(|o| o.remove("check"));
+                let pass = registry::create(&p.name, &options)?;
+                Ok(Scheduled::Pass(match check {
+                    None => pass,
+                    Some(table) => {
+                        let base = pass.kind().default_tolerance();
+                        let tolerance = Tolerance::with_overrides(base, &p.name, &table)?;
+                        Box::new(Checked { pass, tolerance })
+                    }
+                }))
+            }
             Step::Fixpoint(f) => Ok(Scheduled::Fixpoint {
                 steps: instantiate(&f.steps, default_iters)?,
                 max_iters: f.max_iters.unwrap_or(default_iters),
@@ -502,6 +525,7 @@ impl<'e> PassManager<'e> {
             numeric,
             note,
             stats: cx.take_stats(),
+            details: cx.take_details(),
         };
         self.report().passes.push(run);
         if self
@@ -540,7 +564,7 @@ impl<'e> PassManager<'e> {
             .tolerance
             .get(name)
             .copied()
-            .unwrap_or_else(|| pass.kind().default_tolerance());
+            .unwrap_or_else(|| pass.tolerance());
         let run_err = |message: String| PassError::NumericRun {
             pass: name.into(),
             step,
@@ -623,7 +647,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), PassError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pass::{PassKind, Tolerance};
+    use crate::pass::PassKind;
     use fuselage_ir::text::parse_module;
     use fuselage_ir::{Constant, DType, Tensor, TensorType};
     use std::cell::RefCell;
@@ -791,6 +815,32 @@ module {
         crate::testutil::run_pass("dce", &mut after_dce);
         assert_eq!(m, after_dce);
         assert_eq!(pm.last_report().unwrap().passes.len(), 1);
+    }
+
+    #[test]
+    fn a_pipeline_step_sets_its_own_check_tolerance() {
+        // `precision` to bf16 moves the numbers well past 1e-6 but keeps the cosine near 1.
+        let run = |spec: &str| {
+            let p = Pipeline::parse(spec).unwrap();
+            let mut m = model();
+            quiet(PassManagerOptions::default()).run(&p, &mut m)
+        };
+        let r = run("precision{check={min-cosine=0.99}}").unwrap();
+        let n = r.passes[0].numeric.as_ref().unwrap();
+        assert!(n.passed && n.max_abs > 0.0, "{}", n.summary());
+        let e = run("precision{check={abs=0, rel=0}}").unwrap_err();
+        assert!(matches!(e, PassError::Numeric { .. }), "{e}");
+        let e = run("precision{check={cosine=1}}").unwrap_err().to_string();
+        assert!(e.contains("unknown check key `cosine`"), "{e}");
+        let e = run("precision{check=0.99}").unwrap_err().to_string();
+        assert!(e.contains("check must be a table"), "{e}");
+        let toml = "[[pass]]\nname = \"precision\"\ncheck = { abs = 0.0, rel = 0.0 }\n";
+        let p = Pipeline::from_toml_str(toml).unwrap();
+        assert_eq!(p.to_string(), "precision{check={abs=0.0,rel=0.0}}");
+        let e = quiet(PassManagerOptions::default())
+            .run(&p, &mut model())
+            .unwrap_err();
+        assert!(matches!(e, PassError::Numeric { .. }), "{e}");
     }
 
     #[test]

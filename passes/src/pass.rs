@@ -112,6 +112,18 @@ impl Tolerance {
 pub struct PassCx<'a> {
     executor: &'a dyn Executor,
     stats: BTreeMap<String, u64>,
+    details: Option<PassDetails>,
+}
+
+/// What a pass decided, beyond its counters: structured data for `--json` and a few lines of
+/// text for people (which module runs in which precision, say).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PassDetails {
+    /// Structured form (in the report's JSON as the pass's `details`).
+    pub data: serde_json::Value,
+    /// Human-readable lines, printed under the report's table.
+    #[serde(skip)]
+    pub text: Vec<String>,
 }
 
 impl<'a> PassCx<'a> {
@@ -120,7 +132,18 @@ impl<'a> PassCx<'a> {
         PassCx {
             executor,
             stats: BTreeMap::new(),
+            details: None,
         }
+    }
+
+    /// Record what the pass decided (replaces earlier details of this run).
+    pub fn set_details(&mut self, data: serde_json::Value, text: Vec<String>) {
+        self.details = Some(PassDetails { data, text });
+    }
+
+    /// Take the details, leaving none.
+    pub fn take_details(&mut self) -> Option<PassDetails> {
+        self.details.take()
     }
 
     /// Add `n` to the counter `name` (created at 0).
@@ -163,5 +186,73 @@ pub trait Pass {
     /// Passes that only restructure the graph return [`PassKind::Exact`].
     fn kind(&self) -> PassKind {
         PassKind::Algebra
+    }
+
+    /// The numeric check's tolerance after this pass: the kind's default unless a pipeline
+    /// step sets its own (`check = { min-cosine = 0.99 }`, see [`Checked`]).
+    fn tolerance(&self) -> Tolerance {
+        self.kind().default_tolerance()
+    }
+}
+
+/// A pass whose numeric check uses a tolerance given by the pipeline step (`check = { … }`)
+/// instead of its kind's default.
+pub struct Checked {
+    /// The pass.
+    pub pass: Box<dyn Pass>,
+    /// The tolerance of its numeric check.
+    pub tolerance: Tolerance,
+}
+
+impl Pass for Checked {
+    fn name(&self) -> &'static str {
+        self.pass.name()
+    }
+
+    fn run(&mut self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
+        self.pass.run(m, cx)
+    }
+
+    fn kind(&self) -> PassKind {
+        self.pass.kind()
+    }
+
+    fn tolerance(&self) -> Tolerance {
+        self.tolerance
+    }
+}
+
+impl Tolerance {
+    /// `base` with the keys of a pipeline step's `check` table applied (`abs`, `rel`,
+    /// `min-cosine`; numbers).
+    pub fn with_overrides(
+        base: Tolerance,
+        pass: &str,
+        table: &serde_json::Value,
+    ) -> Result<Tolerance, PassError> {
+        let err = |message: String| PassError::Options {
+            pass: pass.to_string(),
+            message,
+        };
+        let obj = table
+            .as_object()
+            .ok_or_else(|| err(format!("check must be a table, found `{table}`")))?;
+        let mut t = base;
+        for (k, v) in obj {
+            let x = v
+                .as_f64()
+                .ok_or_else(|| err(format!("check.{k} must be a number, found `{v}`")))?;
+            match k.as_str() {
+                "abs" => t.abs = x,
+                "rel" => t.rel = x,
+                "min-cosine" => t.min_cosine = x,
+                other => {
+                    return Err(err(format!(
+                        "unknown check key `{other}` (allowed: abs, rel, min-cosine)"
+                    )))
+                }
+            }
+        }
+        Ok(t)
     }
 }

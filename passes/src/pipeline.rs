@@ -8,6 +8,9 @@
 //! item     := 'fixpoint' options? '(' pipeline ')' | NAME options?
 //! options  := '{' (KEY '=' value (',' KEY '=' value)*)? '}'
 //! value    := '"' chars with \" and \\ escapes '"' | bare word
+//!           | '[' (value (',' value)*)? ']'                   (a list)
+//!           | '{' (key '=' value (',' key '=' value)*)? '}'   (a table)
+//! key      := NAME | '"' string '"'
 //! ```
 //!
 //! A bare word is `true`/`false` (bool), an integer, a float (starting with a digit, sign or
@@ -34,6 +37,10 @@ pub enum OptValue {
     Bool(bool),
     /// A string.
     Str(String),
+    /// A list of values (`[a, b]`; a TOML array).
+    List(Vec<OptValue>),
+    /// A table of values by key, in the order written (`{"blk.0.*" = f32}`; a TOML table).
+    Table(Vec<(String, OptValue)>),
 }
 
 impl OptValue {
@@ -44,6 +51,10 @@ impl OptValue {
             OptValue::Float(f) => serde_json::json!(f),
             OptValue::Bool(b) => serde_json::json!(b),
             OptValue::Str(s) => serde_json::json!(s),
+            OptValue::List(l) => serde_json::Value::Array(l.iter().map(|v| v.to_json()).collect()),
+            OptValue::Table(t) => {
+                serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 
@@ -94,6 +105,17 @@ impl fmt::Display for OptValue {
                     write!(f, "-inf")
                 }
             }
+            OptValue::List(l) => {
+                f.write_str("[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            OptValue::Table(t) => write_table(f, t),
             OptValue::Str(s) => {
                 let bare_ok = !s.is_empty()
                     && s.chars().all(is_bare_char)
@@ -114,6 +136,36 @@ impl fmt::Display for OptValue {
             }
         }
     }
+}
+
+/// `s` as a string literal with `\"` and `\\` escaped.
+fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    f.write_str("\"")?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("\"")
+}
+
+/// `{k=v,...}`, a key quoted unless it is a plain name.
+fn write_table(f: &mut fmt::Formatter<'_>, t: &[(String, OptValue)]) -> fmt::Result {
+    f.write_str("{")?;
+    for (i, (k, v)) in t.iter().enumerate() {
+        if i > 0 {
+            f.write_str(",")?;
+        }
+        if !k.is_empty() && k.chars().all(is_name_char) {
+            f.write_str(k)?;
+        } else {
+            write_quoted(f, k)?;
+        }
+        write!(f, "={v}")?;
+    }
+    f.write_str("}")
 }
 
 /// One pass with its options, in the order written.
@@ -255,10 +307,7 @@ impl Pipeline {
 
     /// Check that every pass exists and its options decode (creates each pass once).
     pub fn validate(&self) -> Result<(), PassError> {
-        for p in self.pass_specs() {
-            crate::registry::create(&p.name, &p.options_json())?;
-        }
-        Ok(())
+        crate::manager::Scheduled::from_pipeline(self, 1).map(|_| ())
     }
 }
 
@@ -283,14 +332,7 @@ impl fmt::Display for PassSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)?;
         if !self.options.is_empty() {
-            f.write_str("{")?;
-            for (i, (k, v)) in self.options.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(",")?;
-                }
-                write!(f, "{k}={v}")?;
-            }
-            f.write_str("}")?;
+            write_table(f, &self.options)?;
         }
         Ok(())
     }
@@ -476,7 +518,11 @@ impl SpecParser {
         loop {
             self.skip_ws();
             let kpos = self.pos;
-            let key = self.word(is_name_char);
+            let key = if self.peek() == Some('"') {
+                self.string()?
+            } else {
+                self.word(is_name_char)
+            };
             if key.is_empty() {
                 return Err(self.err_at(
                     kpos,
@@ -522,7 +568,63 @@ impl SpecParser {
 
     fn value(&mut self) -> Result<OptValue, PassError> {
         let start = self.pos;
-        if self.peek() == Some('"') {
+        match self.peek() {
+            Some('"') => return Ok(OptValue::Str(self.string()?)),
+            Some('{') => return Ok(OptValue::Table(self.options()?)),
+            Some('[') => return self.list(),
+            _ => {}
+        }
+        let w = self.word(is_bare_char);
+        if w.is_empty() {
+            return Err(self.err_at(
+                start,
+                format!(
+                    "expected a value (number, bool, word, \"string\", [list] or {{table}}), found {}",
+                    self.found()
+                ),
+            ));
+        }
+        Ok(OptValue::from_bare(&w))
+    }
+
+    /// `[v, ...]` from the `[`.
+    fn list(&mut self) -> Result<OptValue, PassError> {
+        let open = self.pos;
+        self.pos += 1; // '['
+        let mut out = vec![];
+        self.skip_ws();
+        if self.peek() == Some(']') {
+            self.pos += 1;
+            return Ok(OptValue::List(out));
+        }
+        loop {
+            self.skip_ws();
+            out.push(self.value()?);
+            self.skip_ws();
+            match self.peek() {
+                Some(',') => self.pos += 1,
+                Some(']') => {
+                    self.pos += 1;
+                    return Ok(OptValue::List(out));
+                }
+                _ => {
+                    return Err(self.err_at(
+                        self.pos,
+                        format!(
+                            "expected `,` or `]` in the list opened at column {}, found {}",
+                            open + 1,
+                            self.found()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// A `"…"` string from the opening quote.
+    fn string(&mut self) -> Result<String, PassError> {
+        let start = self.pos;
+        {
             self.pos += 1;
             let mut s = String::new();
             loop {
@@ -535,7 +637,7 @@ impl SpecParser {
                     }
                     Some('"') => {
                         self.pos += 1;
-                        return Ok(OptValue::Str(s));
+                        return Ok(s);
                     }
                     Some('\\') => {
                         self.pos += 1;
@@ -562,17 +664,6 @@ impl SpecParser {
                 }
             }
         }
-        let w = self.word(is_bare_char);
-        if w.is_empty() {
-            return Err(self.err_at(
-                start,
-                format!(
-                    "expected a value (number, bool, word or \"string\"), found {}",
-                    self.found()
-                ),
-            ));
-        }
-        Ok(OptValue::from_bare(&w))
     }
 }
 
@@ -582,9 +673,21 @@ fn toml_value(v: &toml::Value, path: &str) -> Result<OptValue, String> {
         toml::Value::Float(f) => OptValue::Float(*f),
         toml::Value::Boolean(b) => OptValue::Bool(*b),
         toml::Value::String(s) => OptValue::Str(s.clone()),
+        toml::Value::Array(a) => OptValue::List(
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| toml_value(v, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => OptValue::Table(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), toml_value(v, &format!("{path}.{k}"))?)))
+                .collect::<Result<_, String>>()?,
+        ),
         other => {
             return Err(format!(
-                "{path}: option values must be integers, floats, booleans or strings, found {}",
+                "{path}: option values must be integers, floats, booleans, strings, arrays or \
+                 tables, found {}",
                 other.type_str()
             ))
         }
@@ -600,9 +703,9 @@ fn toml_step(v: &toml::Value, path: &str) -> Result<Vec<Step>, String> {
             .map_err(|e| format!("{path}: {e}")),
         toml::Value::Table(t) => {
             for k in t.keys() {
-                if !matches!(k.as_str(), "name" | "options" | "fixpoint") {
+                if !matches!(k.as_str(), "name" | "options" | "fixpoint" | "check") {
                     return Err(format!(
-                        "{path}: unknown key `{k}` (allowed: name, options, fixpoint)"
+                        "{path}: unknown key `{k}` (allowed: name, options, check, fixpoint)"
                     ));
                 }
             }
@@ -631,6 +734,14 @@ fn toml_step(v: &toml::Value, path: &str) -> Result<Vec<Step>, String> {
                             options
                                 .push((k.clone(), toml_value(v, &format!("{path}.options.{k}"))?));
                         }
+                    }
+                    if let Some(c) = t.get("check") {
+                        if options.iter().any(|(k, _)| k == "check") {
+                            return Err(format!(
+                                "{path}: give `check` once, beside `options` or in it"
+                            ));
+                        }
+                        options.push(("check".into(), toml_value(c, &format!("{path}.check"))?));
                     }
                     Ok(vec![Step::Pass(PassSpec {
                         name: name.to_string(),
@@ -824,7 +935,10 @@ fixpoint = { passes = ["cse", { name = "dce" }, "a{k=2},b"], max-iters = 4 }
         let e = |s: &str| Pipeline::from_toml_str(s).unwrap_err().to_string();
         assert!(e("[[pass]]\nnam = \"dce\"").contains("unknown key `nam`"));
         assert!(e("[[pass]]\nname = \"dce\"\n[[pas]]\nname=\"x\"").contains("allowed: pass"));
-        assert!(e("[[pass]]\nname = \"dce\"\noptions = { a = [1] }").contains("found array"));
+        assert!(
+            e("[[pass]]\nname = \"dce\"\noptions = { a = [1979-05-27] }")
+                .contains("found datetime")
+        );
         assert!(e("[[pass]]\nfixpoint = []").contains("at least one pass"));
         assert!(e("[[pass]]\nfixpoint = { passes = [\"a\"], max = 1 }").contains("max-iters"));
         assert!(e("[[pass]]\nfixpoint = [\"a,,b\"]").contains("column 3"));
@@ -868,6 +982,13 @@ fixpoint = { passes = ["cse", { name = "dce" }, "a{k=2},b"], max-iters = 4 }
             any::<bool>().prop_map(OptValue::Bool),
             "[ -~]{0,8}".prop_map(OptValue::Str),
         ]
+        .prop_recursive(2, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(OptValue::List),
+                proptest::collection::btree_map("[ -~]{1,6}", inner, 0..3)
+                    .prop_map(|t| OptValue::Table(t.into_iter().collect())),
+            ]
+        })
     }
 
     fn arb_pass() -> impl Strategy<Value = PassSpec> {
@@ -891,6 +1012,48 @@ fixpoint = { passes = ["cse", { name = "dce" }, "a{k=2},b"], max-iters = 4 }
                 .prop_map(|(steps, max_iters)| Step::Fixpoint(Fixpoint { steps, max_iters }))
         });
         proptest::collection::vec(step, 1..5)
+    }
+
+    #[test]
+    fn lists_and_tables_as_option_values() {
+        let p = Pipeline::parse(
+            r#"hero-quantize{keep=["blk.0.*", lm_head], precision={"encoder.layer.0.*"=f32, x=[]}}"#,
+        )
+        .unwrap();
+        let Step::Pass(spec) = &p.steps[0] else {
+            panic!("{p:?}")
+        };
+        assert_eq!(
+            spec.options_json(),
+            serde_json::json!({"keep": ["blk.0.*", "lm_head"],
+                               "precision": {"encoder.layer.0.*": "f32", "x": []}})
+        );
+        assert_eq!(
+            p.to_string(),
+            r#"hero-quantize{keep=["blk.0.*",lm_head],precision={"encoder.layer.0.*"=f32,x=[]}}"#
+        );
+        let t = Pipeline::from_toml_str(
+            "[[pass]]\nname = \"q\"\noptions = { keep = [\"a.*\", 1], precision = { \"blk.0.*\" = \"f32\" } }\n",
+        )
+        .unwrap();
+        let Step::Pass(spec) = &t.steps[0] else {
+            panic!("{t:?}")
+        };
+        assert_eq!(
+            spec.options_json(),
+            serde_json::json!({"keep": ["a.*", 1], "precision": {"blk.0.*": "f32"}})
+        );
+        for (bad, want) in [
+            (
+                "q{keep=[a,b}",
+                "expected `,` or `]` in the list opened at column 8",
+            ),
+            ("q{t={\"a\"=1", "closing the options opened at column 5"),
+            ("q{t={=1}}", "expected an option key"),
+        ] {
+            let e = Pipeline::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     proptest! {
