@@ -38,6 +38,7 @@ pub mod cse;
 pub mod dce;
 pub mod error;
 pub mod fold_constants;
+pub mod hero_quantize;
 mod irx;
 pub mod kv_cache;
 pub mod manager;

@@ -235,6 +235,9 @@ declare_passes! {
         "Equality saturation with egg over rules/*.rules (fusions, identities), DAG-aware extraction.";
     "kv-cache" => crate::kv_cache::KvCache::new, crate::kv_cache::KvCacheOptions,
         "Add a KV-cache decode function (past keys/values in, present out, positions shifted).";
+    "hero-quantize" => crate::hero_quantize::HeroQuantize::new,
+        crate::hero_quantize::HeroQuantizeOptions,
+        "W8A8 (ZeroQuant-HERO, cpu preset): every GEMM on a constant weight to qlinear with token-wise INT8 inputs and per-channel INT8 weights; per-module overrides by glob.";
     "precision" => crate::precision::Precision::new, crate::precision::PrecisionOptions,
         "Move float computation to another dtype (f32 -> bf16): constants, dtype attributes, inputs; interfaces kept by casts.";
 }

@@ -1,0 +1,589 @@
+//! `hero-quantize`: W8A8 post-training quantization of a model's GEMMs (ZeroQuant-HERO,
+//! `techniques.md` §1), with a precision policy per module.
+//!
+//! Every `linear(x, w[, bias])` and `matmul(x, w)` whose `w` is a rank-2 float constant (the
+//! form `canonicalize,fold-constants` leave HF and GGUF layers in) becomes
+//!
+//! ```text
+//! (xq, xs) = quantize(x) {i8, per_token}           one per distinct x, shared by its GEMMs
+//! y        = qlinear(xq, xs, wq, ws[, bias])        wq: i8 [K, N], ws: [1, N]
+//! ```
+//!
+//! with the weight quantized once, symmetric INT8 per output channel (`quantize` per_channel on
+//! axis 1, so the stored `wq·ws` is exactly what the reference `dequantize` gives). This is the
+//! `cpu` preset: on a CPU one thread owns whole GEMM rows, so the token-wise (TWQ) absmax of a
+//! GEMM input is a cheap row reduction, and every GEMM input gets a dynamic token-wise scale —
+//! no calibration needed. The residual stream, norms, softmax and attention stay in float.
+//! An epilogue activation (`gelu`, `silu`, `relu`) is fused into `qlinear` by `canonicalize`'s
+//! rules afterwards (`rules/fusion.rules`).
+//!
+//! The policy: option `precision` maps glob patterns over node names (`encoder.layer.0.*`, HF)
+//! or weight-constant names (`blk.0.*`, GGUF) to `i8` or `f32`; when several match, the longest
+//! pattern wins; unmatched GEMMs use the preset (`i8`). The pass records, per GEMM, the
+//! precision it chose and why (the report's `details`).
+//!
+//! The HERO modes m1–m3 need static and feature-wise scales from calibration statistics, which
+//! this pass does not collect yet; asking for them is an options error saying so.
+//!
+//! The pass is a [`PassKind::Quantization`]: the numeric check compares outputs by cosine.
+
+use crate::error::PassError;
+use crate::pass::{Changed, Pass, PassCx, PassKind};
+use fuselage_ir::ops::constant::Constant as ConstantOp;
+use fuselage_ir::ops::qlinear::{Activation, QLinear};
+use fuselage_ir::ops::quantize::{Convention, Granularity, Quantize};
+use fuselage_ir::ops::{EvalCx, InferCx};
+use fuselage_ir::{Constant, DType, Graph, Module, Op, TensorType, ValueId};
+use std::collections::{BTreeMap, HashMap};
+
+crate::pass_options! {
+    /// Options of `hero-quantize`.
+    pub struct HeroQuantizeOptions {
+        /// The policy preset: `cpu` (every GEMM input token-wise, dynamic; weights per channel).
+        preset: String = "cpu".into(),
+        /// Per-module precision overrides: glob over node or weight-constant names → `i8` or
+        /// `f32` (`{"encoder.layer.0.*" = "f32"}`); the longest matching pattern wins.
+        precision: BTreeMap<String, String> = BTreeMap::new(),
+        /// Weight rounding: `paper` (S = absmax/127, symmetric) or `deepspeed` (S = absmax/128).
+        weight_convention: String = "paper".into(),
+    }
+}
+
+const NAME: &str = "hero-quantize";
+
+fn options_error(message: String) -> PassError {
+    PassError::Options {
+        pass: NAME.into(),
+        message,
+    }
+}
+
+fn failed(message: String) -> PassError {
+    PassError::Failed {
+        pass: NAME.into(),
+        message,
+    }
+}
+
+/// The precision a GEMM runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Precision {
+    /// W8A8 through `qlinear`.
+    Int8,
+    /// Left as it is.
+    Float,
+}
+
+impl Precision {
+    fn parse(key: &str, s: &str) -> Result<Self, PassError> {
+        match s {
+            "i8" | "int8" => Ok(Precision::Int8),
+            "f32" | "float" | "keep" => Ok(Precision::Float),
+            other => Err(options_error(format!(
+                "precision.\"{key}\": unknown precision `{other}` (allowed: i8, f32)"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "i8",
+            Precision::Float => "f32",
+        }
+    }
+}
+
+/// The `hero-quantize` pass.
+#[derive(Debug, Clone)]
+pub struct HeroQuantize {
+    overrides: Vec<(glob::Pattern, Precision)>,
+    convention: Convention,
+}
+
+impl HeroQuantize {
+    /// Create the pass from its options.
+    pub fn new(options: HeroQuantizeOptions) -> Result<Self, PassError> {
+        match options.preset.as_str() {
+            "cpu" => {}
+            "m1" | "m2" | "m3" => {
+                return Err(options_error(format!(
+                    "preset `{}` needs static and feature-wise scales from calibration \
+                     statistics, which hero-quantize does not collect yet (available: cpu)",
+                    options.preset
+                )))
+            }
+            other => {
+                return Err(options_error(format!(
+                    "unknown preset `{other}` (available: cpu)"
+                )))
+            }
+        }
+        let convention = match options.weight_convention.as_str() {
+            "paper" => Convention::Paper,
+            "deepspeed" => Convention::Deepspeed,
+            other => {
+                return Err(options_error(format!(
+                    "weight-convention: unknown `{other}` (allowed: paper, deepspeed)"
+                )))
+            }
+        };
+        let mut overrides = vec![];
+        for (pat, p) in &options.precision {
+            let g = glob::Pattern::new(pat)
+                .map_err(|e| options_error(format!("precision: bad pattern `{pat}`: {e}")))?;
+            overrides.push((g, Precision::parse(pat, p)?));
+        }
+        Ok(HeroQuantize {
+            overrides,
+            convention,
+        })
+    }
+
+    /// The precision for a GEMM with these names, and the pattern that decided it.
+    fn decide(&self, names: &[&str]) -> (Precision, Option<String>) {
+        let best = self
+            .overrides
+            .iter()
+            .filter(|(g, _)| names.iter().any(|n| g.matches(n)))
+            .max_by_key(|(g, _)| g.as_str().len());
+        match best {
+            Some((g, p)) => (*p, Some(g.as_str().to_string())),
+            None => (Precision::Int8, None),
+        }
+    }
+}
+
+/// A GEMM the pass may rewrite: `linear(x, w[, b])` or `matmul(x, w)` with `w` a rank-2 float
+/// constant of `x`'s dtype.
+struct Gemm {
+    x: ValueId,
+    weight: String,
+    bias: Option<ValueId>,
+}
+
+fn as_gemm(m: &Module, g: &Graph, op: &Op, operands: &[ValueId]) -> Option<Gemm> {
+    let (x, w, bias) = match (op, operands) {
+        (Op::Linear(_), [x, w]) | (Op::MatMul(_), [x, w]) => (*x, *w, None),
+        (Op::Linear(_), [x, w, b]) => (*x, *w, Some(*b)),
+        _ => return None,
+    };
+    let xt = g.value_type(x)?;
+    let wt = g.value_type(w)?;
+    if !matches!(xt.dtype, DType::F32 | DType::BF16 | DType::F16)
+        || wt.dtype != xt.dtype
+        || wt.rank() != 2
+        || xt.rank() < 1
+        || wt.shape.iter().any(|d| d.fixed().is_none())
+    {
+        return None;
+    }
+    let Op::Constant(c) = &g.node(w.node)?.op else {
+        return None;
+    };
+    m.constants.get(&c.name)?;
+    Some(Gemm {
+        x,
+        weight: c.name.clone(),
+        bias,
+    })
+}
+
+/// The quantized weight's constants: codes `[K, N]` i8 and scales `[1, N]`.
+struct QuantWeight {
+    codes: String,
+    scales: String,
+    bytes_before: u64,
+    bytes_after: u64,
+}
+
+/// Quantize constant `name` per output channel (axis 1) with the reference `quantize` op, so
+/// the stored codes and scales are exactly what the IR means by them.
+fn quantize_weight(
+    m: &mut Module,
+    name: &str,
+    scale_dtype: DType,
+    convention: Convention,
+) -> Result<QuantWeight, PassError> {
+    let c = m
+        .constants
+        .get(name)
+        .ok_or_else(|| failed(format!("no constant `{name}`")))?
+        .clone();
+    let w = c
+        .value(name)
+        .map_err(|e| failed(format!("weight `{name}`: {e}")))?;
+    let op = Op::Quantize(Quantize {
+        dtype: DType::I8,
+        granularity: Granularity::PerChannel { axis: 1 },
+        convention,
+        scale_dtype,
+    });
+    let types = op
+        .infer(&InferCx { module: m }, std::slice::from_ref(&c.ty))
+        .map_err(|e| failed(format!("weight `{name}`: {}", e.0)))?;
+    let bindings = HashMap::new();
+    let cx = EvalCx {
+        module: m,
+        bindings: &bindings,
+        result_types: &types,
+    };
+    let out = op
+        .eval(&cx, &[w.as_ref()])
+        .map_err(|e| failed(format!("quantizing weight `{name}`: {}", e.0)))?;
+    let [q, s] = out.as_slice() else {
+        return Err(failed(format!(
+            "quantizing weight `{name}` gave {} results, expected 2",
+            out.len()
+        )));
+    };
+    let (q, s) = (Constant::from_tensor(q), Constant::from_tensor(s));
+    let bytes_after = q.storage_bytes() + s.storage_bytes();
+    let codes = m.fresh_constant_name(&format!("{name}.q8"));
+    m.add_constant(codes.clone(), q);
+    let scales = m.fresh_constant_name(&format!("{name}.q8.scale"));
+    m.add_constant(scales.clone(), s);
+    Ok(QuantWeight {
+        codes,
+        scales,
+        bytes_before: c.storage_bytes(),
+        bytes_after,
+    })
+}
+
+/// One GEMM's decision, for the report.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Decision {
+    function: String,
+    module: String,
+    weight: String,
+    k: u64,
+    n: u64,
+    precision: &'static str,
+    reason: String,
+}
+
+fn type_err(fname: &str, e: fuselage_ir::IrError) -> PassError {
+    failed(format!("in function `{fname}`: {e}"))
+}
+
+impl Pass for HeroQuantize {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn kind(&self) -> PassKind {
+        PassKind::Quantization
+    }
+
+    fn run(&mut self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
+        let mut weights: HashMap<(String, DType), QuantWeight> = HashMap::new();
+        let mut decisions: Vec<Decision> = vec![];
+        let (mut quantized, mut kept, mut quantize_nodes) = (0u64, 0u64, 0u64);
+        let (mut bytes_before, mut bytes_after) = (0u64, 0u64);
+        let fnames: Vec<String> = m.functions.keys().cloned().collect();
+        for fname in fnames {
+            let mut g = std::mem::take(m.functions.get_mut(&fname).expect("listed"));
+            let order = match g.topo_order() {
+                Ok(o) => o,
+                Err(n) => {
+                    m.functions.insert(fname.clone(), g);
+                    return Err(failed(format!(
+                        "function `{fname}` has a cycle through {n}"
+                    )));
+                }
+            };
+            // Quantized activations by the float value they quantize: q, k and v share one.
+            let mut inputs: HashMap<ValueId, (ValueId, ValueId)> = HashMap::new();
+            let mut result: Result<(), PassError> = Ok(());
+            for id in order {
+                let Some(node) = g.node(id) else { continue };
+                let Some(gemm) = as_gemm(m, &g, &node.op, &node.operands) else {
+                    continue;
+                };
+                let module = node.name.clone().unwrap_or_default();
+                let result_ty: TensorType = node.results[0].clone();
+                let wty = g.value_type(node.operands[1]).cloned().expect("checked");
+                let xty = g.value_type(gemm.x).cloned().expect("checked");
+                let (k, n) = (
+                    wty.shape[0].fixed().unwrap_or(0),
+                    wty.shape[1].fixed().unwrap_or(0),
+                );
+                let names: Vec<&str> = [module.as_str(), gemm.weight.as_str()]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let (precision, pattern) = self.decide(&names);
+                decisions.push(Decision {
+                    function: fname.clone(),
+                    module: if module.is_empty() {
+                        id.to_string()
+                    } else {
+                        module.clone()
+                    },
+                    weight: gemm.weight.clone(),
+                    k,
+                    n,
+                    precision: precision.name(),
+                    reason: match &pattern {
+                        Some(p) => format!("override `{p}`"),
+                        None => "preset cpu".into(),
+                    },
+                });
+                if precision == Precision::Float {
+                    kept += 1;
+                    continue;
+                }
+                let step = (|| -> Result<(), PassError> {
+                    let key = (gemm.weight.clone(), xty.dtype);
+                    if !weights.contains_key(&key) {
+                        let q = quantize_weight(m, &gemm.weight, xty.dtype, self.convention)?;
+                        bytes_before += q.bytes_before;
+                        bytes_after += q.bytes_after;
+                        weights.insert(key.clone(), q);
+                    }
+                    let qw = &weights[&key];
+                    let (xq, xs) = match inputs.get(&gemm.x) {
+                        Some(v) => *v,
+                        None => {
+                            let q = g
+                                .add_inferred(
+                                    m,
+                                    Op::Quantize(Quantize {
+                                        dtype: DType::I8,
+                                        granularity: Granularity::PerToken,
+                                        convention: Convention::Paper,
+                                        scale_dtype: xty.dtype,
+                                    }),
+                                    vec![gemm.x],
+                                    None,
+                                )
+                                .map_err(|e| type_err(&fname, e))?;
+                            quantize_nodes += 1;
+                            let v = (ValueId::new(q, 0), ValueId::new(q, 1));
+                            inputs.insert(gemm.x, v);
+                            v
+                        }
+                    };
+                    let constant = |g: &mut Graph, name: &str| {
+                        g.add_inferred(
+                            m,
+                            Op::Constant(ConstantOp {
+                                name: name.to_string(),
+                            }),
+                            vec![],
+                            None,
+                        )
+                        .map_err(|e| type_err(&fname, e))
+                    };
+                    let wq = constant(&mut g, &qw.codes)?;
+                    let ws = constant(&mut g, &qw.scales)?;
+                    let mut operands = vec![xq, xs, wq.into(), ws.into()];
+                    operands.extend(gemm.bias);
+                    let new = g
+                        .add_inferred(
+                            m,
+                            Op::QLinear(QLinear {
+                                activation: Activation::None,
+                            }),
+                            operands,
+                            node_name(&module),
+                        )
+                        .map_err(|e| type_err(&fname, e))?;
+                    let new_ty = &g.node(new).expect("just added").results[0];
+                    if *new_ty != result_ty {
+                        return Err(failed(format!(
+                            "in function `{fname}`, {}: qlinear gives {new_ty}, the GEMM gave \
+                             {result_ty}",
+                            g.describe(id)
+                        )));
+                    }
+                    g.replace_all_uses(ValueId::new(id, 0), new.into());
+                    g.remove_node(id);
+                    Ok(())
+                })();
+                if let Err(e) = step {
+                    result = Err(e);
+                    break;
+                }
+                quantized += 1;
+            }
+            m.functions.insert(fname, g);
+            result?;
+        }
+        cx.bump("gemms-quantized", quantized);
+        cx.bump("gemms-kept", kept);
+        cx.bump("quantize-nodes", quantize_nodes);
+        cx.bump("weight-bytes-before", bytes_before);
+        cx.bump("weight-bytes-after", bytes_after);
+        let text = summary(&decisions);
+        cx.set_details(
+            serde_json::json!({ "preset": "cpu", "gemms": decisions }),
+            text,
+        );
+        Ok((quantized > 0).into())
+    }
+}
+
+fn node_name(module: &str) -> Option<String> {
+    (!module.is_empty()).then(|| module.to_string())
+}
+
+/// People's view of the decisions: one line per precision and reason, then each kept module.
+fn summary(decisions: &[Decision]) -> Vec<String> {
+    let mut groups: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for d in decisions {
+        *groups.entry((d.precision, d.reason.as_str())).or_insert(0) += 1;
+    }
+    let mut out: Vec<String> = groups
+        .iter()
+        .map(|((p, r), n)| format!("{n} GEMM(s) in {p} ({r})"))
+        .collect();
+    for d in decisions.iter().filter(|d| d.precision != "i8") {
+        out.push(format!(
+            "  {} kept in {} ({}; weight {} [{}, {}])",
+            d.module, d.precision, d.reason, d.weight, d.k, d.n
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_same_outputs, run_pass, run_pass_with};
+
+    fn tiny() -> Module {
+        use fuselage_ir::ops::gelu::Gelu;
+        use fuselage_ir::ops::linear::Linear;
+        use fuselage_ir::ops::matmul::MatMul;
+        use fuselage_ir::{Init, TensorType};
+        let mut m = Module::new();
+        let normal = |std| Init::Normal { mean: 0.0, std };
+        for (name, shape, seed, std) in [
+            ("w1", vec![8u64, 16], 1, 0.3),
+            ("b1", vec![16], 2, 0.1),
+            ("w2", vec![16, 8], 3, 0.3),
+        ] {
+            let dims: Vec<u64> = shape;
+            let ty = TensorType::new(
+                DType::F32,
+                dims.iter().map(|&d| d.into()).collect::<Vec<_>>(),
+            );
+            m.add_constant(name, Constant::seeded(ty, seed, normal(std)));
+        }
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, ["B".into(), 8u64.into()]));
+        let c = |g: &mut Graph, m: &Module, n: &str| {
+            g.add_inferred(m, crate::testutil::constant(n), vec![], None)
+                .unwrap()
+        };
+        let w1 = c(&mut g, &m, "w1");
+        let b1 = c(&mut g, &m, "b1");
+        let w2 = c(&mut g, &m, "w2");
+        let l1 = g
+            .add_inferred(
+                &m,
+                Op::Linear(Linear {}),
+                vec![x.into(), w1.into(), b1.into()],
+                Some("l1".into()),
+            )
+            .unwrap();
+        let act = g
+            .add_inferred(&m, Op::Gelu(Gelu::default()), vec![l1.into()], None)
+            .unwrap();
+        let l2 = g
+            .add_inferred(
+                &m,
+                Op::MatMul(MatMul {}),
+                vec![act.into(), w2.into()],
+                Some("l2".into()),
+            )
+            .unwrap();
+        let l3 = g
+            .add_inferred(
+                &m,
+                Op::Linear(Linear {}),
+                vec![x.into(), w1.into()],
+                Some("l3".into()),
+            )
+            .unwrap();
+        g.add_output("y", l2.into());
+        g.add_output("z", l3.into());
+        m.functions.insert("main".into(), g);
+        fuselage_ir::verify(&m).unwrap();
+        m
+    }
+
+    #[test]
+    fn every_gemm_becomes_qlinear_with_shared_input_quantization() {
+        let mut m = tiny();
+        let (changed, stats) = run_pass("hero-quantize", &mut m);
+        assert!(changed);
+        assert_eq!(stats["gemms-quantized"], 3);
+        assert_eq!(
+            stats["quantize-nodes"], 2,
+            "l1 and l3 share x's quantization"
+        );
+        let counts = m.op_histogram();
+        assert_eq!(counts.get("qlinear"), Some(&3), "{counts:?}");
+        assert_eq!(counts.get("linear"), None);
+        assert_eq!(counts.get("matmul"), None);
+        // w1 is quantized once for both of its users.
+        assert_eq!(
+            stats["weight-bytes-after"],
+            8 * 16 + 16 * 4 + 16 * 8 + 8 * 4
+        );
+    }
+
+    #[test]
+    fn the_quantized_program_is_close_and_the_weights_are_the_reference_quantization() {
+        let before = tiny();
+        let mut after = before.clone();
+        run_pass("hero-quantize", &mut after);
+        assert_same_outputs(&before, &after, PassKind::Quantization, 4);
+        let q = after.constants["w1.q8"].value("w1.q8").unwrap();
+        let s = after.constants["w1.q8.scale"].value("w1.q8.scale").unwrap();
+        let w = before.constants["w1"].value("w1").unwrap();
+        assert_eq!(q.shape(), &[8, 16]);
+        assert_eq!(s.shape(), &[1, 16]);
+        for n in 0..16 {
+            let absmax = (0..8)
+                .map(|k| w.data()[k * 16 + n].abs())
+                .fold(0.0, f64::max);
+            let col: Vec<f64> = (0..8).map(|k| q.data()[k * 16 + n]).collect();
+            assert!(col.iter().any(|&c| c.abs() == 127.0), "absmax maps to ±127");
+            assert!((s.data()[n] - absmax / 127.0).abs() <= absmax * 1e-6);
+        }
+    }
+
+    #[test]
+    fn overrides_keep_modules_in_float_longest_pattern_first() {
+        let mut m = tiny();
+        let (_, stats) = run_pass_with(
+            "hero-quantize",
+            serde_json::json!({"precision": {"l*": "f32", "l2": "i8", "w1": "f32"}}),
+            &mut m,
+        );
+        // l1 and l3 match `w1` (their weight) and `l*`; l2 matches `l2` (longer than `l*`).
+        assert_eq!(stats["gemms-quantized"], 1);
+        assert_eq!(stats["gemms-kept"], 2);
+        let counts = m.op_histogram();
+        assert_eq!(counts.get("qlinear"), Some(&1));
+        assert_eq!(counts.get("linear"), Some(&2));
+    }
+
+    #[test]
+    fn bad_options_are_clear() {
+        let e = |o: serde_json::Value| {
+            crate::registry::create("hero-quantize", &o)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(e(serde_json::json!({"preset": "m2"})).contains("calibration"));
+        assert!(e(serde_json::json!({"preset": "gpu"})).contains("available: cpu"));
+        assert!(e(serde_json::json!({"precision": {"a": "f8"}})).contains("allowed: i8, f32"));
+        assert!(e(serde_json::json!({"precision": {"[": "f32"}})).contains("bad pattern"));
+        assert!(e(serde_json::json!({"weight-convention": "x"})).contains("paper, deepspeed"));
+    }
+}
