@@ -7,7 +7,7 @@ use super::registry::{
     any_cpu, wrong_op, KernelEntry, KernelOut, KernelRun, TypedCx, TypedIn, TypedOut,
 };
 use super::R;
-use fuselage_ir::ops::quantize::{scale_index_map, QuantRule};
+use fuselage_ir::ops::quantize::{scale_index_map, Granularity, QuantRule};
 use fuselage_ir::{DType, Op, TensorType};
 
 /// Float dtypes an f32 buffer holds exactly (the operand and the scale).
@@ -37,6 +37,81 @@ fn applies(op: &Op, operands: &[TensorType], results: &[TensorType]) -> Result<(
         return Err(format!("{} results, expected 2", results.len()));
     }
     Ok(())
+}
+
+/// The common W8A8 case in bulk: an integer rule onto i8 with one scale per row of `row_len`
+/// values (per token; per tensor is one row). Each scale is the rule's, each code
+/// `clamp(rne(x / S))` with the quotient in f64 as the reference computes it (AVX2: four
+/// exact f64 divisions and a ties-to-even rounding per instruction), so the result is
+/// bit-exact. `None` (use [`quantize_packed`]) for a non-finite value, whose scale or code
+/// the general path decides.
+pub fn quantize_i8_rows(
+    rule: &QuantRule,
+    x: &[f32],
+    row_len: usize,
+) -> R<Option<(Vec<u8>, Vec<f32>)>> {
+    let Some((lo, hi)) = rule.int_range() else {
+        return Ok(None);
+    };
+    if row_len == 0 || x.len() % row_len != 0 || lo < -128.0 || hi > 127.0 {
+        return Ok(None);
+    }
+    let rows = x.len() / row_len;
+    let mut scales = Vec::with_capacity(rows);
+    let mut codes = vec![0u8; x.len()];
+    for (row, out) in x.chunks_exact(row_len).zip(codes.chunks_exact_mut(row_len)) {
+        let (mut absmax, mut finite) = (0f32, true);
+        for &v in row {
+            absmax = absmax.max(v.abs());
+            finite &= v.is_finite();
+        }
+        if !finite {
+            return Ok(None);
+        }
+        let s = rule.scale(f64::from(absmax)).map_err(|e| e.0)?;
+        quantize_row_i8(rule, row, s, lo, hi, out);
+        scales.push(s as f32);
+    }
+    Ok(Some((codes, scales)))
+}
+
+/// `out[i] = clamp(rne(row[i] / s), lo, hi)` as i8 codes.
+fn quantize_row_i8(rule: &QuantRule, row: &[f32], s: f64, lo: f64, hi: f64, out: &mut [u8]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::CpuFeatures::get().avx2 {
+        // SAFETY: AVX2 is present; `row` and `out` have the same length.
+        done = unsafe { quantize_row_i8_avx2(row, s, lo, hi, out) };
+    }
+    for (o, &v) in out[done..].iter_mut().zip(&row[done..]) {
+        *o = rule.quantize(f64::from(v), s) as i8 as u8;
+    }
+}
+
+/// The whole groups of 8 of [`quantize_row_i8`]; returns how many values it wrote.
+///
+/// # Safety
+/// AVX2 on this CPU; `out.len() == row.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_i8_avx2(row: &[f32], s: f64, lo: f64, hi: f64, out: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let n = row.len() / 8 * 8;
+    let (sv, lov, hiv) = (_mm256_set1_pd(s), _mm256_set1_pd(lo), _mm256_set1_pd(hi));
+    for i in (0..n).step_by(8) {
+        unsafe {
+            let q = |off: usize| {
+                let x = _mm256_cvtps_pd(_mm_loadu_ps(row.as_ptr().add(i + off)));
+                let r = _mm256_round_pd::<RNE>(_mm256_div_pd(x, sv));
+                _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(r, lov), hiv))
+            };
+            let words = _mm_packs_epi32(q(0), q(4));
+            let bytes = _mm_packs_epi16(words, words);
+            _mm_storel_epi64(out.as_mut_ptr().add(i) as *mut __m128i, bytes);
+        }
+    }
+    n
 }
 
 /// Codes and scales of `x` (row-major, `shape`) for the rule, with scales of `scale_shape`.
@@ -78,7 +153,25 @@ fn run(op: &Op, _cx: &TypedCx<'_>, v: &[TypedIn<'_>]) -> R<Vec<TypedOut>> {
         .granularity
         .scale_shape("quantize", &x.shape)
         .map_err(|e| e.0)?;
-    let (codes, scales) = quantize_packed(&rule, q.dtype, &x.to_contiguous(), &x.shape, &sshape)?;
+    let xs = x.to_contiguous();
+    let rows: usize = sshape.iter().product();
+    let row_major_rows = match q.granularity {
+        Granularity::PerTensor => true,
+        Granularity::PerToken => true,
+        _ => false,
+    };
+    let fast = if q.dtype == DType::I8 && row_major_rows && rows > 0 {
+        quantize_i8_rows(&rule, &xs, xs.len() / rows)?
+    } else {
+        None
+    };
+    let (codes, scales) = match fast {
+        Some((codes, scales)) => (
+            PackedTensor::from_codes(DType::I8, &x.shape, &codes)?,
+            scales,
+        ),
+        None => quantize_packed(&rule, q.dtype, &xs, &x.shape, &sshape)?,
+    };
     Ok(vec![
         TypedOut::Packed(codes),
         TypedOut::F32(KernelOut::row_major((scales, sshape))),
@@ -99,3 +192,71 @@ pub static ENTRY: KernelEntry = KernelEntry {
     prepare: None,
     run: KernelRun::Typed(run),
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuselage_ir::ops::quantize::{Convention, Quantize};
+    use proptest::prelude::*;
+
+    fn rule(convention: Convention) -> QuantRule {
+        Quantize {
+            dtype: DType::I8,
+            granularity: Granularity::PerToken,
+            convention,
+            scale_dtype: DType::F32,
+        }
+        .rule()
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The bulk path (AVX2 where present) equals the general path code for code, ties
+        /// (values at k + ½ scales) and ragged row lengths included.
+        #[test]
+        fn bulk_i8_rows_equal_the_general_path(
+            rows in 1usize..5,
+            row_len in 1usize..40,
+            seed in any::<u64>(),
+            deepspeed in any::<bool>(),
+            ties in any::<bool>(),
+        ) {
+            let r = rule(if deepspeed { Convention::Deepspeed } else { Convention::Paper });
+            let mut x = seed | 1;
+            let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+            let data: Vec<f32> = (0..rows * row_len)
+                .map(|i| {
+                    if ties && i % row_len != 0 {
+                        // The first value fixes the scale at exactly ½, so these quotients are
+                        // all ties (m + ½): round half to even decides every code.
+                        ((next() % 254) as f32 - 127.0) / 2.0 + 0.25
+                    } else if ties {
+                        if deepspeed { 64.0 } else { 63.5 }
+                    } else {
+                        ((next() % 20001) as f32 - 10000.0) * 1e-3
+                    }
+                })
+                .collect();
+            let (codes, scales) = quantize_i8_rows(&r, &data, row_len).unwrap().unwrap();
+            let (want, want_scales) = quantize_packed(
+                &r, DType::I8, &data, &[rows, row_len], &[rows, 1],
+            ).unwrap();
+            prop_assert_eq!(&codes[..], want.bytes());
+            prop_assert_eq!(scales, want_scales);
+        }
+    }
+
+    #[test]
+    fn non_finite_values_take_the_general_path() {
+        let r = rule(Convention::Paper);
+        for bad in [f32::NAN, f32::INFINITY] {
+            let x = [1.0, bad, 2.0];
+            assert!(quantize_i8_rows(&r, &x, 3).unwrap().is_none());
+        }
+        let zeros = [0f32; 9];
+        let (codes, scales) = quantize_i8_rows(&r, &zeros, 9).unwrap().unwrap();
+        assert_eq!((codes, scales), (vec![0u8; 9], vec![1.0]));
+    }
+}

@@ -270,6 +270,12 @@ impl QuantRule {
         Ok(s)
     }
 
+    /// For an integer target, the range `[lo, hi]` its rounded quotients are clamped to
+    /// (`None` for a float target), so kernels can apply the same rule in bulk.
+    pub fn int_range(&self) -> Option<(f64, f64)> {
+        self.int.then_some((self.lo, self.hi))
+    }
+
     /// The quantized value of `x` with scale `scale` (a value of the target dtype).
     pub fn quantize(&self, x: f64, scale: f64) -> f64 {
         let r = x / scale;
