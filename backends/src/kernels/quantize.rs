@@ -53,7 +53,7 @@ pub fn quantize_i8_rows(
     let Some((lo, hi)) = rule.int_range() else {
         return Ok(None);
     };
-    if row_len == 0 || x.len() % row_len != 0 || lo < -128.0 || hi > 127.0 {
+    if row_len == 0 || !x.len().is_multiple_of(row_len) || lo < -128.0 || hi > 127.0 {
         return Ok(None);
     }
     let rows = x.len() / row_len;
@@ -155,11 +155,10 @@ fn run(op: &Op, _cx: &TypedCx<'_>, v: &[TypedIn<'_>]) -> R<Vec<TypedOut>> {
         .map_err(|e| e.0)?;
     let xs = x.to_contiguous();
     let rows: usize = sshape.iter().product();
-    let row_major_rows = match q.granularity {
-        Granularity::PerTensor => true,
-        Granularity::PerToken => true,
-        _ => false,
-    };
+    let row_major_rows = matches!(
+        q.granularity,
+        Granularity::PerTensor | Granularity::PerToken
+    );
     let fast = if q.dtype == DType::I8 && row_major_rows && rows > 0 {
         quantize_i8_rows(&rule, &xs, xs.len() / rows)?
     } else {
