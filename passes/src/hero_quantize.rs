@@ -450,6 +450,7 @@ fn summary(decisions: &[Decision]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pass::Tolerance;
     use crate::testutil::{assert_same_outputs, run_pass, run_pass_with};
 
     fn tiny() -> Module {
@@ -570,6 +571,68 @@ mod tests {
         let counts = m.op_histogram();
         assert_eq!(counts.get("qlinear"), Some(&1));
         assert_eq!(counts.get("linear"), Some(&2));
+    }
+
+    /// `hero-quantize`, then the scales of the first half of one weight's channels multiplied
+    /// by `factor` (deliberately wrong scales when `factor != 1`).
+    struct WrongScale {
+        inner: HeroQuantize,
+        factor: f64,
+    }
+
+    impl Pass for WrongScale {
+        fn name(&self) -> &'static str {
+            "hero-quantize"
+        }
+
+        fn kind(&self) -> PassKind {
+            PassKind::Quantization
+        }
+
+        fn run(&mut self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
+            let changed = self.inner.run(m, cx)?;
+            let c = m.constants["w2.q8.scale"].clone();
+            let t = c.value("w2.q8.scale").unwrap();
+            let half = t.data().len() / 2;
+            let wrong: Vec<f64> = t
+                .data()
+                .iter()
+                .enumerate()
+                .map(|(i, s)| if i < half { s * self.factor } else { *s })
+                .collect();
+            let t = fuselage_ir::Tensor::new(t.dtype(), t.shape().to_vec(), wrong).unwrap();
+            m.add_constant("w2.q8.scale", Constant::from_tensor(&t));
+            Ok(changed)
+        }
+    }
+
+    #[test]
+    fn the_numeric_check_passes_the_pass_and_catches_a_wrong_scale() {
+        use crate::{PassError, PassManager, PassManagerOptions, Scheduled};
+        let run = |factor: f64| {
+            let mut pm = PassManager::new(PassManagerOptions::default());
+            pm.set_ir_sink(|_| {});
+            let pass = WrongScale {
+                inner: HeroQuantize::new(HeroQuantizeOptions::default()).unwrap(),
+                factor,
+            };
+            let tolerance = Tolerance {
+                abs: f64::INFINITY,
+                rel: f64::INFINITY,
+                min_cosine: 0.995,
+            };
+            let mut steps = vec![Scheduled::Pass(Box::new(crate::pass::Checked {
+                pass: Box::new(pass),
+                tolerance,
+            }))];
+            pm.run_scheduled(&mut steps, &mut tiny())
+        };
+        let r = run(1.0).unwrap();
+        let n = r.passes[0].numeric.as_ref().unwrap();
+        assert!(n.passed && n.cosine_min < 1.0, "{}", n.summary());
+        // Half of l2's output channels at twice their size.
+        let e = run(2.0).unwrap_err();
+        assert!(matches!(e, PassError::Numeric { .. }), "{e}");
     }
 
     #[test]
