@@ -39,12 +39,21 @@ fn applies(op: &Op, operands: &[TensorType], results: &[TensorType]) -> Result<(
     Ok(())
 }
 
+/// How close to a half-integer a quotient `x·(1/S)` must come to be recomputed as `x/S`.
+///
+/// For f32 `x` and `S`, a quotient `x/S` that is not exactly a tie `k + ½` lies at least
+/// 2^-25 from it (`2x − S(2k+1)` is a nonzero multiple of the coarser ulp of the two, over
+/// `2S`), while `x·fl(1/S)` in f64 is within `|x/S|·2^-52 ≤ 2^-45` of `x/S` (`|x/S| ≤ 128`).
+/// So the product rounds to the same integer as the quotient unless the quotient is a tie,
+/// and every tie falls inside this band.
+const TIE_BAND: f64 = 1.0 / (1u64 << 40) as f64;
+
 /// The common W8A8 case in bulk: an integer rule onto i8 with one scale per row of `row_len`
 /// values (per token; per tensor is one row). Each scale is the rule's, each code
-/// `clamp(rne(x / S))` with the quotient in f64 as the reference computes it (AVX2: four
-/// exact f64 divisions and a ties-to-even rounding per instruction), so the result is
-/// bit-exact. `None` (use [`quantize_packed`]) for a non-finite value, whose scale or code
-/// the general path decides.
+/// `clamp(rne(x / S))` as the reference computes it in f64 (AVX2: the product with `1/S`,
+/// divided exactly where it lands within [`TIE_BAND`] of a tie), so the result is bit-exact.
+/// `None` (use [`quantize_packed`]) for a non-finite value, whose scale or code the general
+/// path decides.
 pub fn quantize_i8_rows(
     rule: &QuantRule,
     x: &[f32],
@@ -60,19 +69,59 @@ pub fn quantize_i8_rows(
     let mut scales = Vec::with_capacity(rows);
     let mut codes = vec![0u8; x.len()];
     for (row, out) in x.chunks_exact(row_len).zip(codes.chunks_exact_mut(row_len)) {
-        let (mut absmax, mut finite) = (0f32, true);
-        for &v in row {
-            absmax = absmax.max(v.abs());
-            finite &= v.is_finite();
-        }
-        if !finite {
+        let Some(absmax) = finite_absmax(row) else {
             return Ok(None);
-        }
+        };
         let s = rule.scale(f64::from(absmax)).map_err(|e| e.0)?;
         quantize_row_i8(rule, row, s, lo, hi, out);
         scales.push(s as f32);
     }
     Ok(Some((codes, scales)))
+}
+
+/// The largest `|v|` of `row`, or `None` when a value is NaN or infinite.
+fn finite_absmax(row: &[f32]) -> Option<f32> {
+    let mut done = 0;
+    let mut absmax = 0f32;
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::CpuFeatures::get().avx2 {
+        // SAFETY: AVX2 is present.
+        let (m, n) = unsafe { finite_absmax_avx2(row) }?;
+        (absmax, done) = (m, n);
+    }
+    for &v in &row[done..] {
+        if !v.is_finite() {
+            return None;
+        }
+        absmax = absmax.max(v.abs());
+    }
+    Some(absmax)
+}
+
+/// [`finite_absmax`] over the whole groups of 8: `(absmax, values read)`.
+///
+/// # Safety
+/// AVX2 on this CPU.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn finite_absmax_avx2(row: &[f32]) -> Option<(f32, usize)> {
+    use std::arch::x86_64::*;
+    let n = row.len() / 8 * 8;
+    let sign = _mm256_set1_ps(-0.0);
+    let big = _mm256_set1_ps(f32::MAX);
+    let (mut m, mut bad) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in (0..n).step_by(8) {
+        let a = _mm256_andnot_ps(sign, unsafe { _mm256_loadu_ps(row.as_ptr().add(i)) });
+        // Not `a <= MAX`: NaN (unordered) or infinity.
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps::<_CMP_NLE_UQ>(a, big));
+        m = _mm256_max_ps(m, a);
+    }
+    if _mm256_movemask_ps(bad) != 0 {
+        return None;
+    }
+    let mut lanes = [0f32; 8];
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+    Some((lanes.iter().fold(0f32, |a, &b| a.max(b)), n))
 }
 
 /// `out[i] = clamp(rne(row[i] / s), lo, hi)` as i8 codes.
@@ -99,12 +148,28 @@ unsafe fn quantize_row_i8_avx2(row: &[f32], s: f64, lo: f64, hi: f64, out: &mut 
     const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     let n = row.len() / 8 * 8;
     let (sv, lov, hiv) = (_mm256_set1_pd(s), _mm256_set1_pd(lo), _mm256_set1_pd(hi));
+    let inv = _mm256_set1_pd(1.0 / s);
+    let (half, near, sign) = (
+        _mm256_set1_pd(0.5),
+        _mm256_set1_pd(TIE_BAND),
+        _mm256_set1_pd(-0.0),
+    );
     for i in (0..n).step_by(8) {
         unsafe {
             let q = |off: usize| {
                 let x = _mm256_cvtps_pd(_mm_loadu_ps(row.as_ptr().add(i + off)));
-                let r = _mm256_round_pd::<RNE>(_mm256_div_pd(x, sv));
-                _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(r, lov), hiv))
+                // x·(1/S) rounds like x/S except at an exact tie (module docs of
+                // `quantize_i8_rows`); a quotient that close to one is divided exactly.
+                let r = _mm256_mul_pd(x, inv);
+                let mut q = _mm256_round_pd::<RNE>(r);
+                let off_tie = _mm256_andnot_pd(
+                    sign,
+                    _mm256_sub_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(r, q)), half),
+                );
+                if _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(off_tie, near)) != 0 {
+                    q = _mm256_round_pd::<RNE>(_mm256_div_pd(x, sv));
+                }
+                _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(q, lov), hiv))
             };
             let words = _mm_packs_epi32(q(0), q(4));
             let bytes = _mm_packs_epi16(words, words);
@@ -228,11 +293,12 @@ mod tests {
             let data: Vec<f32> = (0..rows * row_len)
                 .map(|i| {
                     if ties && i % row_len != 0 {
-                        // The first value fixes the scale at exactly ½, so these quotients are
-                        // all ties (m + ½): round half to even decides every code.
-                        ((next() % 254) as f32 - 127.0) / 2.0 + 0.25
+                        // The first value fixes the scale at exactly 123/16, whose f64
+                        // reciprocal moves most ties k + ½ off the tie, so these quotients are
+                        // all ties that only an exact division rounds right (half to even).
+                        ((next() % 254) as f32 - 127.0) * 7.6875 + 3.84375
                     } else if ties {
-                        if deepspeed { 64.0 } else { 63.5 }
+                        if deepspeed { 984.0 } else { 976.3125 }
                     } else {
                         ((next() % 20001) as f32 - 10000.0) * 1e-3
                     }
