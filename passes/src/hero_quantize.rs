@@ -17,6 +17,9 @@
 //! An epilogue activation (`gelu`, `silu`, `relu`) is fused into `qlinear` by `canonicalize`'s
 //! rules afterwards (`rules/fusion.rules`).
 //!
+//! A `qlinear` keeps its GEMM's node name, or takes its weight constant's name when the GEMM
+//! has none (GGUF), so reports and dumps name every INT8 GEMM.
+//!
 //! The policy: option `precision` maps glob patterns over node names (`encoder.layer.0.*`, HF)
 //! or weight-constant names (`blk.0.*`, GGUF) to `i8` or `f32`; when several match, the longest
 //! pattern wins; unmatched GEMMs use the preset (`i8`). The pass records, per GEMM, the
@@ -386,7 +389,13 @@ impl Pass for HeroQuantize {
                                 activation: Activation::None,
                             }),
                             operands,
-                            node_name(&module),
+                            // An unnamed GEMM (GGUF) takes its weight's name, so reports and
+                            // dumps say which layer each INT8 GEMM is.
+                            Some(if module.is_empty() {
+                                gemm.weight.clone()
+                            } else {
+                                module.clone()
+                            }),
                         )
                         .map_err(|e| type_err(&fname, e))?;
                     let new_ty = &g.node(new).expect("just added").results[0];
@@ -422,10 +431,6 @@ impl Pass for HeroQuantize {
         );
         Ok((quantized > 0).into())
     }
-}
-
-fn node_name(module: &str) -> Option<String> {
-    (!module.is_empty()).then(|| module.to_string())
 }
 
 /// People's view of the decisions: one line per precision and reason, then each kept module.

@@ -216,6 +216,54 @@ fn every_rule_fires() {
     assert_eq!(out.entry().unwrap().len(), 3);
     fired.extend(rules);
 
+    // Each activation after an INT8 GEMM, with and without a bias → the GEMM's epilogue.
+    for (act, attrs, fused) in [
+        ("gelu", json!({"approximate": "none"}), "gelu"),
+        ("gelu", json!({"approximate": "tanh"}), "gelu_tanh"),
+        ("silu", json!({}), "silu"),
+        ("relu", json!({}), "relu"),
+    ] {
+        for with_bias in [false, true] {
+            let mut b = B::new();
+            let x = b.input("x", &row);
+            let q = b.op(
+                "quantize",
+                json!({"dtype": "i8", "granularity": {"kind": "per_token"}}),
+                &[x],
+            );
+            let xs = fuselage_ir::ValueId::new(q.node, 1);
+            let w = b.constant("w", &[h, 4], None);
+            let wq = b.op(
+                "quantize",
+                json!({"dtype": "i8", "granularity": {"kind": "per_channel", "axis": 1}}),
+                &[w],
+            );
+            let ws = fuselage_ir::ValueId::new(wq.node, 1);
+            let mut args = vec![q, xs, wq, ws];
+            if with_bias {
+                args.push(b.constant("bias", &[4], None));
+            }
+            let y = b.op("qlinear", json!({}), &args);
+            let z = b.op(act, attrs.clone(), &[y]);
+            let (out, rules) = canon(&b.finish(&[z]));
+            assert_eq!(count(&out, act), 0, "{act} {attrs} fused");
+            let g = out.entry().unwrap();
+            let ql = g
+                .nodes()
+                .find_map(|(_, n)| match &n.op {
+                    fuselage_ir::Op::QLinear(q) => Some(q.activation),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(
+                serde_json::to_value(ql).unwrap(),
+                json!(fused),
+                "{act} {attrs} with bias {with_bias}"
+            );
+            fired.extend(rules);
+        }
+    }
+
     let all: BTreeSet<String> = builtin_rules()
         .unwrap()
         .iter()
