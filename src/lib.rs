@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod model;
+pub mod quant_report;
 pub mod tasks;
 pub use fuselage_ir::npy;
 

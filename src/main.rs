@@ -122,6 +122,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-layer error of a quantization pipeline against FP32 on calibration text: SQNR and
+    /// cosine of every quantized layer's output (errors accumulated up to it), worst first,
+    /// then the model's outputs.
+    QuantReport {
+        /// A model folder or .gguf file (with a tokenizer).
+        model: String,
+        /// The pipeline; the report splits it at its first quantization pass.
+        #[arg(long)]
+        pipeline: String,
+        /// Calibration text: one sequence per line for an encoder, one long sequence for a
+        /// decoder.
+        #[arg(long)]
+        text: PathBuf,
+        /// Encoders: use the first N non-empty lines.
+        #[arg(long, default_value_t = 8)]
+        lines: usize,
+        /// Decoders: use the first N tokens.
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        /// reference (exact f64 interpreter), cpu (lowered onto burn's CPU backend) or cuda.
+        #[arg(long, default_value = "cpu")]
+        backend: fuselage::Backend,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time a model: warm-up runs, then the median and p90 of timed runs, and peak memory.
     Bench {
         /// builtin:NAME, a .fir or .json module, an .onnx or .gguf file, or a model folder.
@@ -709,6 +735,30 @@ fn real_main() -> Result<()> {
                         println!("{k:<20} {v}");
                     }
                 }
+            }
+        }
+        Command::QuantReport {
+            model,
+            pipeline,
+            text,
+            lines,
+            tokens,
+            backend,
+            json,
+        } => {
+            let base = fuselage::load(&model)?;
+            let tok = fuselage::tasks::tokenizer_for(&model)?
+                .with_context(|| format!("`{model}` carries no tokenizer"))?;
+            let p = fuselage::Pipeline::load(&pipeline)?;
+            let t = std::fs::read_to_string(&text)
+                .with_context(|| format!("reading {}", text.display()))?;
+            let inputs = fuselage::tasks::calibration_inputs(&base, &tok, &t, lines, tokens)
+                .with_context(|| format!("calibration text {}", text.display()))?;
+            let r = fuselage::quant_report::quant_report(&base, &p, &inputs, backend)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.table());
             }
         }
         Command::Bench {

@@ -69,6 +69,36 @@ fn output<'a>(module: &Module, outs: &'a [Tensor], name: &str) -> Result<&'a Ten
         })
 }
 
+/// Calibration inputs from a text: for an encoder (a `sentence_embedding` output) each of the
+/// first `lines` non-empty lines is one sequence; for a decoder the first `tokens` tokens of
+/// the whole text are one sequence. An empty text is an error.
+pub fn calibration_inputs(
+    module: &Module,
+    tok: &Tokenizer,
+    text: &str,
+    lines: usize,
+    tokens: usize,
+) -> Result<Vec<Vec<Tensor>>, Error> {
+    if text.trim().is_empty() {
+        return Err(Error::Inputs("the calibration text is empty".into()));
+    }
+    let seqs: Vec<Vec<i64>> = if is_encoder(module) {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(lines)
+            .map(|l| tok.encode(l).map_err(crate::ModelError::from))
+            .collect::<Result<_, _>>()?
+    } else {
+        let mut ids = tok.encode(text).map_err(crate::ModelError::from)?;
+        ids.truncate(tokens);
+        vec![ids]
+    };
+    seqs.iter()
+        .filter(|ids| !ids.is_empty())
+        .map(|ids| sequence_inputs(module, ids))
+        .collect()
+}
+
 /// Whether the model is an encoder with a `sentence_embedding` output.
 pub fn is_encoder(module: &Module) -> bool {
     module

@@ -692,3 +692,70 @@ fn bench_explain_lowering_reports_each_node_as_json() {
     ]);
     assert_clear_error(&o, &["--explain-lowering", "cpu"]);
 }
+
+#[test]
+fn hero_w8a8_on_minilm_eval_and_quant_report() {
+    let dir = model_dir("minilm-l6");
+    let sentences = tmp("hero-sentences.txt");
+    std::fs::write(
+        &sentences,
+        "A man is eating food.\nA man is riding a white horse on an enclosed ground.\n\
+         The new movie is awesome.\nA cheetah is running behind its prey.\n\
+         Two men pushed carts through the woods.\nThe cat sits outside.\n",
+    )
+    .unwrap();
+    let s = sentences.display().to_string();
+    let o = fuselage(&[
+        "eval",
+        &dir,
+        "--pipeline",
+        "pipelines/hero-w8a8.toml",
+        "--backend",
+        "cpu",
+        "--embeddings",
+        &s,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = v["against_uncompiled"]["cosine_mean"].as_f64().unwrap();
+    assert!(c > 0.99 && c < 1.0, "W8A8 embeddings vs FP32: cosine {c}");
+
+    let o = fuselage(&[
+        "quant-report",
+        &dir,
+        "--pipeline",
+        "pipelines/hero-w8a8.toml",
+        "--text",
+        &s,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let layers = r["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 36, "every linear layer of the 6 blocks");
+    assert_eq!(r["inputs"], 6);
+    let sqnr: Vec<f64> = layers
+        .iter()
+        .map(|l| l["sqnr_db"].as_f64().unwrap())
+        .collect();
+    assert!(
+        sqnr.windows(2).all(|w| w[0] <= w[1]),
+        "worst first: {sqnr:?}"
+    );
+    assert!(sqnr[0] > 10.0, "{sqnr:?}");
+
+    let empty = tmp("hero-empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let o = fuselage(&[
+        "quant-report",
+        &dir,
+        "--pipeline",
+        "pipelines/hero-w8a8.toml",
+        "--text",
+        &empty.display().to_string(),
+    ]);
+    assert_clear_error(&o, &["calibration text", "empty"]);
+    let _ = std::fs::remove_file(&sentences);
+    let _ = std::fs::remove_file(&empty);
+}
