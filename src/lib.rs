@@ -76,6 +76,9 @@ pub struct CompileOptions {
     pub dump_dir: Option<PathBuf>,
     /// Stop after this many pass executions.
     pub max_steps: Option<usize>,
+    /// Entry inputs for the numeric check instead of seeded ones (a tokenized sentence, say:
+    /// a quantization pass is judged on data like the model's own).
+    pub check_inputs: Option<Vec<Tensor>>,
 }
 
 impl Default for CompileOptions {
@@ -86,6 +89,7 @@ impl Default for CompileOptions {
             print_ir_after: vec![],
             dump_dir: None,
             max_steps: None,
+            check_inputs: None,
         }
     }
 }
@@ -114,6 +118,7 @@ pub fn compile(
         ..Default::default()
     };
     pm_opts.numeric.enabled = options.numeric_check;
+    pm_opts.numeric.inputs = options.check_inputs.clone();
     if let Some(s) = &options.check_sizes {
         pm_opts.numeric.default_sym_size = s.default;
         for (k, v) in &s.bindings {

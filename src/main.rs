@@ -60,6 +60,10 @@ enum Command {
         /// Symbol sizes of the numeric check's inputs, e.g. `B=1,S=8`.
         #[arg(long)]
         bind: Option<String>,
+        /// Run the numeric check on this text (its first line for an encoder, its first 64
+        /// tokens for a decoder, through the model's tokenizer) instead of seeded inputs.
+        #[arg(long)]
+        check_text: Option<PathBuf>,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
@@ -440,16 +444,31 @@ fn real_main() -> Result<()> {
             max_steps,
             no_numeric_check,
             bind,
+            check_text,
             json,
         } => {
             let m = fuselage::load(&model)?;
             let p = fuselage::Pipeline::load(&pipeline)?;
+            let check_inputs = match &check_text {
+                Some(path) => {
+                    let tok = fuselage::tasks::tokenizer_for(&model)?
+                        .with_context(|| format!("--check-text: `{model}` carries no tokenizer"))?;
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    fuselage::tasks::calibration_inputs(&m, &tok, &text, 1, 64)
+                        .with_context(|| format!("--check-text {}", path.display()))?
+                        .into_iter()
+                        .next()
+                }
+                None => None,
+            };
             let opts = fuselage::CompileOptions {
                 numeric_check: !no_numeric_check,
                 check_sizes: bind.as_deref().map(|b| sizes(b, 4)).transpose()?,
                 print_ir_after,
                 dump_dir,
                 max_steps,
+                check_inputs,
             };
             let c = fuselage::compile(&m, &p, &opts)?;
             for (step, pass, text) in &c.ir_dumps {
@@ -644,10 +663,27 @@ fn real_main() -> Result<()> {
             let base = fuselage::load(&model)?;
             let tok = fuselage::tasks::tokenizer_for(&model)?
                 .with_context(|| format!("`{model}` carries no tokenizer"))?;
+            // The numeric check after each pass runs on the task's own data (its first
+            // sentence, or the first 64 tokens of its text), not on seeded token ids.
+            let sample = match (&embeddings, &perplexity) {
+                (Some(path), _) | (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    fuselage::tasks::calibration_inputs(&base, &tok, &text, 1, 64)
+                        .with_context(|| format!("text {}", path.display()))?
+                        .into_iter()
+                        .next()
+                }
+                (None, None) => None,
+            };
             let compiled = match &pipeline {
                 Some(p) => {
                     let p = fuselage::Pipeline::load(p)?;
-                    Some(fuselage::compile(&base, &p, &fuselage::CompileOptions::default())?.module)
+                    let opts = fuselage::CompileOptions {
+                        check_inputs: sample,
+                        ..fuselage::CompileOptions::default()
+                    };
+                    Some(fuselage::compile(&base, &p, &opts)?.module)
                 }
                 None => None,
             };

@@ -42,8 +42,13 @@ use std::collections::{BTreeMap, HashMap};
 crate::pass_options! {
     /// Options of `hero-quantize`.
     pub struct HeroQuantizeOptions {
-        /// The policy preset: `cpu` (every GEMM input token-wise, dynamic; weights per channel).
+        /// The policy preset: `cpu` (every GEMM input token-wise, dynamic; weights per channel)
+        /// or `m1` (HERO's least aggressive mode: only the GEMMs fed by a norm — QKV, FC1,
+        /// gate/up — in INT8, token-wise; the others stay in float).
         preset: String = "cpu".into(),
+        /// The ops whose outputs `m1` treats as norm outputs (a row reduction that makes the
+        /// token-wise scale free).
+        norm_ops: Vec<String> = vec!["layer_norm".into(), "rms_norm".into()],
         /// Per-module precision overrides: glob over node or weight-constant names → `i8` or
         /// `f32` (`{"encoder.layer.0.*" = "f32"}`); the longest matching pattern wins.
         precision: BTreeMap<String, String> = BTreeMap::new(),
@@ -96,9 +101,29 @@ impl Precision {
     }
 }
 
+/// Which GEMMs a preset puts in INT8 when no override matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Preset {
+    /// Every GEMM.
+    Cpu,
+    /// Only GEMMs whose input a norm op produced.
+    M1,
+}
+
+impl Preset {
+    fn name(self) -> &'static str {
+        match self {
+            Preset::Cpu => "cpu",
+            Preset::M1 => "m1",
+        }
+    }
+}
+
 /// The `hero-quantize` pass.
 #[derive(Debug, Clone)]
 pub struct HeroQuantize {
+    preset: Preset,
+    norm_ops: Vec<String>,
     overrides: Vec<(glob::Pattern, Precision)>,
     convention: Convention,
 }
@@ -106,19 +131,25 @@ pub struct HeroQuantize {
 impl HeroQuantize {
     /// Create the pass from its options.
     pub fn new(options: HeroQuantizeOptions) -> Result<Self, PassError> {
-        match options.preset.as_str() {
-            "cpu" => {}
-            "m1" | "m2" | "m3" => {
+        let preset = match options.preset.as_str() {
+            "cpu" => Preset::Cpu,
+            "m1" => Preset::M1,
+            "m2" | "m3" => {
                 return Err(options_error(format!(
                     "preset `{}` needs static and feature-wise scales from calibration \
-                     statistics, which hero-quantize does not collect yet (available: cpu)",
+                     statistics, which hero-quantize does not collect yet (available: cpu, m1)",
                     options.preset
                 )))
             }
             other => {
                 return Err(options_error(format!(
-                    "unknown preset `{other}` (available: cpu)"
+                    "unknown preset `{other}` (available: cpu, m1)"
                 )))
+            }
+        };
+        for op in &options.norm_ops {
+            if !fuselage_ir::ops::OP_NAMES.contains(&op.as_str()) {
+                return Err(options_error(format!("norm-ops: unknown op `{op}`")));
             }
         }
         let convention = match options.weight_convention.as_str() {
@@ -137,21 +168,32 @@ impl HeroQuantize {
             overrides.push((g, Precision::parse(pat, p)?));
         }
         Ok(HeroQuantize {
+            preset,
+            norm_ops: options.norm_ops,
             overrides,
             convention,
         })
     }
 
-    /// The precision for a GEMM with these names, and the pattern that decided it.
-    fn decide(&self, names: &[&str]) -> (Precision, Option<String>) {
+    /// The precision for a GEMM with these names whose input `input_op` produced, and why.
+    fn decide(&self, names: &[&str], input_op: &str) -> (Precision, String) {
         let best = self
             .overrides
             .iter()
             .filter(|(g, _)| names.iter().any(|n| g.matches(n)))
             .max_by_key(|(g, _)| g.as_str().len());
-        match best {
-            Some((g, p)) => (*p, Some(g.as_str().to_string())),
-            None => (Precision::Int8, None),
+        if let Some((g, p)) = best {
+            return (*p, format!("override `{}`", g.as_str()));
+        }
+        match self.preset {
+            Preset::Cpu => (Precision::Int8, "preset cpu".into()),
+            Preset::M1 if self.norm_ops.iter().any(|o| o == input_op) => {
+                (Precision::Int8, format!("preset m1: fed by {input_op}"))
+            }
+            Preset::M1 => (
+                Precision::Float,
+                format!("preset m1: fed by {input_op}, not a norm"),
+            ),
         }
     }
 }
@@ -315,11 +357,12 @@ impl Pass for HeroQuantize {
                     .into_iter()
                     .filter(|s| !s.is_empty())
                     .collect();
-                let (precision, pattern) = self.decide(&names);
+                let input_op = g.node(gemm.x.node).map_or("?", |n| n.op.name());
+                let (precision, reason) = self.decide(&names, input_op);
                 decisions.push(Decision {
                     function: fname.clone(),
                     module: if module.is_empty() {
-                        id.to_string()
+                        gemm.weight.clone()
                     } else {
                         module.clone()
                     },
@@ -327,10 +370,7 @@ impl Pass for HeroQuantize {
                     k,
                     n,
                     precision: precision.name(),
-                    reason: match &pattern {
-                        Some(p) => format!("override `{p}`"),
-                        None => "preset cpu".into(),
-                    },
+                    reason,
                 });
                 if precision == Precision::Float {
                     kept += 1;
@@ -426,7 +466,7 @@ impl Pass for HeroQuantize {
         cx.bump("weight-bytes-after", bytes_after);
         let text = summary(&decisions);
         cx.set_details(
-            serde_json::json!({ "preset": "cpu", "gemms": decisions }),
+            serde_json::json!({ "preset": self.preset.name(), "gemms": decisions }),
             text,
         );
         Ok((quantized > 0).into())
@@ -443,10 +483,18 @@ fn summary(decisions: &[Decision]) -> Vec<String> {
         .iter()
         .map(|((p, r), n)| format!("{n} GEMM(s) in {p} ({r})"))
         .collect();
-    for d in decisions.iter().filter(|d| d.precision != "i8") {
+    const SHOWN: usize = 12;
+    let kept: Vec<&Decision> = decisions.iter().filter(|d| d.precision != "i8").collect();
+    for d in kept.iter().take(SHOWN) {
         out.push(format!(
             "  {} kept in {} ({}; weight {} [{}, {}])",
             d.module, d.precision, d.reason, d.weight, d.k, d.n
+        ));
+    }
+    if kept.len() > SHOWN {
+        out.push(format!(
+            "  … and {} more kept (every decision is in the report's JSON details)",
+            kept.len() - SHOWN
         ));
     }
     out
@@ -649,7 +697,8 @@ mod tests {
                 .unwrap_or_default()
         };
         assert!(e(serde_json::json!({"preset": "m2"})).contains("calibration"));
-        assert!(e(serde_json::json!({"preset": "gpu"})).contains("available: cpu"));
+        assert!(e(serde_json::json!({"preset": "gpu"})).contains("available: cpu, m1"));
+        assert!(e(serde_json::json!({"norm-ops": ["layernorm"]})).contains("unknown op"));
         assert!(e(serde_json::json!({"precision": {"a": "f8"}})).contains("allowed: i8, f32"));
         assert!(e(serde_json::json!({"precision": {"[": "f32"}})).contains("bad pattern"));
         assert!(e(serde_json::json!({"weight-convention": "x"})).contains("paper, deepspeed"));

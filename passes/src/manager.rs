@@ -573,9 +573,28 @@ impl<'e> PassManager<'e> {
         let (Some(eb), Some(ea)) = (before.entry(), after.entry()) else {
             return Ok((None, Some("no entry function".into())));
         };
-        let shapes = numeric::concrete_shapes(&eb.input_types(), &ea.input_types(), opts)
-            .map_err(run_err)?;
-        let inputs = numeric::generate_inputs(&shapes, opts).map_err(run_err)?;
+        let (shapes, inputs) = match &opts.inputs {
+            Some(given) => {
+                if given.len() != ea.input_types().len() {
+                    return Err(run_err(format!(
+                        "{} check inputs given for an entry function of {} inputs",
+                        given.len(),
+                        ea.input_types().len()
+                    )));
+                }
+                let shapes = given
+                    .iter()
+                    .map(|t| (t.dtype(), t.shape().to_vec()))
+                    .collect();
+                (shapes, given.clone())
+            }
+            None => {
+                let shapes = numeric::concrete_shapes(&eb.input_types(), &ea.input_types(), opts)
+                    .map_err(run_err)?;
+                let inputs = numeric::generate_inputs(&shapes, opts).map_err(run_err)?;
+                (shapes, inputs)
+            }
+        };
         let before_out = match self.cache.take() {
             Some(c) if c.shapes == shapes => c.outputs,
             _ => {

@@ -46,6 +46,11 @@ pub struct NumericOptions {
     pub int_high: i64,
     /// Tolerance overrides by pass name (otherwise the pass kind's default).
     pub tolerance: BTreeMap<String, Tolerance>,
+    /// Entry inputs to check on instead of seeded ones — a real sample such as a tokenized
+    /// sentence, which a quantization check needs: seeded token ids are not text, and a
+    /// model's activations on them can be far from any it was trained for.
+    #[serde(skip)]
+    pub inputs: Option<Vec<fuselage_ir::Tensor>>,
 }
 
 impl Default for NumericOptions {
@@ -59,6 +64,7 @@ impl Default for NumericOptions {
             default_sym_size: 4,
             int_high: 2,
             tolerance: BTreeMap::new(),
+            inputs: None,
         }
     }
 }
