@@ -26,6 +26,49 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The machine's peak for the INT8 micro-kernel's instruction pair (`vpmaddwd` + `vpaddd` on
+/// 12 independent accumulators, operands in registers), in GOP/s on one thread.
+#[cfg(target_arch = "x86_64")]
+fn madd_peak_gops() -> Option<f64> {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        return None;
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn run(iters: usize) -> i32 {
+        use std::arch::x86_64::*;
+        let b = _mm256_set1_epi32(0x0001_fffe);
+        let mut acc: [__m256i; 12] =
+            std::array::from_fn(|i| _mm256_set1_epi32(0x0003_0002 + i as i32));
+        // Each accumulator feeds its own next product (12 independent chains of 4 cycles'
+        // latency), so nothing is loop-invariant and the loop is throughput-bound.
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_add_epi32(*x, _mm256_madd_epi16(*x, b));
+            }
+        }
+        let mut acc = std::hint::black_box(acc);
+        let mut out = [0i32; 8];
+        let mut sum = _mm256_setzero_si256();
+        for x in acc.iter_mut() {
+            sum = _mm256_add_epi32(sum, *x);
+        }
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, sum) };
+        out.iter().sum()
+    }
+    let iters = 20_000_000;
+    // SAFETY: AVX2 checked above.
+    let _ = unsafe { run(iters / 10) };
+    let t = Instant::now();
+    let _ = std::hint::black_box(unsafe { run(iters) });
+    // 12 instructions × 16 multiply-adds × 2 ops each per iteration.
+    Some((iters * 12 * 16 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn madd_peak_gops() -> Option<f64> {
+    None
+}
+
 fn main() {
     let iters: usize = std::env::args()
         .nth(1)
@@ -37,6 +80,13 @@ fn main() {
         GemmIsa::detect().describe(),
         rayon::current_num_threads()
     );
+    if let Some(p) = madd_peak_gops() {
+        println!(
+            "vpmaddwd+vpaddd peak, one thread, registers only: {p:.0} GOP/s (×{} threads: {:.0})",
+            rayon::current_num_threads(),
+            p * rayon::current_num_threads() as f64
+        );
+    }
     println!("| model | M×K×N | f32 ms | INT8 ms | INT8/f32 | f32 GFLOP/s | INT8 GOP/s |");
     println!("|---|---|---|---|---|---|---|");
     let shapes: &[(&str, usize, usize, usize)] = &[
