@@ -24,6 +24,10 @@ fn applies(op: &Op, operands: &[TensorType], results: &[TensorType]) -> Result<(
         Some(x) => return Err(format!("operand 0 is {}", x.dtype)),
         None => return Err("no operand".into()),
     }
+    match operands.get(1) {
+        Some(s) if !held_in_f32(s.dtype) => return Err(format!("the given scale is {}", s.dtype)),
+        _ => {}
+    }
     if !is_packed(q.dtype) {
         return Err(format!("the target {} is not a packed dtype", q.dtype));
     }
@@ -206,6 +210,51 @@ pub fn quantize_packed(
     Ok((q, scales.into_iter().map(|s| s as f32).collect()))
 }
 
+/// Codes of `x` with given (static or folded) scales. One scale per feature (the last axis:
+/// feature-wise quantization) takes the product with the reciprocal and divides exactly only
+/// near a tie ([`TIE_BAND`]); any other layout goes element by element through the scale map.
+fn quantize_given(
+    rule: &QuantRule,
+    target: DType,
+    x: &[f32],
+    shape: &[usize],
+    scale_shape: &[usize],
+    scales: &[f32],
+) -> R<PackedTensor> {
+    let s64: Vec<f64> = scales.iter().map(|&s| f64::from(s)).collect();
+    fuselage_ir::ops::quantize::check_given_scales(&s64).map_err(|e| e.0)?;
+    let last = shape.last().copied().unwrap_or(1);
+    let per_feature = !shape.is_empty()
+        && scale_shape.last() == Some(&last)
+        && scale_shape[..scale_shape.len() - 1].iter().all(|&d| d == 1);
+    let codes: Vec<u8> = match rule.int_range() {
+        Some((lo, hi)) if per_feature && last > 0 => {
+            let inv: Vec<f64> = s64.iter().map(|s| 1.0 / s).collect();
+            let mut codes = vec![0u8; x.len()];
+            for (row, out) in x.chunks_exact(last).zip(codes.chunks_exact_mut(last)) {
+                for (k, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+                    let v = f64::from(v);
+                    let r = v * inv[k];
+                    let mut q = r.round_ties_even();
+                    if ((r - q).abs() - 0.5).abs() < TIE_BAND || !r.is_finite() {
+                        q = rule.quantize(v, s64[k]);
+                    }
+                    *o = code_of(target, q.clamp(lo, hi));
+                }
+            }
+            codes
+        }
+        _ => {
+            let map = scale_index_map(shape, scale_shape);
+            x.iter()
+                .zip(&map)
+                .map(|(&v, &si)| code_of(target, rule.quantize(f64::from(v), s64[si])))
+                .collect()
+        }
+    };
+    PackedTensor::from_codes(target, shape, &codes)
+}
+
 fn run(op: &Op, _cx: &TypedCx<'_>, v: &[TypedIn<'_>]) -> R<Vec<TypedOut>> {
     let Op::Quantize(q) = op else {
         return Err(wrong_op(ENTRY.name, op));
@@ -219,6 +268,26 @@ fn run(op: &Op, _cx: &TypedCx<'_>, v: &[TypedIn<'_>]) -> R<Vec<TypedOut>> {
         .scale_shape("quantize", &x.shape)
         .map_err(|e| e.0)?;
     let xs = x.to_contiguous();
+    if let Some(given) = v.get(1) {
+        let TypedIn::F32(given) = given else {
+            return Err(format!(
+                "{}: the given scale must be a float tensor",
+                ENTRY.name
+            ));
+        };
+        if given.shape != sshape {
+            return Err(format!(
+                "{}: the given scale is {:?}, expected {sshape:?}",
+                ENTRY.name, given.shape
+            ));
+        }
+        let scales = given.to_contiguous().into_owned();
+        let codes = quantize_given(&rule, q.dtype, &xs, &x.shape, &sshape, &scales)?;
+        return Ok(vec![
+            TypedOut::Packed(codes),
+            TypedOut::F32(KernelOut::row_major((scales, sshape))),
+        ]);
+    }
     let rows: usize = sshape.iter().product();
     let row_major_rows = matches!(
         q.granularity,
@@ -246,7 +315,7 @@ fn run(op: &Op, _cx: &TypedCx<'_>, v: &[TypedIn<'_>]) -> R<Vec<TypedOut>> {
 pub static ENTRY: KernelEntry = KernelEntry {
     name: "quantize-packed",
     op: "quantize",
-    signature: "f32/bf16/f16 -> i8/i4/f8e4m3fn/f8e5m2/f4e2m1 (packed), f32/bf16/f16",
+    signature: "f32/bf16/f16[, given scale] -> i8/i4/f8e4m3fn/f8e5m2/f4e2m1 (packed), f32/bf16/f16",
     doc: "Symmetric quantization per tensor, token, channel or group into packed codes (two \
           per byte for i4/f4e2m1), bit-exact to the reference codecs.",
     applies,
@@ -323,5 +392,85 @@ mod tests {
         let zeros = [0f32; 9];
         let (codes, scales) = quantize_i8_rows(&r, &zeros, 9).unwrap().unwrap();
         assert_eq!((codes, scales), (vec![0u8; 9], vec![1.0]));
+    }
+}
+
+#[cfg(test)]
+mod given_scale_tests {
+    use super::*;
+    use fuselage_ir::ops::quantize::{Convention, Quantize};
+    use fuselage_ir::ops::testing::eval_op;
+    use fuselage_ir::Tensor;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+
+        /// Feature-wise given scales (the fast path) and per-token given scales (the general
+        /// path) give the reference op's codes, saturation and ties included.
+        #[test]
+        fn given_scales_match_the_reference(
+            rows in 1usize..4,
+            k in 1usize..20,
+            seed in any::<u64>(),
+            per_feature in any::<bool>(),
+        ) {
+            let mut st = seed | 1;
+            let mut next = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            // Scales 123/16 · 2^-j make exact ties; values up to ±2000 saturate some codes.
+            let sshape = if per_feature { vec![1, k] } else { vec![rows, 1] };
+            let n_scales: usize = sshape.iter().product();
+            let scales: Vec<f32> = (0..n_scales)
+                .map(|_| 7.6875 / (1 << (next() % 4)) as f32)
+                .collect();
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| {
+                    let s = if per_feature { scales[i % k] } else { scales[i / k] };
+                    if next() % 2 == 0 {
+                        ((next() % 301) as f32 - 150.0) * s + 0.5 * s
+                    } else {
+                        ((next() % 4001) as f32 - 2000.0) * 0.37
+                    }
+                })
+                .collect();
+            let op = Quantize {
+                dtype: DType::I8,
+                granularity: if per_feature {
+                    Granularity::PerChannel { axis: -1 }
+                } else {
+                    Granularity::PerToken
+                },
+                convention: Convention::Paper,
+                scale_dtype: DType::F32,
+            };
+            let rule = op.rule().unwrap();
+            let codes = quantize_given(&rule, DType::I8, &x, &[rows, k], &sshape, &scales).unwrap();
+            let xt = Tensor::from_f32(vec![rows, k], &x).unwrap();
+            let st = Tensor::from_f32(sshape.clone(), &scales).unwrap();
+            let want = eval_op(fuselage_ir::Op::Quantize(op), &[xt, st]).unwrap();
+            let want: Vec<u8> = want[0].data().iter().map(|&v| v as i8 as u8).collect();
+            prop_assert_eq!(codes.bytes(), &want[..]);
+        }
+    }
+
+    #[test]
+    fn bad_given_scales_are_errors() {
+        let op = Quantize {
+            dtype: DType::I8,
+            granularity: Granularity::PerChannel { axis: -1 },
+            convention: Convention::Paper,
+            scale_dtype: DType::F32,
+        };
+        let rule = op.rule().unwrap();
+        let e = quantize_given(
+            &rule,
+            DType::I8,
+            &[1.0, 2.0],
+            &[1, 2],
+            &[1, 2],
+            &[1.0, f32::NAN],
+        )
+        .unwrap_err();
+        assert!(e.contains("positive and finite"), "{e}");
     }
 }

@@ -19,11 +19,16 @@
 //! * float targets: `S = A/fmt_max` (448, 57344, 6), `q = round_fmt(clamp(x/S, ±fmt_max))` with
 //!   the exact codec (round to nearest even; the convention is ignored).
 //!
+//! A second operand `scale` (dtype `scale_dtype`, exactly the scale's dims) gives the scales
+//! instead: a static scale from calibration, or a feature-wise (FWQ) scale folded into the next
+//! weight. Then `S` is that operand (each value positive and finite, or an evaluation error),
+//! values beyond `S·hi` saturate, and the `scale` result is the operand.
+//!
 //! `S` is first rounded to `scale_dtype`, and `q` is computed with that stored `S`, so
 //! `dequantize` (`q·S`) reproduces exactly what was quantized. `A == 0` gives `S = 1` (no NaN).
 //! A scale that rounds to 0 or ∞ in `scale_dtype` is an evaluation error.
 
-use super::util::{expect_arity, expect_float, normalize_axis, op_err};
+use super::util::{expect_arity_range, expect_float, normalize_axis, op_err};
 use super::{EvalCx, InferCx, OpSpec};
 use crate::dtype::DType;
 use crate::error::OpError;
@@ -197,11 +202,19 @@ impl OpSpec for Quantize {
     const NAME: &'static str = "quantize";
 
     fn infer(&self, _cx: &InferCx, inputs: &[TensorType]) -> Result<Vec<TensorType>, OpError> {
-        expect_arity(Self::NAME, inputs, 1)?;
+        expect_arity_range(Self::NAME, inputs, 1, 2)?;
         let x = &inputs[0];
         expect_float(Self::NAME, "operand", x)?;
         self.check()?;
         let s = self.granularity.scale_dims(Self::NAME, &x.shape)?;
+        if let Some(given) = inputs.get(1) {
+            if given.dtype != self.scale_dtype || given.shape != s {
+                crate::bail!(
+                    "quantize: a given scale must be {} like the scale it replaces, found {given}",
+                    TensorType::new(self.scale_dtype, s.clone())
+                );
+            }
+        }
         Ok(vec![
             x.with_dtype(self.dtype),
             TensorType::new(self.scale_dtype, s),
@@ -209,19 +222,33 @@ impl OpSpec for Quantize {
     }
 
     fn eval(&self, _cx: &EvalCx, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        expect_arity(Self::NAME, inputs, 1)?;
+        expect_arity_range(Self::NAME, inputs, 1, 2)?;
         let x = inputs[0];
         let rule = self.rule()?;
         let sshape = self.granularity.scale_shape(Self::NAME, x.shape())?;
         let map = scale_index_map(x.shape(), &sshape);
-        let mut absmax = vec![0.0f64; sshape.iter().product()];
-        for (&v, &s) in x.data().iter().zip(&map) {
-            absmax[s] = absmax[s].max(v.abs());
-        }
-        let scales = absmax
-            .iter()
-            .map(|&a| rule.scale(a))
-            .collect::<Result<Vec<f64>, OpError>>()?;
+        let scales = match inputs.get(1) {
+            Some(given) => {
+                if given.shape() != sshape.as_slice() {
+                    crate::bail!(
+                        "quantize: the given scale is {:?}, expected {sshape:?}",
+                        given.shape()
+                    );
+                }
+                check_given_scales(given.data())?;
+                given.data().to_vec()
+            }
+            None => {
+                let mut absmax = vec![0.0f64; sshape.iter().product()];
+                for (&v, &s) in x.data().iter().zip(&map) {
+                    absmax[s] = absmax[s].max(v.abs());
+                }
+                absmax
+                    .iter()
+                    .map(|&a| rule.scale(a))
+                    .collect::<Result<Vec<f64>, OpError>>()?
+            }
+        };
         let q: Vec<f64> = x
             .data()
             .iter()
@@ -233,6 +260,18 @@ impl OpSpec for Quantize {
             Tensor::new(self.scale_dtype, sshape, scales).map_err(op_err)?,
         ])
     }
+}
+
+/// Given scales must be positive and finite (a zero or NaN scale has no quotient).
+pub fn check_given_scales(scales: &[f64]) -> Result<(), OpError> {
+    if let Some((i, s)) = scales
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+    {
+        crate::bail!("quantize: given scale {i} is {s}; a scale must be positive and finite");
+    }
+    Ok(())
 }
 
 /// The arithmetic of one [`Quantize`]: its scale from an absmax and its quantized value of an
@@ -455,6 +494,36 @@ mod tests {
         let out = eval_op(Op::Quantize(op), &[x]).unwrap();
         assert_eq!(out[1].shape(), &[2, 2]);
         assert_eq!(out[0].data()[0], 127.0);
+    }
+
+    #[test]
+    fn a_given_scale_replaces_the_absmax_and_saturates() {
+        // Feature-wise scales [1, 3] for x [2, 3]: column 0 at 0.5, 1 at 0.01 (saturates), 2 at 1.
+        let x = Tensor::new(
+            DType::F32,
+            vec![2, 3],
+            vec![1.0, 2.0, -3.0, 0.75, -1.0, 0.5],
+        )
+        .unwrap();
+        let s = Tensor::new(DType::F32, vec![1, 3], vec![0.5, 0.01, 1.0]).unwrap();
+        let op = Op::Quantize(Quantize {
+            dtype: DType::I8,
+            granularity: Granularity::PerChannel { axis: -1 },
+            convention: Convention::Paper,
+            scale_dtype: DType::F32,
+        });
+        let out = eval_op(op.clone(), &[x.clone(), s.clone()]).unwrap();
+        // 0.75/0.5 = 1.5 → 2 (ties to even), 0.5/1 = 0.5 → 0, 2/0.01 → 127 (saturated), −1/0.01 → −100.
+        assert_eq!(out[0].data(), &[2.0, 127.0, -3.0, 2.0, -100.0, 0.0]);
+        assert_eq!(out[1], s);
+        let bad = Tensor::new(DType::F32, vec![1, 3], vec![0.5, 0.0, 1.0]).unwrap();
+        let e = eval_op(op.clone(), &[x.clone(), bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("given scale 1 is 0"), "{e}");
+        let wrong = Tensor::new(DType::F32, vec![2, 1], vec![1.0, 1.0]).unwrap();
+        let e = eval_op(op, &[x, wrong]).unwrap_err().to_string();
+        assert!(e.contains("a given scale must be f32[1,3]"), "{e}");
     }
 
     #[test]
