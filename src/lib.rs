@@ -79,6 +79,47 @@ pub struct CompileOptions {
     /// Entry inputs for the numeric check instead of seeded ones (a tokenized sentence, say:
     /// a quantization pass is judged on data like the model's own).
     pub check_inputs: Option<Vec<Tensor>>,
+    /// Calibration inputs for passes that collect statistics (`hero-quantize`'s static
+    /// scales), run on a backend.
+    pub calibration: Option<Calibration>,
+}
+
+/// Calibration inputs and the backend they run on (the lowered CPU program by default).
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    /// Entry inputs, one set per calibration sample.
+    pub inputs: Vec<Vec<Tensor>>,
+    /// Where the module runs.
+    pub backend: Backend,
+}
+
+impl fuselage_passes::Calibrator for Calibration {
+    fn name(&self) -> String {
+        format!("{:?}", self.backend).to_lowercase()
+    }
+
+    fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    fn run_each(
+        &self,
+        module: &Module,
+        each: &mut fuselage_passes::pass::EachOutputs<'_>,
+    ) -> Result<(), String> {
+        if self.inputs.is_empty() {
+            return Err("no calibration inputs".into());
+        }
+        let exec = executor(module, self.backend).map_err(|e| e.to_string())?;
+        let entry = entry_name(module).map_err(|e| e.to_string())?;
+        for (i, x) in self.inputs.iter().enumerate() {
+            let out = exec
+                .run(module, &entry, x)
+                .map_err(|e| format!("calibration input {i}: {e}"))?;
+            each(i, &out)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for CompileOptions {
@@ -90,6 +131,7 @@ impl Default for CompileOptions {
             dump_dir: None,
             max_steps: None,
             check_inputs: None,
+            calibration: None,
         }
     }
 }
@@ -129,6 +171,9 @@ pub fn compile(
     let mut m = module.clone();
     let report = {
         let mut pm = fuselage_passes::PassManager::new(pm_opts);
+        if let Some(c) = &options.calibration {
+            pm.set_calibrator(c);
+        }
         pm.set_ir_sink(|d| dumps.push((d.step, d.pass.clone(), d.text.clone())));
         pm.run(pipeline, &mut m)?
     };

@@ -64,6 +64,10 @@ enum Command {
         /// tokens for a decoder, through the model's tokenizer) instead of seeded inputs.
         #[arg(long)]
         check_text: Option<PathBuf>,
+        /// Calibration text for passes that need statistics (`hero-quantize` m2's static
+        /// scales): its first 32 lines for an encoder, its first 256 tokens for a decoder.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
@@ -119,6 +123,10 @@ enum Command {
         /// Score only the first N tokens of the text.
         #[arg(long)]
         tokens: Option<usize>,
+        /// Calibration text for passes that need statistics (`hero-quantize` m2's static
+        /// scales): its first 32 lines for an encoder, its first 256 tokens for a decoder.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
         /// reference (exact f64 interpreter), cpu (lowered onto burn's CPU backend) or cuda.
         #[arg(long, default_value = "reference")]
         backend: fuselage::Backend,
@@ -145,6 +153,10 @@ enum Command {
         /// Decoders: use the first N tokens.
         #[arg(long, default_value_t = 128)]
         tokens: usize,
+        /// Calibration text for passes that need statistics (`hero-quantize` m2's static
+        /// scales): its first 32 lines for an encoder, its first 256 tokens for a decoder.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
         /// reference (exact f64 interpreter), cpu (lowered onto burn's CPU backend) or cuda.
         #[arg(long, default_value = "cpu")]
         backend: fuselage::Backend,
@@ -159,6 +171,10 @@ enum Command {
         /// Compile with this pipeline first (file or one-line spec).
         #[arg(long)]
         pipeline: Option<String>,
+        /// Calibration text for passes that need statistics (`hero-quantize` m2's static
+        /// scales): its first 32 lines for an encoder, its first 256 tokens for a decoder.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
         /// Batch size (binds the symbol `B`).
         #[arg(long, default_value_t = 1)]
         batch: u64,
@@ -375,6 +391,27 @@ fn split_named(arg: &str) -> (Option<String>, PathBuf) {
     }
 }
 
+/// Calibration inputs from `--calibration TEXT` (lowered CPU program), or none.
+fn calibration(
+    model: &str,
+    module: &fuselage::ir::Module,
+    path: Option<&PathBuf>,
+) -> Result<Option<fuselage::Calibration>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let tok = fuselage::tasks::tokenizer_for(model)?
+        .with_context(|| format!("--calibration: `{model}` carries no tokenizer"))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let inputs = fuselage::tasks::calibration_inputs(module, &tok, &text, 32, 256)
+        .with_context(|| format!("--calibration {}", path.display()))?;
+    Ok(Some(fuselage::Calibration {
+        inputs,
+        backend: fuselage::Backend::Cpu,
+    }))
+}
+
 fn sizes(spec: &str, default: u64) -> Result<SymbolSizes> {
     let mut s = SymbolSizes::parse(spec)
         .map_err(anyhow::Error::msg)
@@ -445,6 +482,7 @@ fn real_main() -> Result<()> {
             no_numeric_check,
             bind,
             check_text,
+            calibration: calibration_text,
             json,
         } => {
             let m = fuselage::load(&model)?;
@@ -469,6 +507,7 @@ fn real_main() -> Result<()> {
                 dump_dir,
                 max_steps,
                 check_inputs,
+                calibration: calibration(&model, &m, calibration_text.as_ref())?,
             };
             let c = fuselage::compile(&m, &p, &opts)?;
             for (step, pass, text) in &c.ir_dumps {
@@ -657,6 +696,7 @@ fn real_main() -> Result<()> {
             reference,
             perplexity,
             tokens,
+            calibration: calibration_text,
             backend,
             json,
         } => {
@@ -681,6 +721,7 @@ fn real_main() -> Result<()> {
                     let p = fuselage::Pipeline::load(p)?;
                     let opts = fuselage::CompileOptions {
                         check_inputs: sample,
+                        calibration: calibration(&model, &base, calibration_text.as_ref())?,
                         ..fuselage::CompileOptions::default()
                     };
                     Some(fuselage::compile(&base, &p, &opts)?.module)
@@ -779,6 +820,7 @@ fn real_main() -> Result<()> {
             text,
             lines,
             tokens,
+            calibration: calibration_text,
             backend,
             json,
         } => {
@@ -790,7 +832,8 @@ fn real_main() -> Result<()> {
                 .with_context(|| format!("reading {}", text.display()))?;
             let inputs = fuselage::tasks::calibration_inputs(&base, &tok, &t, lines, tokens)
                 .with_context(|| format!("calibration text {}", text.display()))?;
-            let r = fuselage::quant_report::quant_report(&base, &p, &inputs, backend)?;
+            let cal = calibration(&model, &base, calibration_text.as_ref())?;
+            let r = fuselage::quant_report::quant_report(&base, &p, &inputs, backend, cal)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -800,6 +843,7 @@ fn real_main() -> Result<()> {
         Command::Bench {
             model,
             pipeline,
+            calibration: calibration_text,
             batch,
             seq,
             warmup,
@@ -823,6 +867,7 @@ fn real_main() -> Result<()> {
                 let p = fuselage::Pipeline::load(p)?;
                 let opts = fuselage::CompileOptions {
                     numeric_check: false,
+                    calibration: calibration(&model, &m, calibration_text.as_ref())?,
                     ..Default::default()
                 };
                 m = fuselage::compile(&m, &p, &opts)?.module;

@@ -239,6 +239,7 @@ pub fn quant_report(
     pipeline: &Pipeline,
     inputs: &[Vec<Tensor>],
     backend: Backend,
+    calibration: Option<crate::Calibration>,
 ) -> Result<QuantReport, Error> {
     if inputs.is_empty() {
         return Err(Error::Inputs(
@@ -248,6 +249,7 @@ pub fn quant_report(
     let i = quantization_step(pipeline)?;
     let opts = CompileOptions {
         numeric_check: false,
+        calibration,
         ..CompileOptions::default()
     };
     let before = Pipeline {
@@ -317,7 +319,7 @@ mod tests {
         let inputs: Vec<Vec<Tensor>> = (0..3)
             .map(|seed| crate::sample_inputs(&m, &sizes, seed).unwrap())
             .collect();
-        let r = quant_report(&m, &p, &inputs, Backend::Reference).unwrap();
+        let r = quant_report(&m, &p, &inputs, Backend::Reference, None).unwrap();
         assert_eq!(r.step, "hero-quantize");
         assert_eq!(r.inputs, 3);
         assert!(!r.layers.is_empty(), "{}", r.table());
@@ -342,10 +344,10 @@ mod tests {
         let p = Pipeline::parse("dce,cse").unwrap();
         let sizes = fuselage_ir::sample::SymbolSizes::parse("B=2").unwrap();
         let x = vec![crate::sample_inputs(&m, &sizes, 0).unwrap()];
-        let e = quant_report(&m, &p, &x, Backend::Reference).unwrap_err();
+        let e = quant_report(&m, &p, &x, Backend::Reference, None).unwrap_err();
         assert!(e.to_string().contains("no quantization pass"), "{e}");
         let p = Pipeline::parse("hero-quantize").unwrap();
-        let e = quant_report(&m, &p, &[], Backend::Reference).unwrap_err();
+        let e = quant_report(&m, &p, &[], Backend::Reference, None).unwrap_err();
         assert!(e.to_string().contains("no calibration inputs"), "{e}");
     }
 }

@@ -30,6 +30,7 @@
 //!
 //! The pass is a [`PassKind::Quantization`]: the numeric check compares outputs by cosine.
 
+use crate::calibrate::ClipMethod;
 use crate::error::PassError;
 use crate::pass::{Changed, Pass, PassCx, PassKind};
 use fuselage_ir::ops::constant::Constant as ConstantOp;
@@ -42,9 +43,11 @@ use std::collections::{BTreeMap, HashMap};
 crate::pass_options! {
     /// Options of `hero-quantize`.
     pub struct HeroQuantizeOptions {
-        /// The policy preset: `cpu` (every GEMM input token-wise, dynamic; weights per channel)
-        /// or `m1` (HERO's least aggressive mode: only the GEMMs fed by a norm — QKV, FC1,
-        /// gate/up — in INT8, token-wise; the others stay in float).
+        /// The policy preset: `cpu` (every GEMM input token-wise, dynamic; weights per channel),
+        /// `m1` (HERO's least aggressive mode: only the GEMMs fed by a norm — QKV, FC1,
+        /// gate/up — in INT8, token-wise; the others stay in float) or `m2` (m1, and the other
+        /// GEMMs — attention out, FC2/down — in INT8 with static feature-wise scales from
+        /// calibration folded into their weights' rows).
         preset: String = "cpu".into(),
         /// The ops whose outputs `m1` treats as norm outputs (a row reduction that makes the
         /// token-wise scale free).
@@ -54,6 +57,10 @@ crate::pass_options! {
         precision: BTreeMap<String, String> = BTreeMap::new(),
         /// Weight rounding: `paper` (S = absmax/127, symmetric) or `deepspeed` (S = absmax/128).
         weight_convention: String = "paper".into(),
+        /// How static feature-wise scales are calibrated: `absmax`, `percentile` or `mse`.
+        calibration: String = "absmax".into(),
+        /// The percentile of `calibration = "percentile"`.
+        percentile: f64 = 99.99,
     }
 }
 
@@ -73,11 +80,15 @@ fn failed(message: String) -> PassError {
     }
 }
 
-/// The precision a GEMM runs in.
+/// The precision an override asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Precision {
-    /// W8A8 through `qlinear`.
+    /// W8A8 with the preset's activation scales for this GEMM.
     Int8,
+    /// W8A8 with token-wise activation scales.
+    Twq,
+    /// W8A8 with static feature-wise activation scales folded into the weight.
+    Fwq,
     /// Left as it is.
     Float,
 }
@@ -86,17 +97,40 @@ impl Precision {
     fn parse(key: &str, s: &str) -> Result<Self, PassError> {
         match s {
             "i8" | "int8" => Ok(Precision::Int8),
+            "twq" => Ok(Precision::Twq),
+            "fwq" => Ok(Precision::Fwq),
             "f32" | "float" | "keep" => Ok(Precision::Float),
             other => Err(options_error(format!(
-                "precision.\"{key}\": unknown precision `{other}` (allowed: i8, f32)"
+                "precision.\"{key}\": unknown precision `{other}` (allowed: i8, twq, fwq, f32)"
             ))),
         }
     }
+}
 
-    fn name(self) -> &'static str {
+/// How one GEMM ends up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    /// INT8, token-wise dynamic activation scales.
+    Twq,
+    /// INT8, static feature-wise activation scales folded into the weight's rows.
+    Fwq,
+    /// Unchanged.
+    Float,
+}
+
+impl Scheme {
+    fn precision(self) -> &'static str {
         match self {
-            Precision::Int8 => "i8",
-            Precision::Float => "f32",
+            Scheme::Twq | Scheme::Fwq => "i8",
+            Scheme::Float => "f32",
+        }
+    }
+
+    fn activations(self) -> &'static str {
+        match self {
+            Scheme::Twq => "token-wise",
+            Scheme::Fwq => "feature-wise static",
+            Scheme::Float => "-",
         }
     }
 }
@@ -108,6 +142,8 @@ enum Preset {
     Cpu,
     /// Only GEMMs whose input a norm op produced.
     M1,
+    /// Norm-fed GEMMs token-wise, the others feature-wise (static, folded).
+    M2,
 }
 
 impl Preset {
@@ -115,6 +151,7 @@ impl Preset {
         match self {
             Preset::Cpu => "cpu",
             Preset::M1 => "m1",
+            Preset::M2 => "m2",
         }
     }
 }
@@ -126,6 +163,7 @@ pub struct HeroQuantize {
     norm_ops: Vec<String>,
     overrides: Vec<(glob::Pattern, Precision)>,
     convention: Convention,
+    clip: ClipMethod,
 }
 
 impl HeroQuantize {
@@ -134,19 +172,22 @@ impl HeroQuantize {
         let preset = match options.preset.as_str() {
             "cpu" => Preset::Cpu,
             "m1" => Preset::M1,
-            "m2" | "m3" => {
-                return Err(options_error(format!(
-                    "preset `{}` needs static and feature-wise scales from calibration \
-                     statistics, which hero-quantize does not collect yet (available: cpu, m1)",
-                    options.preset
-                )))
+            "m2" => Preset::M2,
+            "m3" => {
+                return Err(options_error(
+                    "preset `m3` runs the attention products in INT8, which has no IR op yet \
+                     (available: cpu, m1, m2)"
+                        .into(),
+                ))
             }
             other => {
                 return Err(options_error(format!(
-                    "unknown preset `{other}` (available: cpu, m1)"
+                    "unknown preset `{other}` (available: cpu, m1, m2)"
                 )))
             }
         };
+        let clip = ClipMethod::parse(&options.calibration, options.percentile)
+            .map_err(|e| options_error(format!("calibration: {e}")))?;
         for op in &options.norm_ops {
             if !fuselage_ir::ops::OP_NAMES.contains(&op.as_str()) {
                 return Err(options_error(format!("norm-ops: unknown op `{op}`")));
@@ -172,28 +213,49 @@ impl HeroQuantize {
             norm_ops: options.norm_ops,
             overrides,
             convention,
+            clip,
         })
     }
 
-    /// The precision for a GEMM with these names whose input `input_op` produced, and why.
-    fn decide(&self, names: &[&str], input_op: &str) -> (Precision, String) {
+    /// What the preset does with a GEMM whose input `input_op` produced, and why.
+    fn preset_scheme(&self, input_op: &str) -> (Scheme, String) {
+        let norm_fed = self.norm_ops.iter().any(|o| o == input_op);
+        match (self.preset, norm_fed) {
+            (Preset::Cpu, _) => (Scheme::Twq, "preset cpu".into()),
+            (Preset::M1 | Preset::M2, true) => (
+                Scheme::Twq,
+                format!("preset {}: fed by {input_op}", self.preset.name()),
+            ),
+            (Preset::M1, false) => (
+                Scheme::Float,
+                format!("preset m1: fed by {input_op}, not a norm"),
+            ),
+            (Preset::M2, false) => (
+                Scheme::Fwq,
+                format!("preset m2: fed by {input_op}, not a norm"),
+            ),
+        }
+    }
+
+    /// The scheme for a GEMM with these names whose input `input_op` produced, and why.
+    fn decide(&self, names: &[&str], input_op: &str) -> (Scheme, String) {
         let best = self
             .overrides
             .iter()
             .filter(|(g, _)| names.iter().any(|n| g.matches(n)))
             .max_by_key(|(g, _)| g.as_str().len());
-        if let Some((g, p)) = best {
-            return (*p, format!("override `{}`", g.as_str()));
-        }
-        match self.preset {
-            Preset::Cpu => (Precision::Int8, "preset cpu".into()),
-            Preset::M1 if self.norm_ops.iter().any(|o| o == input_op) => {
-                (Precision::Int8, format!("preset m1: fed by {input_op}"))
-            }
-            Preset::M1 => (
-                Precision::Float,
-                format!("preset m1: fed by {input_op}, not a norm"),
-            ),
+        let Some((g, p)) = best else {
+            return self.preset_scheme(input_op);
+        };
+        let why = format!("override `{}`", g.as_str());
+        match p {
+            Precision::Float => (Scheme::Float, why),
+            Precision::Twq => (Scheme::Twq, why),
+            Precision::Fwq => (Scheme::Fwq, why),
+            Precision::Int8 => match self.preset_scheme(input_op).0 {
+                Scheme::Float => (Scheme::Twq, why),
+                s => (s, why),
+            },
         }
     }
 }
@@ -242,21 +304,52 @@ struct QuantWeight {
 }
 
 /// Quantize constant `name` per output channel (axis 1) with the reference `quantize` op, so
-/// the stored codes and scales are exactly what the IR means by them.
+/// the stored codes and scales are exactly what the IR means by them. With `row_scales`
+/// (feature-wise activation scales) the weight's row `k` is first multiplied by `s[k]`
+/// (rounded to the weight's dtype): the fold that makes `(x / s) · (diag(s) W) = x · W`.
 fn quantize_weight(
     m: &mut Module,
     name: &str,
     scale_dtype: DType,
     convention: Convention,
+    row_scales: Option<&[f64]>,
 ) -> Result<QuantWeight, PassError> {
     let c = m
         .constants
         .get(name)
         .ok_or_else(|| failed(format!("no constant `{name}`")))?
         .clone();
-    let w = c
+    let mut w = c
         .value(name)
         .map_err(|e| failed(format!("weight `{name}`: {e}")))?;
+    if let Some(s) = row_scales {
+        let [k, n] = w.shape() else {
+            return Err(failed(format!("weight `{name}` is not a matrix")));
+        };
+        if s.len() != *k {
+            return Err(failed(format!(
+                "weight `{name}`: {} feature scales for {k} rows",
+                s.len()
+            )));
+        }
+        let n = *n;
+        let d = w.dtype();
+        let folded: Vec<f64> = w
+            .data()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| d.round(v * s[i / n]))
+            .collect();
+        w = std::sync::Arc::new(
+            fuselage_ir::Tensor::new(d, w.shape().to_vec(), folded)
+                .map_err(|e| failed(format!("folding into `{name}`: {e}")))?,
+        );
+    }
+    let base = if row_scales.is_some() {
+        format!("{name}.fwq")
+    } else {
+        name.to_string()
+    };
     let op = Op::Quantize(Quantize {
         dtype: DType::I8,
         granularity: Granularity::PerChannel { axis: 1 },
@@ -283,9 +376,9 @@ fn quantize_weight(
     };
     let (q, s) = (Constant::from_tensor(q), Constant::from_tensor(s));
     let bytes_after = q.storage_bytes() + s.storage_bytes();
-    let codes = m.fresh_constant_name(&format!("{name}.q8"));
+    let codes = m.fresh_constant_name(&format!("{base}.q8"));
     m.add_constant(codes.clone(), q);
-    let scales = m.fresh_constant_name(&format!("{name}.q8.scale"));
+    let scales = m.fresh_constant_name(&format!("{base}.q8.scale"));
     m.add_constant(scales.clone(), s);
     Ok(QuantWeight {
         codes,
@@ -304,6 +397,7 @@ struct Decision {
     k: u64,
     n: u64,
     precision: &'static str,
+    activations: &'static str,
     reason: String,
 }
 
@@ -321,6 +415,8 @@ impl Pass for HeroQuantize {
     }
 
     fn run(&mut self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
+        let feature_scales = self.calibrate(m, cx)?;
+        let entry = m.entry_name().map(str::to_string);
         let mut weights: HashMap<(String, DType), QuantWeight> = HashMap::new();
         let mut decisions: Vec<Decision> = vec![];
         let (mut quantized, mut kept, mut quantize_nodes) = (0u64, 0u64, 0u64);
@@ -338,7 +434,8 @@ impl Pass for HeroQuantize {
                 }
             };
             // Quantized activations by the float value they quantize: q, k and v share one.
-            let mut inputs: HashMap<ValueId, (ValueId, ValueId)> = HashMap::new();
+            let mut inputs: HashMap<(ValueId, bool), (ValueId, ValueId)> = HashMap::new();
+            let in_entry = entry.as_deref() == Some(fname.as_str());
             let mut result: Result<(), PassError> = Ok(());
             for id in order {
                 let Some(node) = g.node(id) else { continue };
@@ -358,7 +455,17 @@ impl Pass for HeroQuantize {
                     .filter(|s| !s.is_empty())
                     .collect();
                 let input_op = g.node(gemm.x.node).map_or("?", |n| n.op.name());
-                let (precision, reason) = self.decide(&names, input_op);
+                let (mut scheme, mut reason) = self.decide(&names, input_op);
+                // Feature-wise scales are calibrated on the entry function; elsewhere (a
+                // KV-cache `decode` function) the same GEMM's input gets token-wise scales.
+                let fwq = match (scheme, in_entry) {
+                    (Scheme::Fwq, true) => feature_scales.get(&gemm.x).cloned(),
+                    _ => None,
+                };
+                if scheme == Scheme::Fwq && fwq.is_none() {
+                    scheme = Scheme::Twq;
+                    reason.push_str("; token-wise outside the calibrated entry function");
+                }
                 decisions.push(Decision {
                     function: fname.clone(),
                     module: if module.is_empty() {
@@ -369,45 +476,16 @@ impl Pass for HeroQuantize {
                     weight: gemm.weight.clone(),
                     k,
                     n,
-                    precision: precision.name(),
+                    precision: scheme.precision(),
+                    activations: scheme.activations(),
                     reason,
                 });
-                if precision == Precision::Float {
+                if scheme == Scheme::Float {
                     kept += 1;
                     continue;
                 }
                 let step = (|| -> Result<(), PassError> {
-                    let key = (gemm.weight.clone(), xty.dtype);
-                    if !weights.contains_key(&key) {
-                        let q = quantize_weight(m, &gemm.weight, xty.dtype, self.convention)?;
-                        bytes_before += q.bytes_before;
-                        bytes_after += q.bytes_after;
-                        weights.insert(key.clone(), q);
-                    }
-                    let qw = &weights[&key];
-                    let (xq, xs) = match inputs.get(&gemm.x) {
-                        Some(v) => *v,
-                        None => {
-                            let q = g
-                                .add_inferred(
-                                    m,
-                                    Op::Quantize(Quantize {
-                                        dtype: DType::I8,
-                                        granularity: Granularity::PerToken,
-                                        convention: Convention::Paper,
-                                        scale_dtype: xty.dtype,
-                                    }),
-                                    vec![gemm.x],
-                                    None,
-                                )
-                                .map_err(|e| type_err(&fname, e))?;
-                            quantize_nodes += 1;
-                            let v = (ValueId::new(q, 0), ValueId::new(q, 1));
-                            inputs.insert(gemm.x, v);
-                            v
-                        }
-                    };
-                    let constant = |g: &mut Graph, name: &str| {
+                    let constant = |g: &mut Graph, m: &Module, name: &str| {
                         g.add_inferred(
                             m,
                             Op::Constant(ConstantOp {
@@ -418,8 +496,71 @@ impl Pass for HeroQuantize {
                         )
                         .map_err(|e| type_err(&fname, e))
                     };
-                    let wq = constant(&mut g, &qw.codes)?;
-                    let ws = constant(&mut g, &qw.scales)?;
+                    let (qw, xq, xs) = if let Some(scales) = &fwq {
+                        // Static feature-wise: x / s per feature, s folded into W's rows, and
+                        // a unit per-tensor x_scale for the GEMM.
+                        let qw = quantize_weight(
+                            m,
+                            &gemm.weight,
+                            xty.dtype,
+                            self.convention,
+                            Some(scales),
+                        )?;
+                        bytes_before += qw.bytes_before;
+                        bytes_after += qw.bytes_after;
+                        let (xq, one) = match inputs.get(&(gemm.x, true)) {
+                            Some(v) => *v,
+                            None => {
+                                let v = feature_quantize(m, &mut g, gemm.x, &xty, scales)
+                                    .map_err(|e| type_err(&fname, e))?;
+                                quantize_nodes += 1;
+                                inputs.insert((gemm.x, true), v);
+                                v
+                            }
+                        };
+                        (qw, xq, one)
+                    } else {
+                        let key = (gemm.weight.clone(), xty.dtype);
+                        if !weights.contains_key(&key) {
+                            let q =
+                                quantize_weight(m, &gemm.weight, xty.dtype, self.convention, None)?;
+                            bytes_before += q.bytes_before;
+                            bytes_after += q.bytes_after;
+                            weights.insert(key.clone(), q);
+                        }
+                        let qw = &weights[&key];
+                        let qw = QuantWeight {
+                            codes: qw.codes.clone(),
+                            scales: qw.scales.clone(),
+                            bytes_before: 0,
+                            bytes_after: 0,
+                        };
+                        let (xq, xs) = match inputs.get(&(gemm.x, false)) {
+                            Some(v) => *v,
+                            None => {
+                                let q = g
+                                    .add_inferred(
+                                        m,
+                                        Op::Quantize(Quantize {
+                                            dtype: DType::I8,
+                                            granularity: Granularity::PerToken,
+                                            convention: Convention::Paper,
+                                            scale_dtype: xty.dtype,
+                                        }),
+                                        vec![gemm.x],
+                                        None,
+                                    )
+                                    .map_err(|e| type_err(&fname, e))?;
+                                quantize_nodes += 1;
+                                let v = (ValueId::new(q, 0), ValueId::new(q, 1));
+                                inputs.insert((gemm.x, false), v);
+                                v
+                            }
+                        };
+                        (qw, xq, xs)
+                    };
+                    let wq = constant(&mut g, m, &qw.codes)?;
+                    let ws = constant(&mut g, m, &qw.scales)?;
                     let mut operands = vec![xq, xs, wq.into(), ws.into()];
                     operands.extend(gemm.bias);
                     let new = g
@@ -473,15 +614,138 @@ impl Pass for HeroQuantize {
     }
 }
 
+impl HeroQuantize {
+    /// Feature-wise activation scales for the entry function's GEMMs that get static
+    /// feature-wise quantization, by the value they quantize: the calibration method's clip
+    /// per feature over 127 (1 where a feature never moved). Empty when no GEMM needs them; an
+    /// error when some do and the pipeline was given no calibration inputs.
+    fn calibrate(
+        &self,
+        m: &Module,
+        cx: &mut PassCx,
+    ) -> Result<HashMap<ValueId, Vec<f64>>, PassError> {
+        let Some(g) = m.entry() else {
+            return Ok(HashMap::new());
+        };
+        let order = g
+            .topo_order()
+            .map_err(|n| failed(format!("the entry function has a cycle through {n}")))?;
+        let mut sites: Vec<ValueId> = vec![];
+        for id in order {
+            let Some(node) = g.node(id) else { continue };
+            let Some(gemm) = as_gemm(m, g, &node.op, &node.operands) else {
+                continue;
+            };
+            let module = node.name.clone().unwrap_or_default();
+            let names: Vec<&str> = [module.as_str(), gemm.weight.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect();
+            let input_op = g.node(gemm.x.node).map_or("?", |n| n.op.name());
+            if self.decide(&names, input_op).0 == Scheme::Fwq && !sites.contains(&gemm.x) {
+                sites.push(gemm.x);
+            }
+        }
+        if sites.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let cal = cx.calibrator().ok_or_else(|| {
+            failed(format!(
+                "{} GEMM input(s) need static feature-wise scales (preset {}), and the pipeline \
+                 has no calibration inputs (CompileOptions::calibration; `--calibration TEXT` \
+                 on the command line)",
+                sites.len(),
+                self.preset.name()
+            ))
+        })?;
+        let samples = crate::calibrate::sample_features(m, &sites, cal)
+            .map_err(|e| failed(format!("calibration on {}: {e}", cal.name())))?;
+        cx.bump("calibration-inputs", cal.inputs() as u64);
+        cx.bump("calibrated-activations", sites.len() as u64);
+        let qmax = 127.0;
+        Ok(sites
+            .into_iter()
+            .zip(samples)
+            .map(|(v, s)| {
+                let scales = s
+                    .clip(self.clip, qmax)
+                    .into_iter()
+                    .map(|c| {
+                        let sc = f64::from((c / qmax) as f32);
+                        if sc > 0.0 && sc.is_finite() {
+                            sc
+                        } else {
+                            1.0
+                        }
+                    })
+                    .collect();
+                (v, scales)
+            })
+            .collect())
+    }
+}
+
+/// `quantize(x, s) {i8, per feature}` with the static scales `s` as a new constant, and a unit
+/// per-tensor scale constant for the GEMM: `(xq, one)`.
+fn feature_quantize(
+    m: &mut Module,
+    g: &mut Graph,
+    x: ValueId,
+    xty: &TensorType,
+    scales: &[f64],
+) -> Result<(ValueId, ValueId), fuselage_ir::IrError> {
+    let r = xty.rank();
+    let d = xty.dtype;
+    let mut shape = vec![1usize; r];
+    shape[r - 1] = scales.len();
+    let s = fuselage_ir::Tensor::new(d, shape, scales.iter().map(|&v| d.round(v)).collect())?;
+    let s_name = m.fresh_constant_name("hero.fwq.x_scale");
+    m.add_constant(s_name.clone(), Constant::from_tensor(&s));
+    let one_name = format!("hero.one.{d}.r{r}");
+    if !m.constants.contains_key(&one_name) {
+        let one = fuselage_ir::Tensor::new(d, vec![1; r], vec![1.0])?;
+        m.add_constant(one_name.clone(), Constant::from_tensor(&one));
+    }
+    let c = |g: &mut Graph, m: &Module, name: &str| {
+        g.add_inferred(
+            m,
+            Op::Constant(ConstantOp {
+                name: name.to_string(),
+            }),
+            vec![],
+            None,
+        )
+    };
+    let s_node = c(g, m, &s_name)?;
+    let one = c(g, m, &one_name)?;
+    let q = g.add_inferred(
+        m,
+        Op::Quantize(Quantize {
+            dtype: DType::I8,
+            granularity: Granularity::PerChannel { axis: -1 },
+            convention: Convention::Paper,
+            scale_dtype: d,
+        }),
+        vec![x, s_node.into()],
+        None,
+    )?;
+    Ok((ValueId::new(q, 0), one.into()))
+}
+
 /// People's view of the decisions: one line per precision and reason, then each kept module.
 fn summary(decisions: &[Decision]) -> Vec<String> {
-    let mut groups: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     for d in decisions {
-        *groups.entry((d.precision, d.reason.as_str())).or_insert(0) += 1;
+        *groups
+            .entry((d.precision, d.activations, d.reason.as_str()))
+            .or_insert(0) += 1;
     }
     let mut out: Vec<String> = groups
         .iter()
-        .map(|((p, r), n)| format!("{n} GEMM(s) in {p} ({r})"))
+        .map(|((p, a, r), n)| match *a {
+            "-" => format!("{n} GEMM(s) in {p} ({r})"),
+            a => format!("{n} GEMM(s) in {p}, {a} activation scales ({r})"),
+        })
         .collect();
     const SHOWN: usize = 12;
     let kept: Vec<&Decision> = decisions.iter().filter(|d| d.precision != "i8").collect();
@@ -504,6 +768,7 @@ fn summary(decisions: &[Decision]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::pass::Tolerance;
+    use crate::registry;
     use crate::testutil::{assert_same_outputs, run_pass, run_pass_with};
 
     fn tiny() -> Module {
@@ -688,6 +953,104 @@ mod tests {
         assert!(matches!(e, PassError::Numeric { .. }), "{e}");
     }
 
+    /// Seeded inputs run on the reference interpreter.
+    struct SeededCalibration(Vec<Vec<fuselage_ir::Tensor>>);
+
+    impl crate::pass::Calibrator for SeededCalibration {
+        fn name(&self) -> String {
+            "reference".into()
+        }
+
+        fn inputs(&self) -> usize {
+            self.0.len()
+        }
+
+        fn run_each(
+            &self,
+            module: &Module,
+            each: &mut crate::pass::EachOutputs<'_>,
+        ) -> Result<(), String> {
+            use fuselage_ir::Executor;
+            for (i, x) in self.0.iter().enumerate() {
+                let out = fuselage_ir::Reference
+                    .run(module, "main", x)
+                    .map_err(|e| e.to_string())?;
+                each(i, &out)?;
+            }
+            Ok(())
+        }
+    }
+
+    fn calibration(rows: usize, poison: bool) -> SeededCalibration {
+        SeededCalibration(
+            (0..4u64)
+                .map(|seed| {
+                    let mut x =
+                        fuselage_ir::ops::testing::rand_tensor(DType::F32, vec![rows, 8], seed);
+                    if poison && seed == 2 {
+                        let mut d = x.data().to_vec();
+                        d[3] = f64::NAN;
+                        x = fuselage_ir::Tensor::new(DType::F32, vec![rows, 8], d).unwrap();
+                    }
+                    vec![x]
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn m2_gives_non_norm_gemms_static_feature_scales_folded_into_the_weight() {
+        let before = tiny();
+        let mut after = before.clone();
+        // No norm in `tiny`: every GEMM is feature-wise under m2.
+        let mut p =
+            registry::create("hero-quantize", &serde_json::json!({"preset": "m2"})).unwrap();
+        let cal = calibration(5, false);
+        let mut cx = PassCx::new(&fuselage_ir::Reference).with_calibrator(Some(&cal));
+        assert!(p.run(&mut after, &mut cx).unwrap().is_changed());
+        fuselage_ir::verify(&after).unwrap();
+        let stats = cx.take_stats();
+        assert_eq!(stats["gemms-quantized"], 3);
+        assert_eq!(
+            stats["calibrated-activations"], 2,
+            "x (l1, l3) and gelu(l1) (l2)"
+        );
+        assert_eq!(stats["calibration-inputs"], 4);
+        let g = after.entry().unwrap();
+        let given: usize = g
+            .nodes()
+            .filter(|(_, n)| matches!(n.op, Op::Quantize(_)) && n.operands.len() == 2)
+            .count();
+        assert_eq!(given, 2, "one static quantize per calibrated input");
+        assert!(after.constants.contains_key("w2.fwq.q8"));
+        // On the calibration inputs themselves (no value beyond its static scale) the outputs
+        // stay close; (x / s)·(diag(s)·W) = x·W up to the two roundings.
+        use fuselage_ir::Executor;
+        for x in &cal.0 {
+            let a = fuselage_ir::Reference.run(&before, "main", x).unwrap();
+            let b = fuselage_ir::Reference.run(&after, "main", x).unwrap();
+            for (u, v) in a.iter().zip(&b) {
+                let dot: f64 = u.data().iter().zip(v.data()).map(|(p, q)| p * q).sum();
+                let nu: f64 = u.data().iter().map(|p| p * p).sum::<f64>().sqrt();
+                let nv: f64 = v.data().iter().map(|q| q * q).sum::<f64>().sqrt();
+                assert!(dot / (nu * nv) > 0.999, "cosine {}", dot / (nu * nv));
+            }
+        }
+
+        // Without calibration inputs, or with a NaN among them: clear errors.
+        let mut m = tiny();
+        let mut cx = PassCx::new(&fuselage_ir::Reference);
+        let e = p.run(&mut m, &mut cx).unwrap_err().to_string();
+        assert!(e.contains("no calibration inputs"), "{e}");
+        let bad = calibration(5, true);
+        let mut cx = PassCx::new(&fuselage_ir::Reference).with_calibrator(Some(&bad));
+        let e = p.run(&mut tiny(), &mut cx).unwrap_err().to_string();
+        assert!(
+            e.contains("calibration input 2") && e.contains("NaN"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn bad_options_are_clear() {
         let e = |o: serde_json::Value| {
@@ -696,10 +1059,11 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default()
         };
-        assert!(e(serde_json::json!({"preset": "m2"})).contains("calibration"));
-        assert!(e(serde_json::json!({"preset": "gpu"})).contains("available: cpu, m1"));
+        assert!(e(serde_json::json!({"preset": "m3"})).contains("attention"));
+        assert!(e(serde_json::json!({"preset": "gpu"})).contains("available: cpu, m1, m2"));
+        assert!(e(serde_json::json!({"calibration": "minmax"})).contains("absmax, percentile"));
         assert!(e(serde_json::json!({"norm-ops": ["layernorm"]})).contains("unknown op"));
-        assert!(e(serde_json::json!({"precision": {"a": "f8"}})).contains("allowed: i8, f32"));
+        assert!(e(serde_json::json!({"precision": {"a": "f8"}})).contains("allowed: i8, twq"));
         assert!(e(serde_json::json!({"precision": {"[": "f32"}})).contains("bad pattern"));
         assert!(e(serde_json::json!({"weight-convention": "x"})).contains("paper, deepspeed"));
     }

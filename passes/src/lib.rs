@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod calibrate;
 pub mod canonicalize;
 pub mod cse;
 pub mod dce;
@@ -55,5 +56,5 @@ mod testutil;
 pub use error::PassError;
 pub use manager::{IrDump, PassManager, PassManagerOptions, PassReport, PassRun, Scheduled};
 pub use numeric::{NumericCheck, NumericOptions};
-pub use pass::{Changed, Pass, PassCx, PassDetails, PassKind, Tolerance};
+pub use pass::{Calibrator, Changed, Pass, PassCx, PassDetails, PassKind, Tolerance};
 pub use pipeline::{OptValue, PassSpec, Pipeline, Step};

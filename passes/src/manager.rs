@@ -8,7 +8,7 @@
 
 use crate::error::PassError;
 use crate::numeric::{self, NumericCheck, NumericOptions};
-use crate::pass::{Changed, Checked, Pass, PassCx, PassDetails, Tolerance};
+use crate::pass::{Calibrator, Changed, Checked, Pass, PassCx, PassDetails, Tolerance};
 use crate::pipeline::{Pipeline, Step};
 use crate::registry;
 use fuselage_ir::{Executor, Module, Reference, Tensor};
@@ -290,6 +290,7 @@ struct Cache {
 pub struct PassManager<'e> {
     options: PassManagerOptions,
     executor: &'e dyn Executor,
+    calibrator: Option<&'e dyn Calibrator>,
     sink: Box<dyn FnMut(&IrDump) + 'e>,
     last: Option<PassReport>,
     // Run state.
@@ -311,6 +312,7 @@ impl<'e> PassManager<'e> {
         PassManager {
             options,
             executor,
+            calibrator: None,
             sink: Box::new(|d: &IrDump| {
                 eprintln!(
                     "// ----- IR after step {} `{}` -----\n{}",
@@ -322,6 +324,11 @@ impl<'e> PassManager<'e> {
             stopped: false,
             cache: None,
         }
+    }
+
+    /// Give passes calibration inputs to collect statistics on (see [`Calibrator`]).
+    pub fn set_calibrator(&mut self, calibrator: &'e dyn Calibrator) {
+        self.calibrator = Some(calibrator);
     }
 
     /// Send `print_ir_after` output to `sink` instead of stderr.
@@ -474,7 +481,7 @@ impl<'e> PassManager<'e> {
         let name = pass.name();
         let before = module.clone();
         let nodes_before = module.node_count();
-        let mut cx = PassCx::new(self.executor);
+        let mut cx = PassCx::new(self.executor).with_calibrator(self.calibrator);
         let t = Instant::now();
         let res = pass.run(module, &mut cx);
         let ms = t.elapsed().as_secs_f64() * 1e3;

@@ -111,8 +111,26 @@ impl Tolerance {
 /// that must run the model (calibration).
 pub struct PassCx<'a> {
     executor: &'a dyn Executor,
+    calibrator: Option<&'a dyn Calibrator>,
     stats: BTreeMap<String, u64>,
     details: Option<PassDetails>,
+}
+
+/// What [`Calibrator::run_each`] hands each input's outputs to (with the input's index).
+pub type EachOutputs<'f> = dyn FnMut(usize, &[fuselage_ir::Tensor]) -> Result<(), String> + 'f;
+
+/// Runs a module on the calibration inputs, on the fastest executor available (the lowered CPU
+/// program), for passes that collect statistics (`hero-quantize`'s static scales).
+pub trait Calibrator {
+    /// What runs the module (`cpu`, `reference`), for reports.
+    fn name(&self) -> String;
+
+    /// How many calibration inputs there are.
+    fn inputs(&self) -> usize;
+
+    /// Run `module`'s entry function on each calibration input in turn and hand its outputs to
+    /// `each` (with the input's index); stop at the first error.
+    fn run_each(&self, module: &Module, each: &mut EachOutputs<'_>) -> Result<(), String>;
 }
 
 /// What a pass decided, beyond its counters: structured data for `--json` and a few lines of
@@ -131,9 +149,21 @@ impl<'a> PassCx<'a> {
     pub fn new(executor: &'a dyn Executor) -> Self {
         PassCx {
             executor,
+            calibrator: None,
             stats: BTreeMap::new(),
             details: None,
         }
+    }
+
+    /// This context with calibration inputs.
+    pub fn with_calibrator(mut self, calibrator: Option<&'a dyn Calibrator>) -> Self {
+        self.calibrator = calibrator;
+        self
+    }
+
+    /// The calibration inputs' runner, when the pipeline was given some.
+    pub fn calibrator(&self) -> Option<&'a dyn Calibrator> {
+        self.calibrator
     }
 
     /// Record what the pass decided (replaces earlier details of this run).
