@@ -47,7 +47,9 @@ crate::pass_options! {
         /// `m1` (HERO's least aggressive mode: only the GEMMs fed by a norm — QKV, FC1,
         /// gate/up — in INT8, token-wise; the others stay in float) or `m2` (m1, and the other
         /// GEMMs — attention out, FC2/down — in INT8 with static feature-wise scales from
-        /// calibration folded into their weights' rows).
+        /// calibration folded into their weights' rows) or `auto` (token-wise everywhere, then
+        /// the fewest GEMMs kept in f32 — most sensitive first — that meet `budget-cosine` on
+        /// the calibration inputs).
         preset: String = "cpu".into(),
         /// The ops whose outputs `m1` treats as norm outputs (a row reduction that makes the
         /// token-wise scale free).
@@ -61,6 +63,9 @@ crate::pass_options! {
         calibration: String = "absmax".into(),
         /// The percentile of `calibration = "percentile"`.
         percentile: f64 = 99.99,
+        /// `preset = "auto"`: the accuracy budget, the least cosine similarity of every output
+        /// (mean over the calibration inputs) against the FP32 program.
+        budget_cosine: f64 = 0.998,
     }
 }
 
@@ -144,6 +149,8 @@ enum Preset {
     M1,
     /// Norm-fed GEMMs token-wise, the others feature-wise (static, folded).
     M2,
+    /// Token-wise everywhere, then the fewest GEMMs in f32 that meet the budget.
+    Auto,
 }
 
 impl Preset {
@@ -152,6 +159,7 @@ impl Preset {
             Preset::Cpu => "cpu",
             Preset::M1 => "m1",
             Preset::M2 => "m2",
+            Preset::Auto => "auto",
         }
     }
 }
@@ -164,6 +172,7 @@ pub struct HeroQuantize {
     overrides: Vec<(glob::Pattern, Precision)>,
     convention: Convention,
     clip: ClipMethod,
+    budget_cosine: f64,
 }
 
 impl HeroQuantize {
@@ -173,16 +182,17 @@ impl HeroQuantize {
             "cpu" => Preset::Cpu,
             "m1" => Preset::M1,
             "m2" => Preset::M2,
+            "auto" => Preset::Auto,
             "m3" => {
                 return Err(options_error(
                     "preset `m3` runs the attention products in INT8, which has no IR op yet \
-                     (available: cpu, m1, m2)"
+                     (available: cpu, m1, m2, auto)"
                         .into(),
                 ))
             }
             other => {
                 return Err(options_error(format!(
-                    "unknown preset `{other}` (available: cpu, m1, m2)"
+                    "unknown preset `{other}` (available: cpu, m1, m2, auto)"
                 )))
             }
         };
@@ -214,6 +224,7 @@ impl HeroQuantize {
             overrides,
             convention,
             clip,
+            budget_cosine: options.budget_cosine,
         })
     }
 
@@ -222,6 +233,7 @@ impl HeroQuantize {
         let norm_fed = self.norm_ops.iter().any(|o| o == input_op);
         match (self.preset, norm_fed) {
             (Preset::Cpu, _) => (Scheme::Twq, "preset cpu".into()),
+            (Preset::Auto, _) => (Scheme::Twq, "preset auto".into()),
             (Preset::M1 | Preset::M2, true) => (
                 Scheme::Twq,
                 format!("preset {}: fed by {input_op}", self.preset.name()),
@@ -415,6 +427,26 @@ impl Pass for HeroQuantize {
     }
 
     fn run(&mut self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
+        if self.preset != Preset::Auto {
+            return self.rewrite(m, cx);
+        }
+        let plan = self.auto_plan(m, cx)?;
+        let changed = plan.pass.rewrite(m, cx)?;
+        if let Some(mut d) = cx.take_details() {
+            d.data["auto"] = plan.report;
+            let mut text = plan.text;
+            text.append(&mut d.text);
+            cx.set_details(d.data, text);
+        }
+        cx.bump("auto-evaluations", plan.evaluations);
+        Ok(changed)
+    }
+}
+
+impl HeroQuantize {
+    /// The rewrite with this pass's preset and overrides (what `run` does for every preset but
+    /// `auto`, which plans overrides first).
+    fn rewrite(&self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
         let feature_scales = self.calibrate(m, cx)?;
         let entry = m.entry_name().map(str::to_string);
         let mut weights: HashMap<(String, DType), QuantWeight> = HashMap::new();
@@ -682,6 +714,171 @@ impl HeroQuantize {
                 (v, scales)
             })
             .collect())
+    }
+}
+
+/// What `preset = "auto"` decided: the pass to run (token-wise everywhere, the chosen GEMMs
+/// kept in f32 by exact-name overrides), and why.
+struct AutoPlan {
+    pass: HeroQuantize,
+    report: serde_json::Value,
+    text: Vec<String>,
+    evaluations: u64,
+}
+
+/// Every output's mean cosine over the inputs against `reference`; the least of them.
+fn least_output_cosine(
+    reference: &[Vec<fuselage_ir::Tensor>],
+    got: &[Vec<fuselage_ir::Tensor>],
+) -> f64 {
+    let outputs = reference.first().map_or(0, Vec::len);
+    (0..outputs)
+        .map(|o| {
+            let c: f64 = reference
+                .iter()
+                .zip(got)
+                .map(|(r, g)| {
+                    let (a, b) = (r[o].data(), g[o].data());
+                    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+                    if na == 0.0 || nb == 0.0 {
+                        f64::from(u8::from(na == nb))
+                    } else {
+                        dot / (na * nb)
+                    }
+                })
+                .sum();
+            c / reference.len().max(1) as f64
+        })
+        .fold(1.0, f64::min)
+}
+
+impl HeroQuantize {
+    /// This pass with `preset` and extra exact-name overrides (added after its own, so an
+    /// exact name — longer than any glob it matches — wins); `everything` first sets every
+    /// GEMM's default.
+    fn planned(
+        &self,
+        preset: Preset,
+        everything: Option<Precision>,
+        extra: &[(String, Precision)],
+    ) -> Result<Self, PassError> {
+        let mut p = self.clone();
+        p.preset = preset;
+        if let Some(e) = everything {
+            let all = glob::Pattern::new("*").map_err(|e| failed(e.to_string()))?;
+            p.overrides.push((all, e));
+        }
+        for (name, precision) in extra {
+            let g = glob::Pattern::new(&glob::Pattern::escape(name))
+                .map_err(|e| failed(format!("auto: name `{name}`: {e}")))?;
+            p.overrides.push((g, *precision));
+        }
+        Ok(p)
+    }
+
+    /// `preset = "auto"`: measure each GEMM's damage alone (only it in INT8), then find the
+    /// fewest most-damaging GEMMs to keep in f32 for the rest to meet `budget-cosine` (a
+    /// bisection over that order), on the calibration inputs.
+    fn auto_plan(&self, m: &Module, cx: &mut PassCx) -> Result<AutoPlan, PassError> {
+        let cal = cx.calibrator().ok_or_else(|| {
+            failed(
+                "preset auto measures accuracy on calibration inputs, and the pipeline has none \
+                 (CompileOptions::calibration; `--calibration TEXT` on the command line)"
+                    .into(),
+            )
+        })?;
+        let run = |module: &Module| -> Result<Vec<Vec<fuselage_ir::Tensor>>, PassError> {
+            let mut out = vec![];
+            cal.run_each(module, &mut |_, o| {
+                out.push(o.to_vec());
+                Ok(())
+            })
+            .map_err(|e| failed(format!("auto: running the calibration inputs: {e}")))?;
+            Ok(out)
+        };
+        let reference = run(m)?;
+        let executor = cx.executor();
+        let mut evaluations = 0u64;
+        let mut evaluate = |p: &HeroQuantize| -> Result<f64, PassError> {
+            let mut q = m.clone();
+            let mut scratch = PassCx::new(executor).with_calibrator(Some(cal));
+            p.rewrite(&mut q, &mut scratch)?;
+            evaluations += 1;
+            Ok(least_output_cosine(&reference, &run(&q)?))
+        };
+        // The GEMMs by the name the decisions use (node name, else weight).
+        let mut names: Vec<String> = vec![];
+        if let Some(g) = m.entry() {
+            let order = g
+                .topo_order()
+                .map_err(|n| failed(format!("the entry function has a cycle through {n}")))?;
+            for id in order {
+                let Some(node) = g.node(id) else { continue };
+                if let Some(gemm) = as_gemm(m, g, &node.op, &node.operands) {
+                    let n = node.name.clone().unwrap_or(gemm.weight);
+                    if !names.contains(&n) {
+                        names.push(n);
+                    }
+                }
+            }
+        }
+        let all_int8 = evaluate(&self.planned(Preset::Cpu, None, &[])?)?;
+        let mut damage: Vec<(String, f64)> = vec![];
+        if all_int8 < self.budget_cosine {
+            for n in &names {
+                let only = [(n.clone(), Precision::Twq)];
+                let p = self.planned(Preset::Cpu, Some(Precision::Float), &only)?;
+                damage.push((n.clone(), evaluate(&p)?));
+            }
+            damage.sort_by(|a, b| a.1.total_cmp(&b.1));
+        }
+        let keep_first = |k: usize| -> Vec<(String, Precision)> {
+            damage[..k]
+                .iter()
+                .map(|(n, _)| (n.clone(), Precision::Float))
+                .collect()
+        };
+        // Bisection for the least k whose plan meets the budget: k = 0 failed (or passed, and
+        // nothing is kept); k = all leaves the program unquantized (cosine 1).
+        let (mut lo, mut hi, mut at_hi) = (0usize, damage.len(), 1.0);
+        if all_int8 >= self.budget_cosine {
+            (hi, at_hi) = (0, all_int8);
+        }
+        while hi > lo + 1 {
+            let mid = (lo + hi) / 2;
+            let c = evaluate(&self.planned(Preset::Cpu, None, &keep_first(mid))?)?;
+            if c >= self.budget_cosine {
+                (hi, at_hi) = (mid, c);
+            } else {
+                lo = mid;
+            }
+        }
+        let kept = keep_first(hi);
+        let report = serde_json::json!({
+            "budget_cosine": self.budget_cosine,
+            "all_int8_cosine": all_int8,
+            "kept_f32": damage[..hi].iter().map(|(n, c)| serde_json::json!({"module": n, "alone_cosine": c})).collect::<Vec<_>>(),
+            "final_cosine": at_hi,
+            "calibration_inputs": cal.inputs(),
+        });
+        let mut text = vec![format!(
+            "auto: all GEMMs in INT8 give cosine {all_int8:.5} on {} calibration input(s) \
+             (budget {}); {} kept in f32 → cosine {at_hi:.5}",
+            cal.inputs(),
+            self.budget_cosine,
+            hi
+        )];
+        for (n, c) in damage[..hi].iter().take(12) {
+            text.push(format!("  kept {n} (in INT8 alone: cosine {c:.5})"));
+        }
+        Ok(AutoPlan {
+            pass: self.planned(Preset::Cpu, None, &kept)?,
+            report,
+            text,
+            evaluations,
+        })
     }
 }
 
@@ -1049,6 +1246,56 @@ mod tests {
             e.contains("calibration input 2") && e.contains("NaN"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn auto_keeps_the_fewest_most_damaging_gemms_that_meet_the_budget() {
+        let cal = calibration(5, false);
+        let run = |budget: f64| {
+            let mut m = tiny();
+            let mut p = registry::create(
+                "hero-quantize",
+                &serde_json::json!({"preset": "auto", "budget-cosine": budget}),
+            )
+            .unwrap();
+            let mut cx = PassCx::new(&fuselage_ir::Reference).with_calibrator(Some(&cal));
+            p.run(&mut m, &mut cx).unwrap();
+            let d = cx.take_details().unwrap();
+            (m, cx.take_stats(), d)
+        };
+        // A loose budget: everything in INT8, no search.
+        let (m, stats, d) = run(0.5);
+        assert_eq!(stats["gemms-quantized"], 3);
+        assert_eq!(stats["auto-evaluations"], 1);
+        assert_eq!(d.data["auto"]["kept_f32"].as_array().unwrap().len(), 0);
+        assert_eq!(m.op_histogram().get("qlinear"), Some(&3));
+        // An impossible budget short of exactness: every GEMM measured alone, then all kept.
+        let (m, stats, d) = run(1.0 - 1e-12);
+        assert_eq!(stats["gemms-kept"], 3, "{:?}", d.data["auto"]);
+        assert!(stats["auto-evaluations"] >= 1 + 3);
+        assert_eq!(m.op_histogram().get("qlinear"), None);
+        let kept = d.data["auto"]["kept_f32"].as_array().unwrap();
+        let alone: Vec<f64> = kept
+            .iter()
+            .map(|k| k["alone_cosine"].as_f64().unwrap())
+            .collect();
+        assert!(
+            alone.windows(2).all(|w| w[0] <= w[1]),
+            "most damaging first: {alone:?}"
+        );
+        assert!(
+            d.text[0].starts_with("auto: all GEMMs in INT8 give cosine"),
+            "{:?}",
+            d.text
+        );
+        // Without calibration inputs: a clear error.
+        let mut p =
+            registry::create("hero-quantize", &serde_json::json!({"preset": "auto"})).unwrap();
+        let e = p
+            .run(&mut tiny(), &mut PassCx::new(&fuselage_ir::Reference))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("calibration inputs"), "{e}");
     }
 
     #[test]
