@@ -103,3 +103,21 @@ pub enum PassError {
         message: String,
     },
 }
+
+impl PassError {
+    /// [`PassError::Options`] of `pass`.
+    pub fn options(pass: &str, message: impl Into<String>) -> Self {
+        PassError::Options {
+            pass: pass.into(),
+            message: message.into(),
+        }
+    }
+
+    /// [`PassError::Failed`] of `pass`.
+    pub fn failed(pass: &str, message: impl Into<String>) -> Self {
+        PassError::Failed {
+            pass: pass.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -72,17 +72,11 @@ crate::pass_options! {
 const NAME: &str = "hero-quantize";
 
 fn options_error(message: String) -> PassError {
-    PassError::Options {
-        pass: NAME.into(),
-        message,
-    }
+    PassError::options(NAME, message)
 }
 
 fn failed(message: String) -> PassError {
-    PassError::Failed {
-        pass: NAME.into(),
-        message,
-    }
+    PassError::failed(NAME, message)
 }
 
 /// The precision an override asks for.
@@ -1272,7 +1266,10 @@ mod tests {
         // An impossible budget short of exactness: every GEMM measured alone, then all kept.
         let (m, stats, d) = run(1.0 - 1e-12);
         assert_eq!(stats["gemms-kept"], 3, "{:?}", d.data["auto"]);
-        assert!(stats["auto-evaluations"] > 3, "all-INT8, then each GEMM alone");
+        assert!(
+            stats["auto-evaluations"] > 3,
+            "all-INT8, then each GEMM alone"
+        );
         assert_eq!(m.op_histogram().get("qlinear"), None);
         let kept = d.data["auto"]["kept_f32"].as_array().unwrap();
         let alone: Vec<f64> = kept

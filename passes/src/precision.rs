@@ -53,17 +53,11 @@ pub struct Precision {
 const NAME: &str = "precision";
 
 fn options_error(message: String) -> PassError {
-    PassError::Options {
-        pass: NAME.into(),
-        message,
-    }
+    PassError::options(NAME, message)
 }
 
 fn failed(message: String) -> PassError {
-    PassError::Failed {
-        pass: NAME.into(),
-        message,
-    }
+    PassError::failed(NAME, message)
 }
 
 /// A float dtype a whole program may compute in (no scales needed).
