@@ -745,6 +745,46 @@ fn hero_w8a8_on_minilm_eval_and_quant_report() {
     );
     assert!(sqnr[0] > 10.0, "{sqnr:?}");
 
+    // m2 needs calibration text: without it a clear error, with it static feature-wise scales.
+    let o = fuselage(&[
+        "compile",
+        &dir,
+        "--pipeline",
+        "pipelines/hero-m2.toml",
+        "--no-numeric-check",
+    ]);
+    assert_clear_error(&o, &["no calibration inputs", "--calibration"]);
+    let o = fuselage(&[
+        "compile",
+        &dir,
+        "--pipeline",
+        "pipelines/hero-m2.toml",
+        "--calibration",
+        &s,
+        "--check-text",
+        &s,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hero = r["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hero-quantize")
+        .unwrap();
+    assert_eq!(hero["stats"]["calibration-inputs"], 6);
+    assert_eq!(
+        hero["stats"]["calibrated-activations"], 12,
+        "attention out and FC2 of 6 blocks"
+    );
+    let gemms = hero["details"]["gemms"].as_array().unwrap();
+    let fwq = gemms
+        .iter()
+        .filter(|g| g["activations"] == "feature-wise static")
+        .count();
+    assert_eq!(fwq, 12);
+
     let empty = tmp("hero-empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
     let o = fuselage(&[

@@ -134,14 +134,19 @@ pub trait Calibrator {
 }
 
 /// What a pass decided, beyond its counters: structured data for `--json` and a few lines of
-/// text for people (which module runs in which precision, say).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// text for people (which module runs in which precision, say). Serializes as its data.
+#[derive(Clone, Debug, PartialEq)]
 pub struct PassDetails {
     /// Structured form (in the report's JSON as the pass's `details`).
     pub data: serde_json::Value,
     /// Human-readable lines, printed under the report's table.
-    #[serde(skip)]
     pub text: Vec<String>,
+}
+
+impl Serialize for PassDetails {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(s)
+    }
 }
 
 impl<'a> PassCx<'a> {
