@@ -70,18 +70,45 @@ pub fn quantize_i8_rows(
         return Ok(None);
     }
     let rows = x.len() / row_len;
-    let mut scales = Vec::with_capacity(rows);
+    let mut scales = vec![0f32; rows];
     let mut codes = vec![0u8; x.len()];
-    for (row, out) in x.chunks_exact(row_len).zip(codes.chunks_exact_mut(row_len)) {
+    // Rows over the rayon workers when there is enough work (a batch of sequences).
+    let one = |(row, (out, scale)): (&[f32], (&mut [u8], &mut f32))| -> R<bool> {
         let Some(absmax) = finite_absmax(row) else {
-            return Ok(None);
+            return Ok(false);
         };
         let s = rule.scale(f64::from(absmax)).map_err(|e| e.0)?;
         quantize_row_i8(rule, row, s, lo, hi, out);
-        scales.push(s as f32);
-    }
-    Ok(Some((codes, scales)))
+        *scale = s as f32;
+        Ok(true)
+    };
+    let all_finite = if x.len() >= PARALLEL_MIN_VALUES {
+        use rayon::prelude::*;
+        x.par_chunks_exact(row_len)
+            .zip(
+                codes
+                    .par_chunks_exact_mut(row_len)
+                    .zip(scales.par_iter_mut()),
+            )
+            .map(one)
+            .collect::<R<Vec<bool>>>()?
+            .into_iter()
+            .all(|ok| ok)
+    } else {
+        let mut ok = true;
+        for r in x
+            .chunks_exact(row_len)
+            .zip(codes.chunks_exact_mut(row_len).zip(scales.iter_mut()))
+        {
+            ok &= one(r)?;
+        }
+        ok
+    };
+    Ok(all_finite.then_some((codes, scales)))
 }
+
+/// Below this many values a quantization runs on the calling thread.
+const PARALLEL_MIN_VALUES: usize = 1 << 16;
 
 /// The largest `|v|` of `row`, or `None` when a value is NaN or infinite.
 fn finite_absmax(row: &[f32]) -> Option<f32> {
@@ -380,6 +407,24 @@ mod tests {
             prop_assert_eq!(&codes[..], want.bytes());
             prop_assert_eq!(scales, want_scales);
         }
+    }
+
+    #[test]
+    fn rows_over_workers_equal_the_general_path() {
+        // Above PARALLEL_MIN_VALUES: the rows go over the rayon workers.
+        let (rows, k) = (300usize, 256usize);
+        let r = rule(Convention::Paper);
+        let data: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) * 1e-2 * (1 + i / k % 5) as f32)
+            .collect();
+        let (codes, scales) = quantize_i8_rows(&r, &data, k).unwrap().unwrap();
+        let (want, want_scales) =
+            quantize_packed(&r, DType::I8, &data, &[rows, k], &[rows, 1]).unwrap();
+        assert_eq!(&codes[..], want.bytes());
+        assert_eq!(scales, want_scales);
+        let mut bad = data.clone();
+        bad[rows * k - 1] = f32::NAN;
+        assert!(quantize_i8_rows(&r, &bad, k).unwrap().is_none());
     }
 
     #[test]
