@@ -724,7 +724,17 @@ fn real_main() -> Result<()> {
                         calibration: calibration(&model, &base, calibration_text.as_ref())?,
                         ..fuselage::CompileOptions::default()
                     };
-                    Some(fuselage::compile(&base, &p, &opts)?.module)
+                    let c = fuselage::compile(&base, &p, &opts)?;
+                    // What the passes decided (which module runs in which precision, …).
+                    for run in &c.report.passes {
+                        if let Some(d) = run.details.as_ref().filter(|d| !d.text.is_empty()) {
+                            eprintln!("step {} {}:", run.step, run.name);
+                            for line in &d.text {
+                                eprintln!("  {line}");
+                            }
+                        }
+                    }
+                    Some(c.module)
                 }
                 None => None,
             };

@@ -23,6 +23,9 @@ use rayon::prelude::*;
 /// Columns per panel.
 const NR: usize = 16;
 
+/// The bytes of A's i32 pairs a block of rows may take (half a 512 KiB L2).
+const A_BLOCK_BYTES: usize = 256 << 10;
+
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
 
@@ -246,8 +249,26 @@ impl QJob<'_> {
     /// no other thread accesses during the call.
     unsafe fn run(&self, panels: std::ops::Range<usize>, c: *mut f32) {
         let mr = self.isa.mr();
+        // Rows in blocks whose A pairs stay in L2 while every panel of this task passes over
+        // them; without the blocks A is re-read from memory for each panel.
+        let block = (A_BLOCK_BYTES / (4 * self.kp.max(1))).max(mr) / mr * mr;
+        for i0 in (0..self.m).step_by(block) {
+            let rows_end = (i0 + block).min(self.m);
+            for j in panels.clone() {
+                // SAFETY: panel j of the caller's range, rows of the output it owns.
+                unsafe { self.panel_rows(j, i0..rows_end, c) };
+            }
+        }
+    }
+
+    /// Rows `rows` × the columns of panel `j`.
+    ///
+    /// # Safety
+    /// As [`QJob::run`] for a panel of the caller's range.
+    unsafe fn panel_rows(&self, j: usize, rows: std::ops::Range<usize>, c: *mut f32) {
+        let mr = self.isa.mr();
         let n = self.b.n;
-        for j in panels {
+        {
             let cols = NR.min(n - j * NR);
             let panel = self.b.panel(j);
             let mut ws = [0f32; NR];
@@ -256,8 +277,8 @@ impl QJob<'_> {
             if let Some(b) = self.epilogue.bias {
                 bias[..cols].copy_from_slice(&b[j * NR..j * NR + cols]);
             }
-            for i in (0..self.m).step_by(mr) {
-                let rows = mr.min(self.m - i);
+            for i in rows.clone().step_by(mr) {
+                let rows = mr.min(rows.end - i);
                 let mut tile = [0f32; 6 * NR];
                 let t = QTile {
                     kp: self.kp,
@@ -460,6 +481,31 @@ mod tests {
                     // Row padding untouched.
                     prop_assert!(c[i * (n + 3) + n..(i + 1) * (n + 3)].iter().all(|x| x.is_nan()));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn several_row_blocks_and_ragged_edges_are_exact() {
+        // K = 2000: a row block holds 256 KiB / (4 · 1000) = 65 → 60 rows, so 133 rows take
+        // three blocks (the last ragged), over 2 workers and 3 panels (the last ragged).
+        let (m, k, n) = (133, 2000, 37);
+        let (a, b) = (i8s(m * k, 7), i8s(k * n, 8));
+        let pb = PackedI8Matrix::pack(&b, k, n).unwrap();
+        let (ones_m, ones_n) = (vec![1f32; m], vec![1f32; n]);
+        let e = Epilogue {
+            row_scale: &ones_m,
+            col_scale: &ones_n,
+            bias: None,
+        };
+        let (acc, _) = reference(m, k, n, &a, &b, &e);
+        for isa in isas() {
+            let mut c = vec![f32::NAN; m * n];
+            gemm_i8_with(isa, m, &a, &pb, e, &mut c, n, true).unwrap();
+            for (i, (x, y)) in c.iter().zip(&acc).enumerate() {
+                // |acc| ≤ 128²·2000 < 2^25: exact in f32 only below 2^24, so compare in f64
+                // against the f32 rounding of the exact sum.
+                assert_eq!(*x, *y as f32, "{isa:?} element {i}");
             }
         }
     }
