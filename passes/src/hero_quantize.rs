@@ -167,6 +167,8 @@ pub struct HeroQuantize {
     convention: Convention,
     clip: ClipMethod,
     budget_cosine: f64,
+    /// GEMMs (by name) the `auto` policy keeps in f32.
+    auto_kept: std::collections::BTreeSet<String>,
 }
 
 impl HeroQuantize {
@@ -219,6 +221,7 @@ impl HeroQuantize {
             convention,
             clip,
             budget_cosine: options.budget_cosine,
+            auto_kept: Default::default(),
         })
     }
 
@@ -245,6 +248,9 @@ impl HeroQuantize {
 
     /// The scheme for a GEMM with these names whose input `input_op` produced, and why.
     fn decide(&self, names: &[&str], input_op: &str) -> (Scheme, String) {
+        if names.iter().any(|n| self.auto_kept.contains(*n)) {
+            return (Scheme::Float, "auto: kept to meet the budget".into());
+        }
         let best = self
             .overrides
             .iter()
@@ -868,7 +874,11 @@ impl HeroQuantize {
             text.push(format!("  kept {n} (in INT8 alone: cosine {c:.5})"));
         }
         Ok(AutoPlan {
-            pass: self.planned(Preset::Cpu, None, &kept)?,
+            pass: {
+                let mut p = self.planned(Preset::Cpu, None, &[])?;
+                p.auto_kept = kept.into_iter().map(|(n, _)| n).collect();
+                p
+            },
             report,
             text,
             evaluations,
