@@ -123,15 +123,7 @@ impl fmt::Display for OptValue {
                 if bare_ok {
                     f.write_str(s)
                 } else {
-                    f.write_str("\"")?;
-                    for c in s.chars() {
-                        match c {
-                            '"' => f.write_str("\\\"")?,
-                            '\\' => f.write_str("\\\\")?,
-                            c => write!(f, "{c}")?,
-                        }
-                    }
-                    f.write_str("\"")
+                    write_quoted(f, s)
                 }
             }
         }
